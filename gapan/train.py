@@ -1,0 +1,382 @@
+"""The trainer: `train(cfg, report)` runs one experiment and returns its final metrics.
+
+It runs alone (``python -m gapan.train flow.depth=8 ...``), in tests and in notebooks, and inside
+Ray Tune through a ten-line wrapper (gapan.tune). Each epoch it trains, evaluates retrieval on the
+validation classes, saves a checkpoint (when given a run folder) and calls ``report`` with a flat
+dict. Test metrics on the unseen classes are computed once, after the last epoch, so nothing is
+ever tuned on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from gapan.backbone import build_backbone
+from gapan.config import ConfigError, ExperimentConfig, config_fields, from_flat, load_config
+from gapan.config import parse_overrides, save_config, to_flat
+from gapan.data import DataError, Splits, build_splits
+from gapan.data.sampler import MPerClassBatchSampler
+from gapan.data.transforms import eval_transform, train_transform
+from gapan.features import cached_features
+from gapan.losses import GapanCriterion
+from gapan.metrics import retrieval_metrics
+from gapan.model import EmbeddingModel
+
+Report = Callable[[dict[str, Any]], None]
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+
+
+def print_report(metrics: dict[str, Any]) -> None:
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+    print(json.dumps(shown), flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Inputs:
+    """What the loop reads, the same way whether the backbone is frozen or fine-tuned."""
+
+    in_features: int
+    backbone: torch.nn.Module | None  # None when training on cached features
+    train_batches: Callable[[int], Batches]  # epoch -> (inputs, labels) batches
+    eval_batches: dict[str, Callable[[], Batches]]  # split name -> its batches, in order
+    eval_labels: dict[str, torch.Tensor]
+
+
+def _batch_sampler(cfg: ExperimentConfig, labels: torch.Tensor) -> MPerClassBatchSampler:
+    batch_size = cfg.data.classes_per_batch * cfg.data.samples_per_class
+    steps = cfg.train.steps_per_epoch or max(1, len(labels) // batch_size)
+    return MPerClassBatchSampler(
+        labels, cfg.data.classes_per_batch, cfg.data.samples_per_class, steps, cfg.train.seed
+    )
+
+
+def _eval_sets(splits: Splits) -> dict:
+    sets = {"val": splits.val, "test": splits.test}
+    if splits.test_gallery is not None:
+        sets["gallery"] = splits.test_gallery
+    return sets
+
+
+def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
+    """Backbone features computed once per data set, backbone and image size, then reused."""
+    backbone = build_backbone(cfg.model)
+    sets = {"train": splits.train, **_eval_sets(splits)}
+    features = cached_features(
+        backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device
+    )
+    features = {name: value.to(device) for name, value in features.items()}
+    train_labels = splits.train.labels.to(device)
+    sampler = _batch_sampler(cfg, splits.train.labels)
+
+    def train_batches(epoch: int) -> Batches:
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            index = torch.as_tensor(batch, device=device)
+            yield features["train"][index], train_labels[index]
+
+    def eval_batches(name: str) -> Callable[[], Batches]:
+        size = cfg.train.eval_batch_size
+        return lambda: ((chunk, None) for chunk in features[name].split(size))
+
+    names = list(_eval_sets(splits))
+    return Inputs(
+        in_features=features["train"].shape[1],
+        backbone=None,
+        train_batches=train_batches,
+        eval_batches={name: eval_batches(name) for name in names},
+        eval_labels={name: sets[name].labels for name in names},
+    )
+
+
+def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
+    """Decoded and augmented images, end to end through the backbone."""
+    backbone = build_backbone(cfg.model)
+    sampler = _batch_sampler(cfg, splits.train.labels)
+    loader_args = {
+        "num_workers": cfg.data.num_workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": cfg.data.num_workers > 0,
+    }
+    train_loader = DataLoader(
+        splits.train.with_transform(train_transform(cfg.data.image_size)),
+        batch_sampler=sampler,
+        **loader_args,
+    )
+
+    def train_batches(epoch: int) -> Batches:
+        sampler.set_epoch(epoch)
+        for images, labels in train_loader:
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def eval_batches(images) -> Callable[[], Batches]:
+        loader = DataLoader(
+            images.with_transform(eval_transform(cfg.data.image_size)),
+            batch_size=cfg.train.eval_batch_size,
+            **loader_args,
+        )
+        return lambda: ((x.to(device, non_blocking=True), y) for x, y in loader)
+
+    sets = _eval_sets(splits)
+    return Inputs(
+        in_features=backbone.num_features,
+        backbone=backbone,
+        train_batches=train_batches,
+        eval_batches={name: eval_batches(images) for name, images in sets.items()},
+        eval_labels={name: images.labels for name, images in sets.items()},
+    )
+
+
+def build_optimizer(
+    cfg: ExperimentConfig, model: EmbeddingModel, criterion: GapanCriterion
+) -> torch.optim.Optimizer:
+    groups = [
+        {"params": list(model.head.parameters()) + criterion.flow_parameters(), "lr": cfg.optim.lr}
+    ]
+    if model.backbone is not None:
+        groups.append({"params": list(model.backbone.parameters()), "lr": cfg.optim.backbone_lr})
+    if criterion.metric_parameters():
+        groups.append(
+            {
+                "params": criterion.metric_parameters(),
+                "lr": cfg.optim.lr * cfg.optim.proxy_lr_scale,
+            }
+        )
+    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
+
+
+def embed_split(
+    model: EmbeddingModel, batches: Callable[[], Batches], device: torch.device
+) -> torch.Tensor:
+    model.eval()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return torch.cat([model.embed(inputs) for inputs, _ in batches()])
+
+
+def evaluate(
+    model: EmbeddingModel, inputs: Inputs, split: str, splits: Splits, device: torch.device
+) -> dict[str, float]:
+    """Retrieval metrics of one split; test uses the gallery where the benchmark has one."""
+    query = embed_split(model, inputs.eval_batches[split], device)
+    labels = inputs.eval_labels[split].to(device)
+    gallery = gallery_labels = None
+    if split == "test" and "gallery" in inputs.eval_batches:
+        gallery = embed_split(model, inputs.eval_batches["gallery"], device)
+        gallery_labels = inputs.eval_labels["gallery"].to(device)
+    metrics = retrieval_metrics(
+        query, labels, gallery, gallery_labels, recall_ks=splits.recall_ks
+    )
+    return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def train_epoch(
+    model: EmbeddingModel,
+    criterion: GapanCriterion,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    cfg: ExperimentConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass of the sampler; loss parts are summed on the device and read once at the end."""
+    model.train()
+    criterion.train()
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for inputs, labels in batches:
+        if device.type == "cuda" and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            embeddings = model(inputs)
+        losses = criterion(embeddings, labels)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
+        optimizer.step()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.detach()
+        steps += 1
+    return {f"train_{name}": float(total) / max(steps, 1) for name, total in sums.items()}
+
+
+def _checkpoint_state(epoch, model, criterion, optimizer, metrics) -> dict[str, Any]:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "criterion": criterion.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "metrics": metrics,
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a run killed mid-write keeps its previous checkpoint."""
+    partial = run_dir / (CHECKPOINT + ".partial")
+    torch.save(state, partial)
+    partial.replace(run_dir / CHECKPOINT)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+    saved = to_flat(load_config(run_dir / CONFIG))
+    wanted = to_flat(cfg)
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed[:5])
+        raise ConfigError(
+            f"{run_dir} holds a run with another config ({shown}); resume it with its own config "
+            "or start the new config in another run folder"
+        )
+
+
+def train(
+    cfg: ExperimentConfig, report: Report = print_report, run_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Train GAPan (or a baseline, by config) and return the last epoch's metrics.
+
+    Args:
+        cfg: the resolved experiment config.
+        report: called once per epoch with a flat dict of metrics (floats, ints, and `status`).
+        run_dir: where the config and checkpoint live; a run whose folder already holds a
+            checkpoint continues from it, so a restarted run picks up where it stopped.
+    """
+    started = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / CONFIG).exists():
+            _check_same_config(run_dir, cfg)
+        save_config(cfg, run_dir / CONFIG)
+    seed_everything(cfg.train.seed)
+    splits = build_splits(cfg.data)
+    build_inputs = frozen_inputs if cfg.model.backbone_mode == "frozen" else finetune_inputs
+    inputs = build_inputs(cfg, splits, device)
+    seed_everything(cfg.train.seed)  # the same weights whether or not the features were cached
+    model = EmbeddingModel(inputs.backbone, inputs.in_features, cfg.model.embed_dim).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    criterion = GapanCriterion(cfg, splits.train.num_classes, cfg.model.embed_dim).to(device)
+    optimizer = build_optimizer(cfg, model, criterion)
+    forward = torch.compile(model) if cfg.train.compile else model
+
+    first_epoch, metrics = 1, {}
+    checkpoint = run_dir / CHECKPOINT if run_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        criterion.load_state_dict(state["criterion"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        first_epoch, metrics = state["epoch"] + 1, state["metrics"]
+
+    for epoch in range(first_epoch, cfg.train.epochs + 1):
+        epoch_started = time.perf_counter()
+        losses = train_epoch(
+            forward, criterion, optimizer, inputs.train_batches(epoch), cfg, device
+        )
+        metrics = {"epoch": epoch, **losses}
+        if not all(math.isfinite(value) for value in losses.values()):
+            metrics.update(
+                status="diverged",
+                error=(
+                    f"the training loss became non-finite in epoch {epoch} "
+                    f"({', '.join(f'{k}={v:.4g}' for k, v in losses.items())}); the run stopped "
+                    "and keeps its last finite checkpoint. Lower optim.lr, raise "
+                    "prior.variance or align.temperature, or set optim.grad_clip."
+                ),
+            )
+            report(metrics)
+            return metrics
+        metrics.update(evaluate(model, inputs, "val", splits, device))
+        last = epoch == cfg.train.epochs
+        if last:
+            metrics.update(evaluate(model, inputs, "test", splits, device))
+        metrics["time_this_epoch_s"] = time.perf_counter() - epoch_started
+        metrics["time_total_s"] = time.perf_counter() - started
+        metrics["status"] = "completed" if last else "running"
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint.parent, _checkpoint_state(epoch, model, criterion, optimizer, metrics)
+            )
+        report(metrics)
+    return metrics
+
+
+def _help_text() -> str:
+    defaults = to_flat(ExperimentConfig())
+    lines = [f"  {key} = {defaults[key]!r}" for key in config_fields()]
+    return "config keys (key=value) and their defaults:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gapan.train",
+        description="Train GAPan on one config; key=value arguments override the defaults.",
+        epilog=_help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="folder for the config and checkpoint (default: runs/<time>); an existing run resumes",
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_flat(parse_overrides(args.overrides))
+    except ConfigError as error:
+        parser.error(str(error))
+    run_dir = args.run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    print(f"run folder: {run_dir}", flush=True)
+    try:
+        metrics = train(cfg, print_report, run_dir)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0 if metrics.get("status") == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

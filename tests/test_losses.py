@@ -1,0 +1,72 @@
+"""The objective: alignment against anchors, the flow NLL and the baselines' metric losses."""
+
+import math
+
+import pytest
+import torch
+
+from gapan.config import from_flat
+from gapan.losses import GapanCriterion, alignment_loss
+
+
+def test_alignment_loss_by_hand():
+    # Two classes, one anchor each along the axes; the embedding lies on class 0's anchor.
+    embeddings = torch.tensor([[1.0, 0.0]])
+    anchors = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    loss = alignment_loss(embeddings, torch.tensor([0]), torch.tensor([0, 1]), anchors, 0.5)
+    # Scores: cos/T = 2 for class 0 and 0 for class 1; CE = -log(e^2 / (e^2 + e^0)).
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)
+
+
+def test_alignment_takes_the_soft_maximum_over_a_class_anchors():
+    embeddings = torch.tensor([[1.0, 0.0]])
+    classes = torch.tensor([3, 7])  # labels are class ids, not positions
+    # Class 3 has one anchor on the embedding and one opposite it; class 7 one orthogonal anchor
+    # repeated twice, so both classes have the same anchor count.
+    anchors = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    loss = alignment_loss(embeddings, torch.tensor([3]), classes, anchors, 1.0)
+    score_3 = math.log(math.e + math.exp(-1.0))
+    score_7 = math.log(2.0)
+    expected = -(score_3 - math.log(math.exp(score_3) + math.exp(score_7)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def criterion_for(**flat):
+    torch.manual_seed(0)
+    cfg = from_flat({"flow.depth": 2, "flow.hidden": 16, "anchors.count": 4, **flat})
+    return GapanCriterion(cfg, num_classes=5, dim=8)
+
+
+def test_criterion_returns_every_part_and_trains_embeddings_and_flow():
+    criterion = criterion_for(**{"loss.metric": "proxy_anchor"})
+    embeddings = torch.randn(12, 8, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 1])
+    parts = criterion(embeddings, labels)
+    assert set(parts) == {"loss", "nll", "align", "metric"}
+    cfg = criterion.cfg.loss
+    expected = parts["align"] + cfg.nll_weight * parts["nll"] + cfg.metric_weight * parts["metric"]
+    torch.testing.assert_close(parts["loss"], expected)
+    parts["loss"].backward()
+    assert embeddings.grad.abs().sum() > 0
+    assert criterion.flow.prior.means.grad.abs().sum() > 0
+
+
+def test_anchors_are_targets_unless_asked():
+    embeddings = torch.randn(6, 8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    detached = criterion_for(**{"loss.nll_weight": 0.0})
+    detached(embeddings, labels)["loss"].backward()
+    grad = detached.flow.prior.means.grad
+    assert grad is None or grad.abs().sum() == 0
+    through = criterion_for(**{"loss.nll_weight": 0.0, "align.anchor_gradient": True})
+    through(embeddings, labels)["loss"].backward()
+    assert through.flow.prior.means.grad.abs().sum() > 0
+
+
+def test_a_pure_baseline_builds_no_flow():
+    criterion = criterion_for(
+        **{"loss.align_weight": 0.0, "loss.nll_weight": 0.0, "loss.metric": "norm_softmax"}
+    )
+    assert criterion.flow is None
+    parts = criterion(torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert set(parts) == {"loss", "metric"}
