@@ -1,0 +1,160 @@
+"""A study's results folder: tidy tables the reports read without Ray (docs/results-folder.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gapan.space import METHOD, StudySpace
+
+STUDY_FILE = "study.json"
+ENVIRONMENT_FILE = "environment.json"
+TRIALS_FILE = "trials.csv"
+EPOCHS_FILE = "epochs.csv"
+
+EPOCH_COLUMNS = ("epoch", "time_this_epoch_s", "train_loss", "train_align", "train_nll",
+                 "train_metric")
+
+
+@dataclass
+class TrialRecord:
+    """What a study kept of one trial: its config, every epoch it reported, and its error."""
+
+    trial_id: str
+    number: int
+    config: dict[str, Any]  # what Tune handed the trial (fixed and searched keys)
+    resolved: dict[str, Any] = field(default_factory=dict)  # every config key, as trained
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    time_total_s: float = math.nan
+    gpus: float = 0.0
+
+
+def write_study(study_dir: Path, space: StudySpace, extra: dict[str, Any]) -> None:
+    record = {**space.to_dict(), **extra}
+    _write_json(study_dir / STUDY_FILE, record)
+
+
+def read_study(study_dir: Path) -> dict[str, Any]:
+    return json.loads((study_dir / STUDY_FILE).read_text())
+
+
+def environment(device: str) -> dict[str, Any]:
+    versions = {}
+    for package in ("torch", "torchvision", "timm", "nflows", "ray", "optuna", "pandas", "plotly"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "versions": versions,
+        "command": " ".join(sys.argv),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def write_environment(study_dir: Path, info: dict[str, Any]) -> None:
+    _write_json(study_dir / ENVIRONMENT_FILE, info)
+
+
+def trial_status(record: TrialRecord, finished: bool) -> str:
+    """`completed`, `stopped_early`, `failed`, `diverged`, or `interrupted` (study not finished)."""
+    if record.error:
+        return "failed"
+    last = record.epochs[-1] if record.epochs else {}
+    status = last.get("status")
+    if status in ("completed", "diverged"):
+        return status
+    return "stopped_early" if finished else "interrupted"
+
+
+def trials_table(records: list[TrialRecord], space: StudySpace, finished: bool) -> pd.DataFrame:
+    rows = []
+    searched = [*space.search, "train.seed"]
+    for record in sorted(records, key=lambda r: r.number):
+        last = record.epochs[-1] if record.epochs else {}
+        status = trial_status(record, finished)
+        row: dict[str, Any] = {
+            "trial_id": record.trial_id,
+            "number": record.number,
+            "status": status,
+            "seed": record.config.get("train.seed", 0),
+            "setting": str(record.config.get(space.knob, "")) if space.knob else "",
+        }
+        row.update({f"config/{key}": record.config.get(key) for key in searched
+                    if key != "train.seed"})
+        row.update({k: v for k, v in last.items() if k.startswith(("val_", "test_"))})
+        row["epochs"] = int(last.get("epoch", 0)) if status != "diverged" else int(
+            last.get("epoch", 1)) - 1
+        row["time_total_s"] = record.time_total_s
+        row["gpus"] = record.gpus
+        row["gpu_time_s"] = record.gpus * record.time_total_s
+        row["error"] = record.error or (last.get("error", "") if status == "diverged" else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def epochs_table(records: list[TrialRecord]) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        for epoch in record.epochs:
+            if epoch.get("status") == "diverged":
+                continue
+            row = {"trial_id": record.trial_id}
+            row.update({k: epoch[k] for k in EPOCH_COLUMNS if k in epoch})
+            row.update({k: v for k, v in epoch.items() if k.startswith("val_")})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_tables(
+    study_dir: Path, records: list[TrialRecord], space: StudySpace, finished: bool
+) -> pd.DataFrame:
+    """Write trials.csv, epochs.csv and each trial's resolved config; return the trials table."""
+    trials = trials_table(records, space, finished)
+    trials.to_csv(study_dir / TRIALS_FILE, index=False)
+    epochs_table(records).to_csv(study_dir / EPOCHS_FILE, index=False)
+    for record in records:
+        trial_dir = study_dir / "trials" / record.trial_id
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(trial_dir / "config.json", record.resolved or record.config)
+    return trials
+
+
+def method_overrides(config: dict[str, Any], space: StudySpace) -> dict[str, Any]:
+    """A trial's flat config with a comparison's method name expanded into its overrides."""
+    flat = dict(config)
+    method = flat.pop(METHOD, None)
+    if method is not None:
+        flat.update(space.methods[method])
+    return flat
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    partial.replace(path)
