@@ -1,0 +1,314 @@
+"""Data: class-disjoint splits of labelled images, from the embedded set or a benchmark on disk.
+
+`build_splits(cfg.data)` is the entry point: a loader (chosen by ``data.name``) reads the data set's
+seen and unseen classes, then the common steps run here once: the last seen classes are held out
+as validation, ``data.max_classes`` slices every split, unreadable images fail or are skipped,
+and the training split is checked against the batch sampler's needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from gapan.config import DataConfig
+from gapan.data import benchmarks
+from gapan.data.benchmarks import Source
+from gapan.data.imageset import (
+    BadImageError,
+    DataError,
+    ImageSet,
+    Splits,
+    make_imageset,
+    read_image,
+)
+
+__all__ = [
+    "LOADERS",
+    "BadImageError",
+    "DataError",
+    "ImageSet",
+    "Splits",
+    "Source",
+    "build_splits",
+    "cache_home",
+    "check_image",
+    "find_bad_images",
+    "make_imageset",
+    "read_image",
+    "select_classes",
+]
+
+
+def _required_root(cfg: DataConfig) -> Path:
+    if not cfg.root:
+        raise DataError(
+            f"data.root is empty: set it to the folder that holds the {cfg.name} data set."
+        )
+    return Path(cfg.root)
+
+
+def _load_wesnoth(cfg: DataConfig) -> Source:
+    # Imported here, not at the top, so `python -m gapan.data.wesnoth` runs that module only once.
+    from gapan.data import wesnoth
+
+    # The default needs no setup: an empty root means the prepared cache, built on first use.
+    return wesnoth.load(Path(cfg.root) if cfg.root else wesnoth.prepare())
+
+
+def _load_folder(cfg: DataConfig) -> Source:
+    return benchmarks.load_folder(
+        _required_root(cfg), Path(cfg.split_file) if cfg.split_file else None
+    )
+
+
+LOADERS: dict[str, Callable[[DataConfig], Source]] = {
+    "wesnoth": _load_wesnoth,
+    "cub": lambda cfg: benchmarks.load_cub(_required_root(cfg)),
+    "cars": lambda cfg: benchmarks.load_cars(_required_root(cfg)),
+    "sop": lambda cfg: benchmarks.load_sop(_required_root(cfg)),
+    "inshop": lambda cfg: benchmarks.load_inshop(_required_root(cfg)),
+    "folder": _load_folder,
+}
+
+
+def build_splits(cfg: DataConfig) -> Splits:
+    """Train, validation and test splits of the data set `cfg` names, checked and ready to sample.
+
+    Labels are 0..C-1 within each split; the test query set and gallery (In-Shop) share labels.
+
+    Raises:
+        DataError: when the data set is missing or malformed, a split is too small for the
+            settings, or (with ``data.bad_images=fail``) an image cannot be read, as
+            `BadImageError`. The message names the file or setting to change.
+    """
+    if cfg.name not in LOADERS:
+        raise DataError(
+            f"unknown data set data.name={cfg.name!r}; choose one of {', '.join(LOADERS)}."
+        )
+    source = LOADERS[cfg.name](cfg)
+    seen = list(source.seen.class_names)
+    num_val = _validation_class_count(cfg.val_fraction, len(seen))
+    if num_val >= len(seen):
+        raise DataError(
+            f"data.val_fraction={cfg.val_fraction} holds out all {len(seen)} seen classes of "
+            f"{cfg.name}; lower data.val_fraction."
+        )
+    limit = cfg.max_classes or None
+    train_names = seen[: len(seen) - num_val][:limit]
+    val_names = seen[len(seen) - num_val :][:limit]
+    test_names = list(source.unseen.class_names)[:limit]
+    if 0 < len(val_names) < 2:
+        raise DataError(
+            f"the validation split of {cfg.name} would hold {len(val_names)} class; retrieval "
+            "needs at least 2. Raise data.val_fraction (or data.max_classes), or use a data set "
+            "with more classes."
+        )
+    train = select_classes(source.seen, train_names)
+    val = select_classes(source.seen, val_names)
+    test = select_classes(source.unseen, test_names)
+    gallery = select_classes(source.gallery, test_names) if source.gallery is not None else None
+
+    if not source.verified:
+        parts = [train, val, test] + ([gallery] if gallery is not None else [])
+        bad = find_bad_images([path for part in parts for path in part.paths])
+        if bad:
+            _report_bad_images(bad, cfg)
+            train, val, test = (_without(part, bad) for part in (train, val, test))
+            gallery = _without(gallery, bad) if gallery is not None else None
+            val = _drop_empty_classes(val)
+            if gallery is None:
+                test = _drop_empty_classes(test)
+
+    _check_training_split(train, cfg)
+    return Splits(
+        name=cfg.name,
+        train=train,
+        val=val,
+        test=test,
+        test_gallery=gallery,
+        recall_ks=source.recall_ks,
+    )
+
+
+def _validation_class_count(fraction: float, num_seen: int) -> int:
+    if fraction <= 0:
+        return 0
+    # Rounding first keeps 0.1 * 30 (3.0000000000000004) from becoming 4.
+    return math.ceil(round(fraction * num_seen, 9))
+
+
+def select_classes(images: ImageSet, names: Sequence[str]) -> ImageSet:
+    """The images of the classes `names`, relabelled 0..len(names)-1 in that order."""
+    position = {name: index for index, name in enumerate(names)}
+    old_names = images.class_names
+    keep, labels = [], []
+    for index, label in enumerate(images.labels.tolist()):
+        name = old_names[label]
+        if name in position:
+            keep.append(index)
+            labels.append(position[name])
+    return ImageSet(
+        paths=tuple(images.paths[index] for index in keep),
+        labels=torch.tensor(labels, dtype=torch.long),
+        class_names=tuple(names),
+        transform=images.transform,
+    )
+
+
+def _without(images: ImageSet, bad: dict[Path, str]) -> ImageSet:
+    return images.subset([index for index, path in enumerate(images.paths) if path not in bad])
+
+
+def _drop_empty_classes(images: ImageSet) -> ImageSet:
+    present = set(images.labels.tolist())
+    return select_classes(
+        images, [name for label, name in enumerate(images.class_names) if label in present]
+    )
+
+
+def _check_training_split(train: ImageSet, cfg: DataConfig) -> None:
+    counts = Counter(train.labels.tolist())
+    small = [
+        (name, counts.get(label, 0))
+        for label, name in enumerate(train.class_names)
+        if counts.get(label, 0) < cfg.samples_per_class
+    ]
+    if small:
+        listed = ", ".join(f"{name} ({count})" for name, count in small[:10])
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        raise DataError(
+            f"{len(small)} training classes of {cfg.name} have fewer than data.samples_per_class="
+            f"{cfg.samples_per_class} images: {listed}{more}. Lower data.samples_per_class, or add "
+            "images to these classes (or remove them from the data set)."
+        )
+    if train.num_classes < cfg.classes_per_batch:
+        raise DataError(
+            f"the training split of {cfg.name} has {train.num_classes} classes, fewer than "
+            f"data.classes_per_batch={cfg.classes_per_batch}. Lower data.classes_per_batch to at "
+            f"most {train.num_classes}, or use more classes (data.max_classes, data.val_fraction)."
+        )
+
+
+def _report_bad_images(bad: dict[Path, str], cfg: DataConfig) -> None:
+    listed = "\n".join(f"  {path}: {reason}" for path, reason in list(bad.items())[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    if cfg.bad_images == "fail":
+        raise BadImageError(
+            f"{len(bad)} unreadable image files in {cfg.name}:\n{listed}{more}\n"
+            "Fix or delete them, or set data.bad_images=skip to leave them out."
+        )
+    warnings.warn(
+        f"leaving out {len(bad)} unreadable image files of {cfg.name} "
+        f"(data.bad_images=skip):\n{listed}{more}",
+        stacklevel=3,
+    )
+
+
+# ----------------------------------------------------------------------------- the bad-image scan
+
+
+def check_image(path: Path) -> str | None:
+    """Why an image file cannot be used (missing, empty, corrupt, truncated); None if it looks fine.
+
+    A cheap check: PIL verifies the file's structure (PNG checksums included) without decoding
+    the pixels; a JPEG must end with its end-of-image marker.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "missing"
+    if size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.verify()
+    except Exception as error:  # PIL raises many types for a broken file
+        return f"not a readable image ({type(error).__name__}: {error})"
+    if image_format == "JPEG":
+        with path.open("rb") as file:
+            file.seek(max(0, size - 1024))
+            # Some encoders pad after the marker, so look at the tail, not the last two bytes.
+            if b"\xff\xd9" not in file.read():
+                return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def cache_home() -> Path:
+    """``$GAPAN_CACHE`` if set, else ``~/.cache/gapan``: small derived files that can be rebuilt."""
+    home = os.environ.get("GAPAN_CACHE")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "gapan"
+
+
+def find_bad_images(paths: Sequence[Path]) -> dict[Path, str]:
+    """The unusable files among `paths`, each with the reason (see `check_image`).
+
+    Results are remembered per file (by size and modification time) in a JSON file under
+    `cache_home()`, so building the same data set again checks only new or changed files.
+    """
+    if not paths:
+        return {}
+    paths = [Path(path) for path in paths]
+    stats: dict[Path, tuple[int, int] | None] = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+            stats[path] = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stats[path] = None
+    common = Path(os.path.commonpath([str(path) for path in paths]))
+    record_file = (
+        cache_home()
+        / "image-checks"
+        / f"{hashlib.sha1(str(common).encode()).hexdigest()[:16]}.json"
+    )
+    record = _read_record(record_file)
+    unknown = [
+        path
+        for path in paths
+        if stats[path] is not None and record.get(str(path), [None, None])[:2] != list(stats[path])
+    ]
+    if unknown:
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 4)) as pool:
+            for path, reason in zip(unknown, pool.map(check_image, unknown), strict=True):
+                record[str(path)] = [*stats[path], reason]
+        _write_record(record_file, record)
+    bad = {}
+    for path in paths:
+        reason = "missing" if stats[path] is None else record[str(path)][2]
+        if reason is not None:
+            bad[path] = reason
+    return bad
+
+
+def _read_record(path: Path) -> dict[str, list]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_record(path: Path, record: dict[str, list]) -> None:
+    # The record only saves time: a read-only or full disk must not stop training.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
+        ) as file:
+            json.dump(record, file)
+        os.replace(file.name, path)  # atomic, so parallel trials never read half a file
+    except OSError:
+        pass
