@@ -1,0 +1,10 @@
+"""HTML reports of studies, built from the results folder alone (docs/results-folder.md).
+
+``python -m reports RESULTS_DIR`` or `build_report(results_dir)` writes ``report.html`` (one
+self-contained page: it opens offline) and the tables behind it as ``report_*.csv``.
+"""
+
+from reports.build import build_report
+from reports.load import Results, ResultsError, load_results
+
+__all__ = ["Results", "ResultsError", "build_report", "load_results"]

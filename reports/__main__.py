@@ -1,0 +1,37 @@
+"""Command line: ``python -m reports RESULTS_DIR [--out FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reports.build import build_report
+from reports.load import ResultsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build a report; returns the exit status (2 for a folder that is not a results folder)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reports",
+        description="Write report.html and report_*.csv from a study's results folder.",
+    )
+    parser.add_argument("results_dir", type=Path, help="the study's results folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="HTML file to write (default RESULTS_DIR/report.html)",
+    )
+    arguments = parser.parse_args(argv)
+    try:
+        path = build_report(arguments.results_dir, arguments.out)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""Build the report of a results folder: the HTML page and the CSV tables behind it."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from reports import figures, page, search, tables
+from reports.load import Results, load_results
+from reports.page import Section, figure_html, pairs_html, paragraph, table_html
+from reports.summary import Sentence, ablation_summary, search_summary
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(results_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Write the study's report and the tables behind its figures.
+
+    Args:
+        results_dir: The study's results folder (docs/results-folder.md).
+        out: The HTML file to write; `RESULTS_DIR/report.html` by default. The tables go beside
+            it as `<stem>_*.csv` (`report_trials.csv`, `report_settings.csv`, ...).
+
+    Returns:
+        The path of the HTML file.
+
+    Raises:
+        ResultsError: The folder is not a readable results folder.
+    """
+    results = load_results(results_dir)
+    out = Path(out) if out is not None else results.directory / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = _Report(results)
+    if results.is_ablation:
+        report.ablation()
+    else:
+        report.search()
+    report.common()
+    for name, table in report.tables.items():
+        table.to_csv(out.with_name(f"{out.stem}_{name}.csv"), index=False)
+    out.write_text(report.html(), encoding="utf-8")
+    return out
+
+
+class _Report:
+    """Collects the sections, summary and tables of one report."""
+
+    def __init__(self, results: Results) -> None:
+        self.results = results
+        self.sections: list[Section] = []
+        self.summary: list[Sentence] = []
+        self.notes: list[str] = list(results.notes)
+        self.tables: dict[str, pd.DataFrame] = {}
+
+    def guarded(self, part: str, make: Callable[[], None]) -> None:
+        """Run one part; a failure becomes a visible note rather than no report at all."""
+        try:
+            make()
+        except Exception as error:  # noqa: BLE001 - any failure of one part must not lose the rest
+            logger.exception("The %s part of the report failed", part)
+            self.notes.append(
+                f"The {part} part could not be drawn: {type(error).__name__}: {error}"
+            )
+
+    def add(self, anchor: str, title: str, *parts: str) -> None:
+        self.sections.append(Section(anchor, title, "".join(parts)))
+
+    # Ablation and compare studies.
+
+    def ablation(self) -> None:
+        results = self.results
+        metric_data = figures.metric_by_setting_data(results)
+        comparison = figures.comparison_data(results)
+        validation_test = figures.validation_test_data(results)
+        self.summary = ablation_summary(results, metric_data, comparison, validation_test)
+        self.tables["seeds"] = metric_data["points"]
+        self.tables["settings"] = tables.settings_table(validation_test)
+        self.tables["comparisons"] = comparison["comparisons"]
+        self.guarded("metric", lambda: self._metric_section(metric_data, validation_test))
+        self.guarded("baseline comparison", lambda: self._comparison_section(comparison))
+        self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
+        self.guarded("learning curves", self._curves_section)
+
+    def _metric_section(self, metric_data: dict, validation_test: pd.DataFrame) -> None:
+        results = self.results
+        axis = {"log": "a log axis", "linear": "a linear axis", "category": "categories"}
+        caption = (
+            f"Each faint marker is one seed (× = stopped early); the line joins the setting means "
+            f"with their 95% t-intervals. {results.knob} is drawn on {axis[metric_data['axis']]}; "
+            "the dashed line is the baseline's mean."
+        )
+        self.add(
+            "effect",
+            f"Effect of {results.knob}",
+            figure_html(figures.draw_metric_by_setting(metric_data), "figure-metric", caption),
+            table_html(
+                tables.settings_table(validation_test),
+                caption="Per setting: usable seeds, mean and 95% t-interval, validation and test.",
+            ),
+        )
+
+    def _comparison_section(self, comparison: dict) -> None:
+        if comparison["baseline"] is None:
+            self.add(
+                "baseline",
+                "Against the baseline",
+                paragraph("study.json names no baseline among the settings: nothing to compare."),
+            )
+            return
+        caption = (
+            "Diamonds: the mean paired difference (setting − baseline over the seeds both ran) "
+            "with its 95% t-interval; circles: single seeds. Right: Holm-adjusted p-value across "
+            "all settings (* below 0.05). Wilcoxon signed-rank with 6 or more pairs, the paired "
+            "t-test with 3 to 5; fewer than 3 pairs get no test."
+        )
+        self.add(
+            "baseline",
+            f"Against the baseline {self.results.knob} = {comparison['baseline']}",
+            figure_html(figures.draw_comparison(comparison), "figure-comparison", caption),
+            table_html(
+                tables.comparisons_table(comparison["comparisons"]),
+                caption="Paired comparisons; d_z is the mean difference over the standard "
+                "deviation of the differences.",
+            ),
+        )
+
+    def _validation_test_section(self, validation_test: pd.DataFrame) -> None:
+        results = self.results
+        if results.test_metric is None:
+            self.add(
+                "test",
+                "Validation and test",
+                paragraph(f"trials.csv has no test column for {results.metric}."),
+            )
+            return
+        caption = (
+            "Validation is the class-disjoint split held out of the training classes (what the "
+            "study chose on); test is the unseen classes. A setting that wins on validation but "
+            "not on test did not generalise. Trials stopped early have no test score."
+        )
+        figure = figures.draw_validation_test(validation_test, results.metric, results.knob)
+        self.add(
+            "test", "Validation and test", figure_html(figure, "figure-validation-test", caption)
+        )
+
+    def _curves_section(self) -> None:
+        data = figures.learning_curve_data(self.results)
+        self.tables["curves"] = data["curves"]
+        if data["curves"].empty:
+            self.add("curves", "Learning curves", paragraph("epochs.csv has no usable epochs."))
+            return
+        caption = (
+            "Mean over the usable seeds of each setting per epoch; the band spans the lowest to "
+            "the highest seed; × marks the last epoch of a trial stopped early."
+        )
+        self.add(
+            "curves",
+            "Learning curves",
+            figure_html(figures.draw_learning_curves(data), "figure-curves", caption),
+        )
+
+    # Search studies.
+
+    def search(self) -> None:
+        results = self.results
+        history = figures.history_data(results)
+        self.tables["history"] = history
+        importances: pd.DataFrame | None = None
+        problem = ""
+        study = search.optuna_study(results)
+        try:
+            importances = figures.importance_data(search.param_importances(study))
+            self.tables["importances"] = importances
+        except ValueError as error:
+            problem = str(error)
+        self.summary = search_summary(results, importances, problem)
+        self.guarded("history", lambda: self._history_section(history))
+        self.guarded("best configuration", self._best_section)
+        self.guarded("importances", lambda: self._importance_section(importances, problem))
+
+    def _history_section(self, history: pd.DataFrame) -> None:
+        caption = (
+            "Each completed trial's final validation metric, the value at the stop for trials "
+            "the scheduler stopped early, and the best completed value so far."
+        )
+        figure = figures.draw_history(history, self.results.metric)
+        self.add("history", "Optimisation history", figure_html(figure, "figure-history", caption))
+
+    def _best_section(self) -> None:
+        results = self.results
+        best = tables.best_trial(results)
+        if best is None:
+            self.add("best", "Best configuration", paragraph("No trial completed."))
+            return
+        self.add(
+            "best",
+            "Best configuration",
+            '<div class="columns">',
+            pairs_html(tables.best_trial_config(results, best), caption="Searched values"),
+            table_html(
+                tables.best_trial_metrics(results, best),
+                caption="Metrics: validation (chosen on) and test (unseen classes)",
+            ),
+            "</div>",
+        )
+
+    def _importance_section(self, importances: pd.DataFrame | None, problem: str) -> None:
+        results = self.results
+        parts = []
+        top: list[str] = []
+        if importances is not None and len(importances):
+            caption = (
+                "optuna.importance over the completed trials. PED-ANOVA: how much each key "
+                "separates the best 10% of trials from the rest; fANOVA (shown while the study "
+                "is small enough for it to be quick): the share of the metric's variance each "
+                "key explains. Where they disagree, neither ranking is settled."
+            )
+            figure = figures.draw_importances(importances, results.metric)
+            parts.append(figure_html(figure, "figure-importances", caption))
+            params = list(dict.fromkeys(importances["param"]))
+            top = [page.escape(param) for param in params[:4]]
+        else:
+            parts.append(paragraph(f"No parameter importances: {problem}"))
+            top = [page.escape(key) for key in list(results.study["search"])[:4]]
+        display = search.optuna_study(results, escaped=True)
+        captions = {
+            "parallel coordinate": "Each line is a completed trial across the searched keys, "
+            "coloured by the metric.",
+            "slice": "The metric against each of the most important keys, one point per "
+            "completed trial.",
+            "intermediate values": "The validation metric per epoch of every trial, as the "
+            "scheduler saw it.",
+        }
+        for name, figure in figures.optuna_figures(display, results.metric, top):
+            div_id = "figure-" + name.replace(" ", "-")
+            parts.append(figure_html(figure, div_id, captions[name]))
+        self.add("importances", "What mattered", *parts)
+
+    # Every report.
+
+    def common(self) -> None:
+        results = self.results
+        self.guarded("cost", self._cost_section)
+        excluded = tables.excluded_table(results)
+        self.tables["excluded"] = excluded
+        if len(excluded):
+            self.add(
+                "excluded",
+                f"Excluded trials ({len(excluded)})",
+                paragraph(
+                    "These trials failed, diverged or reported no finite metric; they are left "
+                    "out of every statistic and figure above except the cost.",
+                    "lead",
+                ),
+                table_html(excluded),
+            )
+        trials = tables.trials_table(results)
+        self.tables["trials"] = trials
+        self.add(
+            "trials",
+            f"All trials ({len(trials)})",
+            paragraph("Click a column header to sort.", "lead"),
+            table_html(trials, sortable=True, wide=True),
+        )
+        space = tables.search_space_table(results.study)
+        parts = [
+            '<div class="columns"><div>',
+            "<h3>How the study ran</h3>",
+            pairs_html(tables.study_settings(results.study)),
+            "</div><div>",
+            "<h3>Fixed settings</h3>",
+            pairs_html(tables.fixed_settings(results.study))
+            if results.study["fixed"]
+            else paragraph("none"),
+            "</div></div>",
+            "<h3>Searched dimensions</h3>",
+            table_html(space) if len(space) else paragraph("none"),
+        ]
+        self.add("space", "Search space and fixed settings", *parts)
+        environment = tables.flatten(results.environment)
+        self.add(
+            "environment",
+            "Environment",
+            pairs_html(environment) if environment else paragraph("environment.json is missing."),
+        )
+
+    def _cost_section(self) -> None:
+        data = figures.cost_data(self.results)
+        self.tables["cost"] = data["trials"]
+        totals = data["totals"]
+        rows = [
+            ("trials", str(totals["trials"])),
+            ("trial time, summed", _duration(totals["trial_time_s"])),
+            ("GPU time, summed (GPUs held × time)", _duration(totals["gpu_time_s"])),
+            ("mean time per trial", _duration(totals["mean_trial_time_s"])),
+            ("study wall time (environment.json start to end)", _duration(totals["wall_time_s"])),
+        ]
+        caption = "Wall time of every trial by status" + (
+            " and the summed trial and GPU time of each setting." if len(data["settings"]) else "."
+        )
+        self.add(
+            "cost",
+            "Cost",
+            figure_html(figures.draw_cost(data), "figure-cost", caption),
+            pairs_html(rows, caption="The whole study"),
+        )
+
+    def html(self) -> str:
+        results = self.results
+        study = results.study
+        facts = [("kind", results.kind), ("metric", f"{results.metric} ({results.mode})")]
+        if results.is_ablation:
+            facts += [("knob", results.knob), ("baseline", str(study.get("baseline")))]
+            facts.append(("seeds", str(study.get("seeds", ""))))
+        facts.append(("scheduler", str(study.get("scheduler") or "none")))
+        facts.append(("trials", str(len(results.trials))))
+        generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return page.render_page(
+            title=results.name,
+            question=str(study.get("question") or ""),
+            facts=facts,
+            notes=self.notes,
+            summary=self.summary,
+            sections=self.sections,
+            footer=f"Built {generated} by python -m reports from {results.directory}.",
+        )
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a short human duration."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

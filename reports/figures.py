@@ -1,0 +1,872 @@
+"""The report's figures, each split in two as Optuna's visualization module does.
+
+A `*_data` function computes plain tables from the results (tests check these, not pixels) and a
+`draw_*` function turns them into a plotly figure. Every string that comes from the results
+(settings, trial ids, config keys, metric names) passes through `html.escape` before it reaches
+plotly, which renders entities as literal text.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from reports import stats
+from reports.load import (
+    Results,
+    baseline_setting,
+    setting_numbers,
+    setting_order,
+    usable_trials,
+)
+from reports.search import quiet_optuna
+
+PALETTE = qualitative.Plotly
+STATUS_COLORS = {
+    "completed": "#2a7ab0",
+    "stopped_early": "#e08a1e",
+    "failed": "#c8414b",
+    "diverged": "#7b4ea3",
+    "interrupted": "#8a8a8a",
+}
+STATUS_SYMBOLS = {"completed": "circle-open", "stopped_early": "x-thin-open"}
+STATUS_WORDS = {
+    "completed": "completed",
+    "stopped_early": "stopped early",
+    "failed": "failed",
+    "diverged": "diverged",
+    "interrupted": "interrupted",
+}
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
+
+
+def text(value: Any) -> str:
+    """A value as text safe to hand plotly (titles, labels, hover text)."""
+    return html.escape(str(value))
+
+
+def number(value: float, digits: int = 4) -> str:
+    """A short rendering of a float for hover text; a dash for NaN."""
+    return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}g}"
+
+
+def rgba(color: str, alpha: float) -> str:
+    """A ``#rrggbb`` colour with transparency."""
+    red, green, blue = (int(color[index : index + 2], 16) for index in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def style(figure: go.Figure, title: str, height: int, legend_below: bool = False) -> go.Figure:
+    """The report's common look; `title` must already be escaped.
+
+    Args:
+        figure: The figure, changed in place.
+        title: Escaped title text.
+        height: Height in pixels.
+        legend_below: Put the legend under the plot (figures with panel titles at the top).
+    """
+    legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1}
+    margin = {"l": 70, "r": 30, "t": 70, "b": 60}
+    if legend_below:
+        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
+        margin["b"] = 110
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 16}},
+        template="plotly_white",
+        font={"family": FONT, "size": 13},
+        height=height,
+        margin=margin,
+        legend=legend,
+        hoverlabel={"font": {"family": FONT}},
+    )
+    return figure
+
+
+def axis_kind(settings: Sequence[str]) -> str:
+    """The x axis for these settings: `log` for positive numbers spanning more than a decade,
+    `linear` for other numbers, `category` for anything else."""
+    numbers = setting_numbers(settings)
+    if numbers is None:
+        return "category"
+    if min(numbers) > 0 and max(numbers) / min(numbers) > 10:
+        return "log"
+    return "linear"
+
+
+def _positions(settings: Sequence[str], axis: str) -> list[Any]:
+    if axis == "category":
+        return [text(setting) for setting in settings]
+    return [float(setting) for setting in settings]
+
+
+def _setting_axis(figure: go.Figure, settings: Sequence[str], axis: str, title: str, **where):
+    positions = _positions(settings, axis)
+    if axis == "category":
+        figure.update_xaxes(
+            type="category",
+            categoryorder="array",
+            categoryarray=positions,
+            title_text=title,
+            **where,
+        )
+    else:
+        figure.update_xaxes(
+            type=axis,
+            tickvals=positions,
+            ticktext=[text(setting) for setting in settings],
+            title_text=title,
+            **where,
+        )
+
+
+# (1) The metric against the knob.
+
+
+def metric_by_setting_data(results: Results) -> dict[str, Any]:
+    """Every usable trial's validation metric per setting, and each setting's mean and 95% CI.
+
+    Returns:
+        ``points``: trial_id, setting, seed, status, value, one row per usable trial;
+        ``summary``: `stats.SUMMARY_COLUMNS` per setting in report order; ``axis``: "log",
+        "linear" or "category"; ``metric``, ``knob``, ``baseline`` (None when study.json's
+        baseline names no setting) and ``settings`` (the order).
+    """
+    settings = setting_order(results)
+    usable = usable_trials(results)
+    points = pd.DataFrame(
+        {
+            "trial_id": usable["trial_id"].astype(str),
+            "setting": usable["setting"].astype(str),
+            "seed": usable["seed"],
+            "status": usable["status"],
+            "value": usable[results.metric].astype(float),
+        }
+    ).reset_index(drop=True)
+    return {
+        "metric": results.metric,
+        "knob": results.knob,
+        "baseline": baseline_setting(results),
+        "settings": settings,
+        "axis": axis_kind(settings),
+        "points": points,
+        "summary": stats.summarize_settings(points, settings),
+    }
+
+
+def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
+    """Seeds as faint points, the mean as a line with 95% CI error bars, the baseline dashed."""
+    figure = go.Figure()
+    axis, points, summary = data["axis"], data["points"], data["summary"]
+    positions = dict(zip(data["settings"], _positions(data["settings"], axis), strict=True))
+    for status in ("completed", "stopped_early"):
+        own = points[points["status"] == status]
+        if own.empty:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[positions[setting] for setting in own["setting"]],
+                y=own["value"],
+                mode="markers",
+                name=f"one seed ({STATUS_WORDS[status]})",
+                marker={"symbol": STATUS_SYMBOLS[status], "size": 9, "color": "#7a8591"},
+                hovertext=[
+                    f"trial {text(row.trial_id)}<br>seed {number(row.seed)}"
+                    f"<br>{STATUS_WORDS[status]}<br>{number(row.value)}"
+                    for row in own.itertuples()
+                ],
+                hoverinfo="text",
+            )
+        )
+    shown = summary[summary["n"] > 0]
+    figure.add_trace(
+        go.Scatter(
+            x=[positions[setting] for setting in shown["setting"]],
+            y=shown["mean"],
+            mode="lines+markers",
+            name="mean ± 95% CI",
+            line={"color": "#1f4e79", "width": 2},
+            marker={"size": 9, "color": "#1f4e79"},
+            error_y={
+                "type": "data",
+                "array": (shown["ci_high"] - shown["mean"]).fillna(0),
+                "arrayminus": (shown["mean"] - shown["ci_low"]).fillna(0),
+                "thickness": 1.5,
+                "width": 6,
+            },
+            hovertext=[
+                f"{text(data['knob'])} = {text(row.setting)}<br>mean {number(row.mean)}"
+                f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
+                for row in shown.itertuples()
+            ],
+            hoverinfo="text",
+        )
+    )
+    baseline = data["baseline"]
+    if baseline is not None and baseline in set(shown["setting"]):
+        level = float(shown.loc[shown["setting"] == baseline, "mean"].iloc[0])
+        ends = [positions[data["settings"][0]], positions[data["settings"][-1]]]
+        figure.add_trace(
+            go.Scatter(
+                x=ends,
+                y=[level, level],
+                mode="lines",
+                name=f"baseline mean ({text(data['knob'])} = {text(baseline)})",
+                line={"dash": "dash", "color": "#8a8a8a", "width": 1},
+                hoverinfo="skip",
+            )
+        )
+    _setting_axis(figure, data["settings"], axis, text(data["knob"]))
+    figure.update_yaxes(title_text=text(data["metric"]))
+    title = f"{text(data['metric'])} against {text(data['knob'])}"
+    return style(figure, title, 440)
+
+
+# (2) Each setting against the baseline, paired by seed.
+
+
+def comparison_data(results: Results) -> dict[str, Any]:
+    """Paired comparisons of each setting with the baseline (`stats.compare_to_baseline`).
+
+    Returns:
+        ``comparisons``: one row per setting (`stats.COMPARISON_COLUMNS`), empty when there is
+        no baseline; ``pairs``: setting, seed, difference, one row per paired seed; and
+        ``metric``, ``knob``, ``baseline``, ``mode``.
+    """
+    baseline = baseline_setting(results)
+    settings = setting_order(results)
+    usable = usable_trials(results)
+    values = pd.DataFrame(
+        {
+            "setting": usable["setting"].astype(str),
+            "seed": usable["seed"],
+            "value": usable[results.metric].astype(float),
+        }
+    )
+    pair_frames = []
+    if baseline is None:
+        comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS)
+    else:
+        comparisons = stats.compare_to_baseline(values, baseline, settings)
+        for setting in comparisons["setting"]:
+            pairs = stats.paired_differences(values, setting, baseline)
+            pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])
+    pairs = (
+        pd.concat(pair_frames, ignore_index=True)
+        if pair_frames
+        else pd.DataFrame(columns=["setting", "seed", "difference"])
+    )
+    return {
+        "metric": results.metric,
+        "knob": results.knob,
+        "baseline": baseline,
+        "mode": results.mode,
+        "comparisons": comparisons,
+        "pairs": pairs,
+    }
+
+
+def verdict(row: Any, mode: str) -> str:
+    """The verdict on one comparison row: better, worse, no significant difference or no test."""
+    if row.test == stats.NO_TEST or not math.isfinite(row.p_holm):
+        return "no test"
+    if not row.significant:
+        return "no significant difference"
+    improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
+    return "better" if improves else "worse"
+
+
+VERDICT_COLORS = {
+    "better": "#1a9850",
+    "worse": "#d73027",
+    "no significant difference": "#4d4d4d",
+    "no test": "#b0b0b0",
+}
+
+
+def draw_comparison(data: dict[str, Any]) -> go.Figure:
+    """A forest plot: each setting's mean paired difference from the baseline with its 95% CI,
+    the per-seed differences as faint points, and the Holm-adjusted p-value at the right."""
+    comparisons, pairs = data["comparisons"], data["pairs"]
+    figure = go.Figure()
+    labels = {setting: text(setting) for setting in comparisons["setting"]}
+    if not pairs.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=pairs["difference"],
+                y=[labels[setting] for setting in pairs["setting"]],
+                mode="markers",
+                name="one seed",
+                marker={"symbol": "circle-open", "size": 8, "color": "#9aa3ad"},
+                hovertext=[
+                    f"seed {number(row.seed)}: {number(row.difference)}"
+                    for row in pairs.itertuples()
+                ],
+                hoverinfo="text",
+            )
+        )
+    for word, color in VERDICT_COLORS.items():
+        own = comparisons[[verdict(row, data["mode"]) == word for row in comparisons.itertuples()]]
+        if own.empty:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=own["mean_difference"],
+                y=[labels[setting] for setting in own["setting"]],
+                mode="markers",
+                name=word,
+                marker={"size": 12, "color": color, "symbol": "diamond"},
+                error_x={
+                    "type": "data",
+                    "array": (own["ci_high"] - own["mean_difference"]).fillna(0),
+                    "arrayminus": (own["mean_difference"] - own["ci_low"]).fillna(0),
+                    "thickness": 2,
+                    "width": 6,
+                    "color": color,
+                },
+                hovertext=[_comparison_hover(row) for row in own.itertuples()],
+                hoverinfo="text",
+            )
+        )
+    figure.add_vline(x=0, line={"color": "#444444", "width": 1, "dash": "dash"})
+    for index, row in enumerate(comparisons.itertuples()):
+        # On a category axis an annotation's position is the category's index; a label such
+        # as "16" would otherwise be read as index 16.
+        figure.add_annotation(
+            x=1.01,
+            xref="paper",
+            y=index,
+            yref="y",
+            xanchor="left",
+            showarrow=False,
+            align="left",
+            font={"size": 12, "color": VERDICT_COLORS[verdict(row, data["mode"])]},
+            text=_comparison_label(row),
+        )
+    figure.update_yaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=[labels[setting] for setting in comparisons["setting"]],
+        autorange="reversed",
+        title_text=text(data["knob"]),
+    )
+    better = "higher is better" if data["mode"] == "max" else "lower is better"
+    figure.update_xaxes(
+        title_text=f"difference in {text(data['metric'])} (setting − baseline; {better})",
+        zeroline=False,
+    )
+    baseline = f"{text(data['knob'])} = {text(data['baseline'])}"
+    title = f"Difference from the baseline {baseline}, paired by seed"
+    figure = style(figure, title, 170 + 48 * max(len(comparisons), 1))
+    figure.update_layout(margin={"r": 260})
+    return figure
+
+
+def _comparison_label(row: Any) -> str:
+    if row.test == stats.NO_TEST:
+        return f"n = {row.n_pairs}: {stats.TOO_FEW_SEEDS}"
+    if not math.isfinite(row.p_holm):
+        return f"n = {row.n_pairs}: {text(row.note)}"
+    star = " *" if row.significant else ""
+    test = "Wilcoxon" if row.test == stats.WILCOXON else "paired t"
+    return f"Holm p = {row.p_holm:.3g}{star} ({test}, n = {row.n_pairs})"
+
+
+def _comparison_hover(row: Any) -> str:
+    return (
+        f"{text(row.setting)} − {text(row.baseline)}: {number(row.mean_difference)}"
+        f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}"
+        f"<br>{text(row.test)}: p = {number(row.p_value, 3)}, Holm p = {number(row.p_holm, 3)}"
+        f"<br>Cohen's d_z = {number(row.effect_size_dz, 3)}, n = {row.n_pairs} pairs"
+    )
+
+
+# (3) Validation and test side by side.
+
+
+def validation_test_data(results: Results) -> pd.DataFrame:
+    """Each setting's mean and 95% CI on validation and on test (unseen classes).
+
+    Returns:
+        Columns split ("validation" or "test"), then `stats.SUMMARY_COLUMNS`; test rows only
+        when trials.csv has the test metric. Test values come from the usable trials that have
+        one (trials stopped early have none).
+    """
+    settings = setting_order(results)
+    frames = []
+    for split, column in (("validation", results.metric), ("test", results.test_metric)):
+        if column is None:
+            continue
+        usable = usable_trials(results, column)
+        values = pd.DataFrame(
+            {"setting": usable["setting"].astype(str), "value": usable[column].astype(float)}
+        )
+        frames.append(stats.summarize_settings(values, settings).assign(split=split))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["split", *stats.SUMMARY_COLUMNS]]
+
+
+def draw_validation_test(data: pd.DataFrame, metric: str, knob: str) -> go.Figure:
+    """Validation and test means with 95% CIs, grouped per setting."""
+    figure = go.Figure()
+    settings = list(dict.fromkeys(data["setting"]))
+    colors = {"validation": "#1f4e79", "test": "#e08a1e"}
+    for split in ("validation", "test"):
+        own = data[(data["split"] == split) & (data["n"] > 0)]
+        if own.empty:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[text(setting) for setting in own["setting"]],
+                y=own["mean"],
+                mode="markers",
+                name=f"{split} (mean ± 95% CI)",
+                marker={"size": 11, "color": colors[split]},
+                error_y={
+                    "type": "data",
+                    "array": (own["ci_high"] - own["mean"]).fillna(0),
+                    "arrayminus": (own["mean"] - own["ci_low"]).fillna(0),
+                    "thickness": 1.5,
+                    "width": 5,
+                    "color": colors[split],
+                },
+                hovertext=[
+                    f"{split}, {text(knob)} = {text(row.setting)}<br>mean {number(row.mean)}"
+                    f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
+                    for row in own.itertuples()
+                ],
+                hoverinfo="text",
+            )
+        )
+    figure.update_layout(scattermode="group", scattergap=0.6)
+    _setting_axis(figure, settings, "category", text(knob))
+    base = metric.removeprefix("val_")
+    figure.update_yaxes(title_text=text(base))
+    title = f"Validation (seen-class split) and test (unseen classes): {text(base)}"
+    return style(figure, title, 420)
+
+
+# (4) Learning curves.
+
+
+def learning_curve_data(results: Results, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per-setting learning curves over the usable trials: mean and range over seeds per epoch.
+
+    Args:
+        results: The study.
+        columns: epochs.csv columns to draw; the validation metric and `train_loss` by default
+            (those present).
+
+    Returns:
+        ``curves``: column, setting, epoch, n, mean, low, high (low and high are the smallest
+        and largest seed); ``stops``: trial_id, setting, seed, epoch, column, value of the last
+        epoch of every trial stopped early; ``columns``, ``knob`` and ``settings``.
+    """
+    if columns is None:
+        columns = [results.metric, "train_loss"]
+    columns = [column for column in columns if column in results.epochs.columns]
+    usable = usable_trials(results)[["trial_id", "setting", "seed", "status"]]
+    epochs = results.epochs.merge(usable, on="trial_id", how="inner")
+    settings = setting_order(results)
+    curve_rows, stop_rows = [], []
+    for column in columns:
+        finite = epochs[np.isfinite(epochs[column].astype(float))]
+        grouped = finite.groupby(["setting", "epoch"])[column]
+        table = grouped.agg(n="count", mean="mean", low="min", high="max").reset_index()
+        table.insert(0, "column", column)
+        table["order"] = table["setting"].map({s: i for i, s in enumerate(settings)})
+        curve_rows.append(table.sort_values(["order", "epoch"]).drop(columns="order"))
+        stopped = finite[finite["status"] == "stopped_early"]
+        last = (
+            stopped.loc[stopped.groupby("trial_id")["epoch"].idxmax()] if len(stopped) else stopped
+        )
+        stop_rows.append(
+            pd.DataFrame(
+                {
+                    "trial_id": last["trial_id"],
+                    "setting": last["setting"],
+                    "seed": last["seed"],
+                    "epoch": last["epoch"],
+                    "column": column,
+                    "value": last[column],
+                }
+            )
+        )
+    curve_columns = ["column", "setting", "epoch", "n", "mean", "low", "high"]
+    stop_columns = ["trial_id", "setting", "seed", "epoch", "column", "value"]
+    return {
+        "curves": pd.concat(curve_rows, ignore_index=True)
+        if curve_rows
+        else pd.DataFrame(columns=curve_columns),
+        "stops": pd.concat(stop_rows, ignore_index=True)
+        if stop_rows
+        else pd.DataFrame(columns=stop_columns),
+        "columns": list(columns),
+        "knob": results.knob,
+        "settings": settings,
+    }
+
+
+def draw_learning_curves(data: dict[str, Any]) -> go.Figure:
+    """One panel per column: a line per setting (mean over seeds), a band from the lowest to the
+    highest seed, and a cross where a trial was stopped early."""
+    columns = data["columns"]
+    figure = make_subplots(
+        rows=1,
+        cols=max(len(columns), 1),
+        subplot_titles=[text(column) for column in columns],
+        horizontal_spacing=0.1,
+    )
+    curves, stops = data["curves"], data["stops"]
+    for panel, column in enumerate(columns, start=1):
+        for index, setting in enumerate(data["settings"]):
+            own = curves[(curves["column"] == column) & (curves["setting"] == setting)]
+            if own.empty:
+                continue
+            color = PALETTE[index % len(PALETTE)]
+            label = f"{text(data['knob'])} = {text(setting)}"
+            figure.add_trace(
+                go.Scatter(
+                    x=list(own["epoch"]) + list(own["epoch"])[::-1],
+                    y=list(own["high"]) + list(own["low"])[::-1],
+                    fill="toself",
+                    fillcolor=rgba(color, 0.12),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=label,
+                ),
+                row=1,
+                col=panel,
+            )
+            figure.add_trace(
+                go.Scatter(
+                    x=own["epoch"],
+                    y=own["mean"],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=panel == 1,
+                    line={"color": color, "width": 2},
+                    marker={"size": 5},
+                    hovertext=[
+                        f"{label}, epoch {int(row.epoch)}<br>mean {number(row.mean)} "
+                        f"(range {number(row.low)} to {number(row.high)}, n = {row.n})"
+                        for row in own.itertuples()
+                    ],
+                    hoverinfo="text",
+                ),
+                row=1,
+                col=panel,
+            )
+            stopped = stops[(stops["column"] == column) & (stops["setting"] == setting)]
+            if not stopped.empty:
+                figure.add_trace(
+                    go.Scatter(
+                        x=stopped["epoch"],
+                        y=stopped["value"],
+                        mode="markers",
+                        name="stopped early",
+                        legendgroup=label,
+                        showlegend=False,
+                        marker={"symbol": "x", "size": 11, "color": color},
+                        hovertext=[
+                            f"trial {text(row.trial_id)} ({label}, seed {number(row.seed)})"
+                            f"<br>stopped early after epoch {int(row.epoch)}"
+                            for row in stopped.itertuples()
+                        ],
+                        hoverinfo="text",
+                    ),
+                    row=1,
+                    col=panel,
+                )
+        figure.update_xaxes(title_text="epoch", row=1, col=panel)
+    title = "Learning curves (line: mean over seeds; band: range; ×: stopped early)"
+    return style(figure, title, 480, legend_below=True)
+
+
+# (5) Cost.
+
+
+def cost_data(results: Results) -> dict[str, Any]:
+    """Wall time and GPU time per trial, per setting (ablation, compare) and for the study.
+
+    Returns:
+        ``trials``: number, trial_id, setting, status, time_total_s, gpus, gpu_time_s;
+        ``settings``: setting, trials, time_total_s, gpu_time_s (sums; empty for a search);
+        ``totals``: trials, trial_time_s, gpu_time_s, mean_trial_time_s and wall_time_s (from
+        environment.json's start and end time; NaN when unknown).
+    """
+    trials = results.trials
+    table = pd.DataFrame(
+        {
+            "number": trials["number"],
+            "trial_id": trials["trial_id"].astype(str),
+            "setting": trials["setting"].astype(str),
+            "status": trials["status"],
+            "time_total_s": trials["time_total_s"].astype(float),
+            "gpus": trials["gpus"].astype(float),
+            "gpu_time_s": trials["gpu_time_s"].astype(float),
+        }
+    )
+    settings = pd.DataFrame(columns=["setting", "trials", "time_total_s", "gpu_time_s"])
+    if results.is_ablation:
+        order = setting_order(results)
+        settings = (
+            table.groupby("setting")
+            .agg(
+                trials=("trial_id", "count"),
+                time_total_s=("time_total_s", "sum"),
+                gpu_time_s=("gpu_time_s", "sum"),
+            )
+            .reindex(order)
+            .rename_axis("setting")
+            .reset_index()
+        )
+    totals = {
+        "trials": len(table),
+        "trial_time_s": float(table["time_total_s"].sum()),
+        "gpu_time_s": float(table["gpu_time_s"].sum()),
+        "mean_trial_time_s": float(table["time_total_s"].mean()) if len(table) else math.nan,
+        "wall_time_s": study_wall_time(results.environment),
+    }
+    return {"trials": table, "settings": settings, "totals": totals, "knob": results.knob}
+
+
+def study_wall_time(environment: dict[str, Any]) -> float:
+    """The study's wall time in seconds from environment.json, else NaN.
+
+    `study_wall_s` when present, otherwise from the start to the end time (ISO 8601 or Unix
+    seconds; `started`/`finished`, `start_time`/`end_time` and similar names).
+    """
+    recorded = environment.get("study_wall_s")
+    if isinstance(recorded, int | float) and math.isfinite(recorded):
+        return float(recorded)
+    start = _first(environment, ("started", "start_time", "started_at", "start"))
+    end = _first(environment, ("finished", "end_time", "finished_at", "ended", "ended_at", "end"))
+    if start is None or end is None:
+        return math.nan
+    try:
+        if isinstance(start, int | float) and isinstance(end, int | float):
+            return float(end) - float(start)
+        return float((pd.Timestamp(end) - pd.Timestamp(start)).total_seconds())
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _first(mapping: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if mapping.get(key) not in (None, ""):
+            return mapping[key]
+    return None
+
+
+def draw_cost(data: dict[str, Any]) -> go.Figure:
+    """Minutes per trial coloured by status and, for an ablation, hours per setting."""
+    settings = data["settings"]
+    panels = 2 if len(settings) else 1
+    titles = ["time per trial (minutes)"]
+    if panels == 2:
+        titles.append("total per setting (hours)")
+    figure = make_subplots(rows=1, cols=panels, subplot_titles=titles, horizontal_spacing=0.1)
+    trials = data["trials"]
+    for status, color in STATUS_COLORS.items():
+        own = trials[trials["status"] == status]
+        if own.empty:
+            continue
+        figure.add_trace(
+            go.Bar(
+                x=own["number"],
+                y=own["time_total_s"] / 60,
+                name=STATUS_WORDS[status],
+                marker={"color": color},
+                hovertext=[
+                    f"trial {text(row.trial_id)} (#{number(row.number)})"
+                    + (f"<br>setting {text(row.setting)}" if row.setting else "")
+                    + f"<br>{number(row.time_total_s / 60, 3)} min, "
+                    f"{number(row.gpus, 3)} GPU"
+                    for row in own.itertuples()
+                ],
+                hoverinfo="text",
+            ),
+            row=1,
+            col=1,
+        )
+    figure.update_xaxes(title_text="trial number", row=1, col=1)
+    if panels == 2:
+        labels = [text(setting) for setting in settings["setting"]]
+        for column, name, color in (
+            ("time_total_s", "trial time", "#8da0cb"),
+            ("gpu_time_s", "GPU time", "#66a61e"),
+        ):
+            figure.add_trace(
+                go.Bar(x=labels, y=settings[column] / 3600, name=name, marker={"color": color}),
+                row=1,
+                col=2,
+            )
+        figure.update_xaxes(type="category", title_text=text(data["knob"]), row=1, col=2)
+    figure.update_layout(barmode="group")
+    return style(figure, "Cost", 430, legend_below=True)
+
+
+# Search studies.
+
+
+def history_data(results: Results) -> pd.DataFrame:
+    """The optimisation history: every trial's validation metric and the best so far.
+
+    Returns:
+        number, trial_id, status, value, best_so_far; the best so far runs over completed
+        trials only (as Optuna's), NaN before the first one.
+    """
+    trials = results.trials
+    values = trials[results.metric].astype(float)
+    counted = np.where((trials["status"] == "completed") & np.isfinite(values), values, np.nan)
+    series = pd.Series(counted)
+    best = series.cummax() if results.mode == "max" else series.cummin()
+    return pd.DataFrame(
+        {
+            "number": trials["number"].to_numpy(),
+            "trial_id": trials["trial_id"].astype(str).to_numpy(),
+            "status": trials["status"].to_numpy(),
+            "value": values.to_numpy(),
+            "best_so_far": best.ffill().to_numpy(),
+        }
+    )
+
+
+def draw_history(data: pd.DataFrame, metric: str) -> go.Figure:
+    """Trials as points by status and the best-so-far line."""
+    figure = go.Figure()
+    for status in ("completed", "stopped_early"):
+        own = data[(data["status"] == status) & np.isfinite(data["value"])]
+        if own.empty:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=own["number"],
+                y=own["value"],
+                mode="markers",
+                name=STATUS_WORDS[status]
+                + (" (value at the stop)" if status == "stopped_early" else ""),
+                marker={
+                    "color": STATUS_COLORS[status],
+                    "size": 8,
+                    "symbol": "circle" if status == "completed" else "x",
+                },
+                hovertext=[
+                    f"trial {text(row.trial_id)} (#{number(row.number)})<br>{number(row.value)}"
+                    for row in own.itertuples()
+                ],
+                hoverinfo="text",
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=data["number"],
+            y=data["best_so_far"],
+            mode="lines",
+            name="best so far",
+            line={"color": "#c8414b", "width": 2, "shape": "hv"},
+            hoverinfo="skip",
+        )
+    )
+    figure.update_xaxes(title_text="trial number")
+    figure.update_yaxes(title_text=text(metric))
+    return style(figure, f"Optimisation history of {text(metric)}", 420)
+
+
+def importance_data(importances: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Importances as a long table: param, evaluator, importance.
+
+    Rows follow the first evaluator's ranking, most important first, then evaluator order.
+    """
+    evaluators = list(importances)
+    if not evaluators:
+        return pd.DataFrame(columns=["param", "evaluator", "importance"])
+    primary = importances[evaluators[0]]
+    params = sorted(primary, key=lambda param: -primary[param])
+    params += [p for name in evaluators for p in importances[name] if p not in params]
+    rows = [
+        (param, name, float(importances[name].get(param, math.nan)))
+        for param in params
+        for name in evaluators
+    ]
+    return pd.DataFrame(rows, columns=["param", "evaluator", "importance"])
+
+
+def draw_importances(data: pd.DataFrame, metric: str) -> go.Figure:
+    """Horizontal bars per evaluator, the most important parameter on top."""
+    figure = go.Figure()
+    colors = ["#2a7ab0", "#9aa3ad"]
+    evaluators = list(dict.fromkeys(data["evaluator"]))
+    for index, name in enumerate(evaluators):
+        own = data[data["evaluator"] == name]
+        figure.add_trace(
+            go.Bar(
+                x=own["importance"],
+                y=[text(param) for param in own["param"]],
+                orientation="h",
+                name=text(name),
+                marker={"color": colors[index % len(colors)]},
+                text=[f"{value:.2f}" for value in own["importance"]],
+                textposition="outside",
+                cliponaxis=False,
+                hoverinfo="skip",
+            )
+        )
+    figure.update_layout(barmode="group")
+    figure.update_yaxes(autorange="reversed")
+    figure.update_xaxes(title_text="importance (each evaluator sums to 1)")
+    params = data["param"].nunique()
+    title = f"Parameter importances for {text(metric)}"
+    return style(figure, title, 150 + 30 * max(params, 1) * max(len(evaluators), 1))
+
+
+def optuna_figures(
+    study: optuna.Study, metric: str, top_params: Sequence[str]
+) -> list[tuple[str, go.Figure]]:
+    """Optuna's own figures of a study whose names are already escaped (see `escaped_study`).
+
+    Returns:
+        (name, figure) for the parallel coordinate plot, the slice plot of `top_params` and the
+        intermediate values (the per-epoch curves the scheduler saw); a figure Optuna cannot
+        draw is left out.
+    """
+    from optuna import visualization
+
+    target = text(metric)
+    makers = [
+        (
+            "parallel coordinate",
+            lambda: visualization.plot_parallel_coordinate(study, target_name=target),
+        ),
+        (
+            "slice",
+            lambda: visualization.plot_slice(study, params=list(top_params), target_name=target),
+        ),
+        ("intermediate values", lambda: visualization.plot_intermediate_values(study)),
+    ]
+    figures = []
+    with quiet_optuna():
+        for name, make in makers:
+            try:
+                figure = make()
+            except (ValueError, KeyError, IndexError):
+                continue
+            if not figure.data:
+                continue
+            if name == "intermediate values":
+                figure.update_xaxes(title_text="epoch")
+                figure.update_yaxes(title_text=target)
+            title = figure.layout.title.text or name
+            figures.append((name, style(figure, text(title), 440)))
+    return figures

@@ -1,0 +1,299 @@
+"""The summary at the top of a report, in words: what won, by how much, and can we trust it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from reports import stats
+from reports.load import Results, usable_trials
+from reports.tables import best_trial, few_seed_settings, status_counts
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One line of the summary; `tone` ("good", "warn" or "plain") picks its colour."""
+
+    text: str
+    tone: str = "plain"
+
+
+def _value(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "n/a"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}" if math.isfinite(value) else "n/a"
+
+
+def _interval(low: float, high: float, signed: bool = False) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval with one seed"
+    show = _signed if signed else _value
+    return f"95% CI {show(low)} to {show(high)}"
+
+
+def trial_counts(results: Results) -> Sentence:
+    """How many trials ran, how they ended, and how many the statistics leave out."""
+    counts = status_counts(results)
+    total = sum(counts.values())
+    parts = [f"{counts['completed']} completed"]
+    if counts["stopped_early"]:
+        parts.append(f"{counts['stopped_early']} stopped early by the scheduler")
+    parts += [f"{counts['failed']} failed", f"{counts['diverged']} diverged"]
+    if counts["interrupted"]:
+        parts.append(f"{counts['interrupted']} interrupted (the study stopped before them)")
+    text = f"{total} trials: {', '.join(parts)}."
+    left_out = total - len(usable_trials(results))
+    if not left_out:
+        return Sentence(text)
+    silent = left_out - counts["failed"] - counts["diverged"] - counts["interrupted"]
+    reasons = [status for status in ("failed", "diverged", "interrupted") if counts[status]]
+    if silent:
+        reasons.append(f"without a finite {results.metric}")
+    reason = ", ".join(reasons[:-1]) + " or " + reasons[-1] if len(reasons) > 1 else reasons[0]
+    text += (
+        f" {left_out} {reason} {'trial is' if left_out == 1 else 'trials are'} left out of "
+        "the statistics; the table of excluded trials gives each reason."
+    )
+    return Sentence(text, "warn")
+
+
+def ablation_summary(
+    results: Results,
+    metric_data: dict[str, Any],
+    comparison: dict[str, Any],
+    validation_test: pd.DataFrame,
+) -> list[Sentence]:
+    """The summary of an ablation or compare study.
+
+    Args:
+        results: The study.
+        metric_data: From `figures.metric_by_setting_data`.
+        comparison: From `figures.comparison_data`.
+        validation_test: From `figures.validation_test_data`.
+    """
+    knob, metric, mode = results.knob, results.metric, results.mode
+    summary = metric_data["summary"].set_index("setting")
+    best = stats.best_index(summary["mean"], mode)
+    if best is None:
+        return [
+            Sentence(
+                f"No trial finished with a finite {metric}; there is nothing to compare.", "warn"
+            ),
+            trial_counts(results),
+        ]
+    row = summary.loc[best]
+    seeds = f"{int(row['n'])} seed{'s' if row['n'] != 1 else ''}"
+    sentences = [
+        Sentence(
+            f"Best setting: {knob} = {best}, mean {metric} {_value(row['mean'])} "
+            f"({_interval(row['ci_low'], row['ci_high'])}, {seeds}; "
+            f"{'higher' if mode == 'max' else 'lower'} is better)."
+        )
+    ]
+    baseline = comparison["baseline"]
+    comparisons = comparison["comparisons"].set_index("setting")
+    if baseline is None:
+        named = results.study.get("baseline")
+        sentences.append(
+            Sentence(
+                f"study.json's baseline ({named!r}) names none of the settings, so no setting is "
+                "compared with a baseline.",
+                "warn",
+            )
+        )
+    elif best == baseline:
+        sentences.append(Sentence(f"The baseline {knob} = {baseline} is the best setting."))
+    else:
+        sentences.append(_against_baseline(comparisons.loc[best], knob, summary, baseline))
+    if baseline is not None and len(comparisons):
+        sentences.append(_overall(comparisons, mode))
+    held = _holds_on_test(validation_test, best, baseline, knob, mode)
+    if held is not None:
+        sentences.append(held)
+    powerless = comparisons[comparisons["note"].str.contains("add seeds", regex=False)]
+    if baseline is not None and len(powerless):
+        sentences.append(
+            Sentence(
+                f"{powerless['note'].iloc[0].capitalize()} (the Wilcoxon signed-rank test's "
+                f"smallest p-value with n pairs is 2/2^n).",
+                "warn",
+            )
+        )
+    few = few_seed_settings(results)
+    if few:
+        sentences.append(
+            Sentence(
+                f"Fewer than {stats.MIN_PAIRS_FOR_TEST} usable seeds for {knob} = "
+                f"{', '.join(few)}: {stats.TOO_FEW_SEEDS}.",
+                "warn",
+            )
+        )
+    sentences.append(trial_counts(results))
+    return sentences
+
+
+def _capital(words: str) -> str:
+    return words[:1].upper() + words[1:]
+
+
+def _against_baseline(row: pd.Series, knob: str, summary: pd.DataFrame, baseline: str) -> Sentence:
+    base_mean = float(summary.loc[baseline, "mean"]) if baseline in summary.index else math.nan
+    difference = float(row["mean_difference"])
+    relative = ""
+    if math.isfinite(base_mean) and base_mean != 0 and math.isfinite(difference):
+        relative = f" ({difference / abs(base_mean):+.1%})"
+    pairs = int(row["n_pairs"])
+    text = (
+        f"Against the baseline {knob} = {baseline}: {_signed(difference)}{relative}, paired over "
+        f"{pairs} seed{'s' if pairs != 1 else ''} "
+        f"({_interval(row['ci_low'], row['ci_high'], signed=True)})."
+    )
+    if row["test"] == stats.NO_TEST:
+        return Sentence(
+            f"{text} {stats.TOO_FEW_SEEDS.capitalize()}: treat it as unconfirmed.", "warn"
+        )
+    if not math.isfinite(row["p_holm"]):
+        return Sentence(f"{text} {_capital(row['test'])}: {row['note']}.", "warn")
+    verdict = (
+        f"significant at the {stats.ALPHA} level after Holm correction"
+        if row["significant"]
+        else f"not significant at the {stats.ALPHA} level after Holm correction: it may be noise"
+    )
+    return Sentence(
+        f"{text} {_capital(row['test'])} p = {row['p_value']:.3g}, "
+        f"Holm-adjusted p = {row['p_holm']:.3g}: "
+        f"{verdict}.",
+        "good" if row["significant"] else "warn",
+    )
+
+
+def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
+    tested = comparisons[comparisons["test"] != stats.NO_TEST]
+    significant = tested[tested["significant"]]
+    if tested.empty:
+        return Sentence(
+            f"No setting has enough paired seeds for a test ({stats.TOO_FEW_SEEDS}).", "warn"
+        )
+    if significant.empty:
+        return Sentence(
+            f"After Holm correction no setting differs significantly from the baseline "
+            f"({len(tested)} tested)."
+        )
+    words = []
+    for setting, row in significant.iterrows():
+        better = row["mean_difference"] > 0 if mode == "max" else row["mean_difference"] < 0
+        words.append(f"{setting} ({'better' if better else 'worse'})")
+    return Sentence(
+        f"After Holm correction {len(significant)} of {len(tested)} tested settings differ "
+        f"significantly from the baseline: {', '.join(words)}."
+    )
+
+
+def _holds_on_test(
+    validation_test: pd.DataFrame, best: str, baseline: str | None, knob: str, mode: str
+) -> Sentence | None:
+    test = validation_test[validation_test["split"] == "test"].set_index("setting")
+    if test.empty or best not in test.index:
+        return None
+    best_test = float(test.loc[best, "mean"])
+    if not math.isfinite(best_test):
+        return Sentence(
+            f"{knob} = {best} has no test metric (no trial of it ran to the end).", "warn"
+        )
+    text = f"On the unseen test classes {knob} = {best} scores {_value(best_test)}"
+    if baseline is not None and baseline != best and baseline in test.index:
+        base_test = float(test.loc[baseline, "mean"])
+        text += f" against {_value(base_test)} for the baseline ({_signed(best_test - base_test)})"
+    winner = stats.best_index(test["mean"], mode)
+    if winner == best:
+        return Sentence(f"{text}; it is also the best setting on test.")
+    return Sentence(
+        f"{text}; on test the best setting is {knob} = {winner} "
+        f"({_value(float(test.loc[winner, 'mean']))}), so the choice does not carry over cleanly.",
+        "warn",
+    )
+
+
+def search_summary(
+    results: Results, importances: pd.DataFrame | None, importance_problem: str = ""
+) -> list[Sentence]:
+    """The summary of a search study: the best value and config, its test score, what mattered."""
+    metric = results.metric
+    best = best_trial(results)
+    if best is None:
+        return [
+            Sentence(
+                f"No trial completed with a finite {metric}; there is no best configuration.",
+                "warn",
+            ),
+            trial_counts(results),
+        ]
+    config = ", ".join(
+        f"{column.removeprefix('config/')} = {_config_text(best[column])}"
+        for column in results.trials.columns
+        if column.startswith("config/")
+    )
+    sentences = [
+        Sentence(
+            f"Best {metric} = {_value(float(best[metric]))} in trial #{int(best['number'])} "
+            f"({best['trial_id']}): {config or 'no searched keys recorded'}."
+        )
+    ]
+    completed = results.trials[results.trials["status"] == "completed"][metric].astype(float)
+    completed = completed[completed.map(math.isfinite)]
+    if len(completed) > 1:
+        sentences.append(
+            Sentence(
+                f"The median completed trial scores {_value(float(completed.median()))} "
+                f"({len(completed)} completed trials)."
+            )
+        )
+    if results.test_metric is not None:
+        test = float(best[results.test_metric])
+        if math.isfinite(test):
+            sentences.append(
+                Sentence(
+                    f"On the unseen test classes it scores {results.test_metric} = {_value(test)}."
+                )
+            )
+    if importances is not None and len(importances):
+        sentences.append(_importance_sentence(importances))
+    elif importance_problem:
+        sentences.append(Sentence(f"No parameter importances: {importance_problem}", "warn"))
+    sentences.append(trial_counts(results))
+    return sentences
+
+
+def _importance_sentence(importances: pd.DataFrame) -> Sentence:
+    evaluators = list(dict.fromkeys(importances["evaluator"]))
+    ranked = {
+        name: importances[importances["evaluator"] == name].sort_values(
+            "importance", ascending=False, kind="stable"
+        )
+        for name in evaluators
+    }
+    first = evaluators[0]
+    top = ", ".join(
+        f"{row.param} ({row.importance:.2f})" for row in ranked[first].head(3).itertuples()
+    )
+    text = f"Most important parameters ({first}): {top}."
+    leaders = {name: ranked[name]["param"].iloc[0] for name in evaluators}
+    for name in evaluators[1:]:
+        if leaders[name] != leaders[first]:
+            return Sentence(
+                f"{text} {name} ranks {leaders[name]} first instead: the ranking is not settled.",
+                "warn",
+            )
+        text += f" {name} agrees on the first."
+    return Sentence(text)
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,206 @@
+"""The report's tables as plain DataFrames (the page renders them; the CSV files hold them)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports import stats
+from reports.load import STATUSES, USABLE_STATUSES, Results, setting_order
+
+
+def trials_table(results: Results) -> pd.DataFrame:
+    """All trials: number, id, status, seed, setting, config values, metrics, cost and error."""
+    trials = results.trials
+    front = ["number", "trial_id", "status", "seed"]
+    if results.is_ablation:
+        front.append("setting")
+    config = [column for column in trials.columns if column.startswith("config/")]
+    validation = sorted(column for column in trials.columns if column.startswith("val_"))
+    test = sorted(column for column in trials.columns if column.startswith("test_"))
+    # The study's own metric first, so the eye finds it without scrolling.
+    for group, column in ((validation, results.metric), (test, results.test_metric)):
+        if column in group:
+            group.remove(column)
+            group.insert(0, column)
+    table = trials[front + config + validation + test].copy()
+    table = table.rename(columns={column: column.removeprefix("config/") for column in config})
+    table["epochs"] = trials["epochs"]
+    table["time_min"] = trials["time_total_s"] / 60
+    table["gpus"] = trials["gpus"]
+    table["gpu_time_min"] = trials["gpu_time_s"] / 60
+    table["error"] = trials["error"]
+    return table.reset_index(drop=True)
+
+
+def excluded_table(results: Results) -> pd.DataFrame:
+    """Trials left out of the statistics (failed, diverged, or no finite metric), with reasons."""
+    trials = results.trials
+    finite = np.isfinite(trials[results.metric].astype(float))
+    left_out = ~(trials["status"].isin(USABLE_STATUSES) & finite)
+    columns = ["number", "trial_id", "status", "seed"]
+    if results.is_ablation:
+        columns.append("setting")
+    table = trials.loc[left_out, [*columns, "epochs", "error"]].copy()
+    silent = table["error"].astype(str) == ""
+    no_metric = table["status"].isin(USABLE_STATUSES) & silent
+    table.loc[no_metric, "error"] = f"no finite {results.metric} was reported"
+    interrupted = (table["status"] == "interrupted") & silent
+    table.loc[interrupted, "error"] = "the study stopped before this trial finished"
+    return table.rename(columns={"error": "reason"}).reset_index(drop=True)
+
+
+def settings_table(validation_test: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting: validation and test n, mean and 95% CI side by side."""
+    wide = None
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        own = validation_test[validation_test["split"] == split]
+        if own.empty:
+            continue
+        own = own.drop(columns=["split", "std"]).set_index("setting")
+        own.columns = [f"{prefix}_{column}" for column in own.columns]
+        wide = own if wide is None else wide.join(own, how="outer")
+    if wide is None:
+        return pd.DataFrame(columns=["setting"])
+    order = list(dict.fromkeys(validation_test["setting"]))
+    return wide.reindex(order).rename_axis("setting").reset_index()
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons with readable column names for the page."""
+    return comparisons.rename(
+        columns={
+            "n_pairs": "pairs",
+            "mean_difference": "difference",
+            "p_holm": "Holm p",
+            "effect_size_dz": "Cohen's d_z",
+            "p_value": "p",
+        }
+    ).drop(columns=["baseline", "statistic"])
+
+
+def search_space_table(study: Mapping[str, Any]) -> pd.DataFrame:
+    """The searched dimensions: key, type, range or values, log scale."""
+    rows = []
+    for key, dimension in study.get("search", {}).items():
+        if "values" in dimension:
+            domain = ", ".join(json.dumps(value) for value in dimension["values"])
+        else:
+            domain = f"{dimension.get('low')} to {dimension.get('high')}"
+            if dimension.get("step") is not None:
+                domain += f" step {dimension['step']}"
+        rows.append(
+            {
+                "key": key,
+                "type": dimension.get("type", "categorical"),
+                "values": domain,
+                "log scale": "yes" if dimension.get("log") else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["key", "type", "values", "log scale"])
+
+
+def study_settings(study: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """How the study ran: kind, metric, mode, knob, baseline, seeds, scheduler, resources."""
+    rows = []
+    for key in ("kind", "metric", "mode", "knob", "baseline", "seeds", "scheduler"):
+        if key in study:
+            rows.append((key, _plain_text(study[key])))
+    for key, value in study.get("resources", {}).items():
+        rows.append((f"resources per trial: {key}", _plain_text(value)))
+    for method, overrides in study.get("methods", {}).items():
+        rows.append((f"method {method}", _plain_text(overrides) or "(defaults)"))
+    return rows
+
+
+def fixed_settings(study: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """study.json's `fixed` as (key, value) rows."""
+    return [(key, _plain_text(value)) for key, value in study.get("fixed", {}).items()]
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON as (dotted key, text) rows, e.g. environment.json's versions."""
+    rows = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            rows.extend(flatten(value, f"{name}."))
+        else:
+            rows.append((name, _plain_text(value)))
+    return rows
+
+
+def _plain_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return json.dumps(value)
+
+
+def best_trial(results: Results) -> pd.Series | None:
+    """The completed trial with the best validation metric (ties: the earliest), else None."""
+    trials = results.trials
+    values = trials[results.metric].astype(float)
+    candidates = trials[(trials["status"] == "completed") & np.isfinite(values)]
+    if candidates.empty:
+        return None
+    column = candidates[results.metric].astype(float)
+    index = column.idxmax() if results.mode == "max" else column.idxmin()
+    return candidates.loc[index]
+
+
+def best_trial_config(results: Results, trial: pd.Series) -> list[tuple[str, str]]:
+    """The best trial's id and searched config values as (key, value) rows."""
+    rows = [("trial", f"#{int(trial['number'])} ({trial['trial_id']})")]
+    for column in results.trials.columns:
+        if column.startswith("config/"):
+            rows.append((column.removeprefix("config/"), _cell_text(trial[column])))
+    return rows
+
+
+def best_trial_metrics(results: Results, trial: pd.Series) -> pd.DataFrame:
+    """The best trial's metrics: metric, validation, test (NaN where it has none)."""
+    columns = results.trials.columns
+    metrics = sorted({c.removeprefix("val_") for c in columns if c.startswith("val_")})
+    rows = [
+        (metric, trial[f"val_{metric}"], trial.get(f"test_{metric}", math.nan))
+        for metric in metrics
+    ]
+    return pd.DataFrame(rows, columns=["metric", "validation", "test"])
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def status_counts(results: Results) -> dict[str, int]:
+    """Trials per status, every status present as a key."""
+    counts = results.trials["status"].value_counts()
+    return {status: int(counts.get(status, 0)) for status in STATUSES}
+
+
+def usable_seed_counts(results: Results) -> dict[str, int]:
+    """Usable trials per setting, in report order (ablation, compare)."""
+    trials = results.trials
+    usable = trials["status"].isin(USABLE_STATUSES) & np.isfinite(
+        trials[results.metric].astype(float)
+    )
+    counts = trials[usable].groupby("setting")["trial_id"].count()
+    return {setting: int(counts.get(setting, 0)) for setting in setting_order(results)}
+
+
+def few_seed_settings(results: Results) -> list[str]:
+    """Settings with fewer usable seeds than a paired test needs."""
+    return [s for s, n in usable_seed_counts(results).items() if n < stats.MIN_PAIRS_FOR_TEST]

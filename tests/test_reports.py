@@ -1,0 +1,566 @@
+"""Tests of the report package: statistics with hand-checked answers, figure data on fake
+results, escaping, whole reports, and the page in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_results import ablation_folder, search_folder
+from plotly.offline import get_plotlyjs
+
+from reports import ResultsError, build_report, load_results, stats
+from reports.__main__ import main
+from reports.figures import (
+    axis_kind,
+    comparison_data,
+    cost_data,
+    draw_comparison,
+    draw_learning_curves,
+    draw_metric_by_setting,
+    history_data,
+    learning_curve_data,
+    metric_by_setting_data,
+    study_wall_time,
+    validation_test_data,
+)
+from reports.load import baseline_setting, setting_order, usable_trials
+from reports.page import TABLE_SORT, table_html
+from reports.search import optuna_study, param_importances
+
+HOSTILE = "<script>alert(1)</script>"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+# Statistics on hand-made tables.
+
+
+def test_t_interval_matches_hand_computation() -> None:
+    # values 1..5: mean 3, sample sd sqrt(2.5) = 1.5811, standard error 1.5811 / sqrt(5) = 0.70711;
+    # t(0.975, df 4) = 2.7764, half width 2.7764 * 0.70711 = 1.9632 -> [1.0368, 4.9632].
+    interval = stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert interval.n == 5
+    assert interval.mean == pytest.approx(3.0)
+    assert interval.low == pytest.approx(1.0368, abs=1e-4)
+    assert interval.high == pytest.approx(4.9632, abs=1e-4)
+
+
+def test_t_interval_ignores_nan_and_has_no_bounds_for_one_value() -> None:
+    one = stats.t_interval([0.4, math.nan])
+    assert one.n == 1 and one.mean == pytest.approx(0.4)
+    assert math.isnan(one.low) and math.isnan(one.high)
+    assert stats.t_interval([]).n == 0
+
+
+def _values(rows: dict[str, dict[int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            (setting, seed, value)
+            for setting, by_seed in rows.items()
+            for seed, value in by_seed.items()
+        ],
+        columns=["setting", "seed", "value"],
+    )
+
+
+def test_paired_difference_pairs_by_seed_and_matches_hand_computation() -> None:
+    # Differences on the shared seeds 0, 1, 2: 0.03, 0.02, 0.04 (seed 3 has no baseline run).
+    # Mean 0.03, sd 0.01, se 0.01 / sqrt(3) = 0.0057735; t(0.975, df 2) = 4.3027 -> half width
+    # 0.024841. t = 0.03 / 0.0057735 = 5.1962; with 2 df the t CDF is 1/2 + t / (2 sqrt(2 + t^2))
+    # = 0.5 + 5.1962 / (2 * 5.3852) = 0.98242, so p = 2 * (1 - 0.98242) = 0.03516. d_z = 3.
+    values = _values(
+        {"base": {0: 0.30, 1: 0.32, 2: 0.34}, "x": {0: 0.33, 1: 0.34, 2: 0.38, 3: 0.50}}
+    )
+    pairs = stats.paired_differences(values, "x", "base")
+    assert list(pairs["seed"]) == [0, 1, 2]
+    assert np.allclose(pairs["difference"], [0.03, 0.02, 0.04])
+    row = stats.compare_to_baseline(values, "base", ["base", "x"]).iloc[0]
+    assert row["setting"] == "x" and row["n_pairs"] == 3
+    assert row["mean_difference"] == pytest.approx(0.03)
+    assert row["ci_low"] == pytest.approx(0.03 - 0.024841, abs=1e-5)
+    assert row["ci_high"] == pytest.approx(0.03 + 0.024841, abs=1e-5)
+    assert row["test"] == stats.PAIRED_T
+    assert row["statistic"] == pytest.approx(5.1962, abs=1e-3)
+    assert row["p_value"] == pytest.approx(0.03516, abs=1e-4)
+    assert row["effect_size_dz"] == pytest.approx(3.0)
+
+
+def test_holm_adjusts_in_step_down_order() -> None:
+    # Sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 = 0.04 -> raised to 0.06
+    # by the running maximum; back in input order: 0.03, 0.06, 0.06, 0.02.
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005])
+    assert np.allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    # NaN is neither adjusted nor counted (m = 2 here), and adjusted values cap at 1.
+    with_missing = stats.holm([0.01, math.nan, 0.04])
+    assert with_missing[0] == pytest.approx(0.02) and with_missing[2] == pytest.approx(0.04)
+    assert math.isnan(with_missing[1])
+    assert np.allclose(stats.holm([0.5, 0.6]), [1.0, 1.0])
+
+
+def test_holm_is_applied_across_settings() -> None:
+    rng = np.random.default_rng(0)
+    values = _values(
+        {
+            "base": {seed: 0.3 + 0.01 * seed for seed in range(4)},
+            "a": {seed: 0.33 + 0.01 * seed + rng.normal(0, 0.002) for seed in range(4)},
+            "b": {seed: 0.30 + 0.01 * seed + rng.normal(0, 0.01) for seed in range(4)},
+        }
+    )
+    table = stats.compare_to_baseline(values, "base", ["base", "a", "b"])
+    assert list(table["setting"]) == ["a", "b"]
+    assert np.allclose(table["p_holm"], stats.holm(table["p_value"]))
+    assert bool(table.set_index("setting").loc["a", "significant"])
+
+
+def test_too_few_seeds_get_no_test_and_say_so() -> None:
+    values = _values({"base": {0: 0.30, 1: 0.31}, "x": {0: 0.35, 1: 0.36}})
+    row = stats.compare_to_baseline(values, "base", ["base", "x"]).iloc[0]
+    assert row["n_pairs"] == 2
+    assert row["test"] == stats.NO_TEST
+    assert row["note"] == "too few seeds for a test"
+    assert math.isnan(row["p_value"]) and not row["significant"]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "test"),
+    [
+        (1, stats.NO_TEST),
+        (2, stats.NO_TEST),
+        (3, stats.PAIRED_T),
+        (5, stats.PAIRED_T),
+        (6, stats.WILCOXON),
+        (10, stats.WILCOXON),
+    ],
+)
+def test_test_choice_depends_on_pairs(pairs: int, test: str) -> None:
+    assert stats.choose_test(pairs) == test
+    differences = np.linspace(0.01, 0.02, pairs)
+    assert stats.paired_test(differences).name == test
+
+
+def test_wilcoxon_p_value_is_exact_for_six_positive_pairs() -> None:
+    # All six signs positive: one of 2^6 sign patterns on each side, two-sided p = 2 / 64.
+    result = stats.paired_test([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    assert result.name == stats.WILCOXON
+    assert result.p_value == pytest.approx(2 / 64)
+
+
+def test_identical_differences_do_not_fake_a_tiny_p_value() -> None:
+    assert stats.paired_test([0.0, 0.0, 0.0]).p_value == 1.0
+    result = stats.paired_test([0.1, 0.1, 0.1])
+    assert math.isnan(result.p_value) and "undefined" in result.note
+
+
+def test_wilcoxon_floor_is_reported_when_holm_cannot_reach_alpha() -> None:
+    # Six pairs: the smallest Wilcoxon p is 2 / 64 = 0.031; Holm over two settings doubles it to
+    # 0.0625, so no setting can be significant however large its effect.
+    values = _values(
+        {
+            "base": {seed: 0.30 for seed in range(6)},
+            "a": {seed: 0.40 + 0.001 * seed for seed in range(6)},
+            "b": {seed: 0.50 + 0.002 * seed for seed in range(6)},
+        }
+    )
+    table = stats.compare_to_baseline(values, "base", ["base", "a", "b"])
+    assert set(table["test"]) == {stats.WILCOXON}
+    assert np.allclose(table["p_value"], 2 / 64)
+    assert not table["significant"].any()
+    assert table["note"].str.contains("add seeds").all()
+    assert stats.smallest_p_value(stats.WILCOXON, 8) * 2 < stats.ALPHA
+
+
+# Loading.
+
+
+def test_missing_file_names_it_and_says_not_a_results_folder(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    (folder / "trials.csv").unlink()
+    with pytest.raises(ResultsError, match=r"trials\.csv is missing.*not a results folder"):
+        load_results(folder)
+    with pytest.raises(ResultsError, match=r"study\.json is missing"):
+        load_results(tmp_path)
+
+
+def test_unknown_status_and_missing_metric_are_named(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    trials = pd.read_csv(folder / "trials.csv")
+    trials.loc[0, "status"] = "running"
+    trials.to_csv(folder / "trials.csv", index=False)
+    with pytest.raises(ResultsError, match="unknown status 'running'"):
+        load_results(folder)
+    trials.drop(columns=["val_map_at_r"]).to_csv(folder / "trials.csv", index=False)
+    with pytest.raises(ResultsError, match="no 'val_map_at_r' column"):
+        load_results(folder)
+
+
+def test_interrupted_trials_are_excluded_with_a_reason(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    trials = pd.read_csv(folder / "trials.csv")
+    trials.loc[17, ["status", "test_map_at_r"]] = ["interrupted", math.nan]
+    trials.to_csv(folder / "trials.csv", index=False)
+    out = build_report(folder)
+    excluded = pd.read_csv(folder / "report_excluded.csv")
+    assert excluded["reason"].tolist() == ["the study stopped before this trial finished"]
+    assert "1 interrupted trial is left out of the statistics" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("environment", "seconds"),
+    [
+        ({"started": "2025-11-26T03:00:00+00:00", "finished": "2025-11-26T03:30:00+00:00"}, 1800),
+        ({"start_time": 100.0, "end_time": 160.0}, 60),
+        ({"started": "2025-11-26T03:00:00+00:00", "study_wall_s": 42.0}, 42),
+        ({"started": "2025-11-26T03:00:00+00:00"}, math.nan),
+    ],
+)
+def test_study_wall_time(environment: dict, seconds: float) -> None:
+    assert study_wall_time(environment) == pytest.approx(seconds, nan_ok=True)
+
+
+def test_settings_keep_their_text_and_match_the_baseline(tmp_path: Path) -> None:
+    folder = ablation_folder(
+        tmp_path / "study",
+        knob="optim.lr",
+        effects={"0.0001": 0.0, "0.001": 0.02, "0.01": -0.01},
+        baseline=1e-3,
+    )
+    results = load_results(folder)
+    assert setting_order(results) == ["0.0001", "0.001", "0.01"]
+    assert baseline_setting(results) == "0.001"
+    assert axis_kind(setting_order(results)) == "log"
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind"),
+    [
+        (["0", "1", "2", "16"], "linear"),
+        (["1", "2", "4"], "linear"),
+        (["1", "100"], "log"),
+        (["glow", "realnvp"], "category"),
+        (["True", "False"], "category"),
+    ],
+)
+def test_axis_kind(settings: list[str], kind: str) -> None:
+    assert axis_kind(settings) == kind
+
+
+# Figure data on fake tables.
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ablation_folder(
+        tmp_path_factory.mktemp("ablation") / "ablate_flow_depth",
+        failed=[("2", 1, "Traceback (most recent call last):\n  ...\nRuntimeError: " + HOSTILE)],
+        diverged=[("8", 0)],
+        stopped_early=[("16", 2, 3)],
+    )
+
+
+def test_metric_data_has_one_point_per_usable_seed(ablation: Path) -> None:
+    results = load_results(ablation)
+    data = metric_by_setting_data(results)
+    counts = data["points"].groupby("setting").size().to_dict()
+    # 3 seeds each; 2 lost one failed seed, 8 one diverged seed; the stopped seed of 16 stays.
+    assert counts == {"0": 3, "1": 3, "2": 2, "4": 3, "8": 2, "16": 3}
+    summary = data["summary"].set_index("setting")
+    trials = results.trials
+    expected = trials[(trials["setting"] == "4")]["val_map_at_r"].mean()
+    assert summary.loc["4", "mean"] == pytest.approx(expected)
+    assert data["axis"] == "linear" and data["baseline"] == "0"
+    stopped = data["points"][data["points"]["status"] == "stopped_early"]
+    assert list(stopped["setting"]) == ["16"]
+
+
+def test_comparison_data_leaves_failed_seeds_unpaired(ablation: Path) -> None:
+    data = comparison_data(load_results(ablation))
+    comparisons = data["comparisons"].set_index("setting")
+    assert list(comparisons.index) == ["1", "2", "4", "8", "16"]
+    assert comparisons.loc["2", "n_pairs"] == 2
+    assert comparisons.loc["2", "note"] == stats.TOO_FEW_SEEDS
+    assert sorted(data["pairs"].query("setting == '2'")["seed"]) == [0, 2]
+    # The fake study's true effect of depth 4 is +0.035, which the paired t-interval covers.
+    assert comparisons.loc["4", "ci_low"] < 0.035 < comparisons.loc["4", "ci_high"]
+
+
+def test_learning_curves_flag_stopped_trials(ablation: Path) -> None:
+    results = load_results(ablation)
+    data = learning_curve_data(results)
+    assert data["columns"] == ["val_map_at_r", "train_loss"]
+    stops = data["stops"]
+    stopped_id = results.trials.loc[results.trials["status"] == "stopped_early", "trial_id"].item()
+    assert set(stops["trial_id"]) == {stopped_id}
+    assert set(stops["epoch"]) == {3}
+    curves = data["curves"]
+    depth_16 = curves[(curves["column"] == "val_map_at_r") & (curves["setting"] == "16")]
+    assert list(depth_16["n"]) == [3, 3, 3, 2, 2, 2]
+    assert (depth_16["low"] <= depth_16["mean"]).all() and (
+        depth_16["mean"] <= depth_16["high"]
+    ).all()
+    # Failed and diverged trials draw no curve.
+    first_epoch = curves.query("column == 'val_map_at_r' and setting == '8' and epoch == 1")
+    assert first_epoch["n"].item() == 2
+
+
+def test_validation_and_test_side_by_side(ablation: Path) -> None:
+    data = validation_test_data(load_results(ablation)).set_index(["split", "setting"])
+    assert data.loc[("validation", "16"), "n"] == 3
+    assert data.loc[("test", "16"), "n"] == 2  # the trial stopped early has no test score
+
+
+def test_cost_sums_trial_and_gpu_time(ablation: Path) -> None:
+    results = load_results(ablation)
+    data = cost_data(results)
+    assert data["totals"]["trials"] == 18
+    assert data["totals"]["trial_time_s"] == pytest.approx(results.trials["time_total_s"].sum())
+    assert data["totals"]["gpu_time_s"] == pytest.approx(0.25 * data["totals"]["trial_time_s"])
+    assert data["totals"]["wall_time_s"] == pytest.approx(90 * 60)
+    assert data["settings"]["trials"].tolist() == [3] * 6
+
+
+def test_history_tracks_best_completed_value(tmp_path: Path) -> None:
+    results = load_results(search_folder(tmp_path / "search"))
+    history = history_data(results)
+    completed = history["status"] == "completed"
+    assert (
+        history.loc[completed, "best_so_far"].tolist()
+        == history.loc[completed, "value"].cummax().tolist()
+    )
+    assert history["best_so_far"].iloc[-1] == pytest.approx(history.loc[completed, "value"].max())
+
+
+def test_optuna_study_rebuilt_from_tables(tmp_path: Path) -> None:
+    results = load_results(search_folder(tmp_path / "search"))
+    study = optuna_study(results)
+    states = [trial.state.name for trial in study.trials]
+    assert states.count("COMPLETE") == (results.trials["status"] == "completed").sum()
+    assert states.count("PRUNED") == (results.trials["status"] == "stopped_early").sum()
+    assert study.best_value == pytest.approx(
+        results.trials.query("status == 'completed'")["val_map_at_r"].max()
+    )
+    assert study.best_trial.params["flow.family"] in ("glow", "realnvp")
+    importances = param_importances(study)
+    assert set(importances["PED-ANOVA"]) == set(results.study["search"])
+    assert sum(importances["PED-ANOVA"].values()) == pytest.approx(1.0)
+
+
+# Escaping.
+
+
+def test_figures_escape_labels(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study", effects={"0": 0.0, HOSTILE: 0.02}, seeds=3)
+    results = load_results(folder)
+    figures = [
+        draw_metric_by_setting(metric_by_setting_data(results)),
+        draw_comparison(comparison_data(results)),
+        draw_learning_curves(learning_curve_data(results)),
+    ]
+    text = json.dumps([figure.to_plotly_json() for figure in figures], default=str)
+    assert "<script" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = ablation_folder(
+        tmp_path_factory.mktemp("hostile") / "study",
+        effects={"0": 0.0, "1": 0.01, HOSTILE: 0.02},
+        failed=[("1", 0, HOSTILE)],
+    )
+    return build_report(folder)
+
+
+def test_report_escapes_errors_and_labels(hostile_report: Path) -> None:
+    page = hostile_report.read_text(encoding="utf-8")
+    assert HOSTILE not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# Whole reports.
+
+
+def _without_plotly(page: str) -> str:
+    return page.replace(get_plotlyjs(), "")
+
+
+def test_ablation_report(ablation: Path, tmp_path: Path) -> None:
+    out = build_report(ablation)
+    assert out == ablation / "report.html"
+    for name in ("trials", "settings", "comparisons", "seeds", "curves", "cost", "excluded"):
+        assert (ablation / f"report_{name}.csv").is_file(), name
+    page = out.read_text(encoding="utf-8")
+    assert page.count(get_plotlyjs()) == 1
+    rest = _without_plotly(page)
+    assert 'src="' not in rest and "<link" not in rest
+    assert rest.count('class="plotly-graph-div"') == 5
+    assert "Best setting: flow.depth = 4" in rest
+    assert "too few seeds for a test" in rest
+    assert "could not be drawn" not in rest
+    assert "2 failed or diverged trials are left out of the statistics" in rest
+    excluded = pd.read_csv(ablation / "report_excluded.csv")
+    assert sorted(excluded["status"]) == ["diverged", "failed"]
+    comparisons = pd.read_csv(ablation / "report_comparisons.csv")
+    assert set(comparisons["test"]) == {stats.PAIRED_T, stats.NO_TEST}
+
+
+def test_compare_report_with_wilcoxon(tmp_path: Path) -> None:
+    folder = ablation_folder(
+        tmp_path / "compare",
+        kind="compare",
+        effects={"gapan": 0.0, "proxy_anchor": -0.02, "triplet": -0.04},
+        baseline="gapan",
+        seeds=8,
+    )
+    out = build_report(folder, tmp_path / "elsewhere" / "compare.html")
+    assert out.is_file() and (out.parent / "compare_comparisons.csv").is_file()
+    comparisons = pd.read_csv(out.parent / "compare_comparisons.csv")
+    assert list(comparisons["test"]) == [stats.WILCOXON, stats.WILCOXON]
+    assert comparisons["significant"].all()
+    page = out.read_text(encoding="utf-8")
+    assert "The baseline method = gapan is the best setting." in page
+
+
+def test_search_report(tmp_path: Path) -> None:
+    folder = search_folder(tmp_path / "search")
+    out = build_report(folder)
+    for name in ("trials", "history", "importances", "cost", "excluded"):
+        assert (folder / f"report_{name}.csv").is_file(), name
+    rest = _without_plotly(out.read_text(encoding="utf-8"))
+    assert "could not be drawn" not in rest
+    for div in ("history", "importances", "parallel-coordinate", "slice", "intermediate-values"):
+        assert f'id="figure-{div}"' in rest
+    results = load_results(folder)
+    best = results.trials.query("status == 'completed'")["val_map_at_r"].max()
+    assert f"Best val_map_at_r = {best:.4f}" in rest
+    assert "CUDA out of memory" in rest
+
+
+def test_command_line(ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "page.html"
+    assert main([str(ablation), "--out", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "page_trials.csv").is_file()
+    assert main([str(tmp_path)]) == 2
+    assert "study.json is missing" in capsys.readouterr().err
+
+
+def test_usable_trials_leave_out_failures(ablation: Path) -> None:
+    results = load_results(ablation)
+    assert set(usable_trials(results)["status"]) == {"completed", "stopped_early"}
+
+
+# The page in a real browser.
+
+
+class _RenderedPage(HTMLParser):
+    """Reads a dumped DOM: whether every plotly figure holds an svg, the recorded script
+    errors, and the text of every script element."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[bool] = []
+        self.depth = 0
+        self.error_count: str | None = None
+        self.scripts: list[str] = []
+        self.text: list[str] = []
+        self.first_cells: list[str] = []
+        self._in_script = False
+        self._row_start = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+        if tag == "tr":
+            self._row_start = True
+        elif tag == "td" and self._row_start:
+            self.first_cells.append("")
+        if attributes.get("id") == "script-errors":
+            self.error_count = attributes.get("data-count")
+        if self.depth:
+            self.depth += tag == "div"
+            if tag == "svg" and "main-svg" in classes:
+                self.figures[-1] = True
+        elif tag == "div" and "plotly-graph-div" in classes:
+            self.figures.append(False)
+            self.depth = 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+        if tag in ("td", "th"):
+            self._row_start = False
+        if self.depth and tag == "div":
+            self.depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
+        if self._row_start and self.first_cells:
+            self.first_cells[-1] += data
+
+
+def _render(page: Path, profile: Path) -> _RenderedPage:
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=True)
+    rendered = _RenderedPage()
+    rendered.feed(done.stdout)
+    return rendered
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
+def test_pages_render_in_a_browser(hostile_report: Path, tmp_path: Path) -> None:
+    search_page = build_report(search_folder(tmp_path / "search"))
+    for page, figures in ((hostile_report, 5), (search_page, 6)):
+        profile = tmp_path / f"profile-{page.parent.name}"
+        rendered = _render(page, profile)
+        shutil.rmtree(profile, ignore_errors=True)
+        assert rendered.error_count == "0", page
+        assert len(rendered.figures) == figures, page
+        assert all(rendered.figures), f"a figure of {page} did not render"
+        assert not any(script.strip() == "alert(1)" for script in rendered.scripts)
+        if page == hostile_report:
+            # The hostile label and error show as literal text.
+            assert HOSTILE in "".join(rendered.text)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
+def test_table_sorts_on_header_click(tmp_path: Path) -> None:
+    table = table_html(
+        pd.DataFrame({"name": ["b", "a", "c", "d"], "value": [10.0, 2.0, math.nan, 9.5]}),
+        sortable=True,
+    )
+    click = "document.querySelectorAll('table.sortable th')[1].click();"
+    page = tmp_path / "sort.html"
+    page.write_text(
+        f"<!DOCTYPE html><html><body>{table}<script>{TABLE_SORT}</script>"
+        f"<script>{click}</script></body></html>",
+        encoding="utf-8",
+    )
+    rendered = _render(page, tmp_path / "profile")
+    # Ascending by value (2, 9.5, 10); the empty value last.
+    assert rendered.first_cells == ["a", "d", "b", "c"]
