@@ -121,7 +121,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     # AdamW learning rate of the embedding head, flow and priors.
-    lr: float = _bounded(1e-3, 0.0, 10.0, low_open=True)
+    lr: float = _bounded(3e-4, 0.0, 10.0, low_open=True)
     # Learning rate of the backbone in finetune mode.
     backbone_lr: float = _bounded(1e-5, 0.0, 10.0)
     # Proxies of the metric losses learn this many times faster (Proxy-Anchor's recipe).

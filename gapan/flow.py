@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,10 @@ from nflows.utils import create_alternating_binary_mask
 from torch import nn
 
 from gapan.config import FlowConfig, PriorConfig
+
+# nflows' LU layers call torch.triangular_solve, which torch deprecates in favour of
+# torch.linalg.solve_triangular; the results are the same, and the warning is not ours to fix.
+warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated")
 
 
 class ClassPrior(Distribution):

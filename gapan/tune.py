@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import re
 import tempfile
 import time
@@ -126,6 +127,11 @@ def run_trial(config: dict[str, Any], space: StudySpace) -> None:
                 torch.cuda.empty_cache()  # a reused worker starts the next trial with free memory
 
 
+def _trial_dirname(trial: tune.experiment.Trial) -> str:
+    number = trial.experiment_tag.split("_", 1)[0]  # Tune's running count of trials
+    return f"trial_{number}_{trial.trial_id}"
+
+
 def _searcher(space: StudySpace, study_dir: Path) -> OptunaSearch:
     if space.kind == "search":
         sampler = optuna.samplers.TPESampler(
@@ -154,6 +160,9 @@ def _scheduler(space: StudySpace) -> ASHAScheduler | None:
 
 
 def _start_ray(options: StudyOptions) -> None:
+    # Every epoch's checkpoint replaces the last (num_to_keep=1), which snapshots the experiment
+    # state each time; on cached features that is many times a second, and cheap.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if options.address:
@@ -204,7 +213,7 @@ def _records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecord]:
     records = []
     for result in grid:
         trial_id = Path(result.path).name
-        match = re.search(r"_(\d+)(?:_|$)", trial_id)
+        match = re.match(r"trial_(\d+)_", trial_id)
         frame = result.metrics_dataframe
         epochs = frame.to_dict("records") if frame is not None else []
         last = result.metrics or {}
@@ -273,6 +282,8 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
                 num_samples=space.trial_count(),
                 max_concurrent_trials=options.max_concurrent or None,
                 reuse_actors=True,
+                # Short folder names: the default one lists every config key.
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,

@@ -19,5 +19,5 @@ SEARCH = {
     "anchors.temperature": {"type": "float", "low": 0.1, "high": 1.0},
     "align.temperature": {"type": "float", "low": 0.02, "high": 0.5, "log": True},
     "loss.nll_weight": {"type": "float", "low": 0.001, "high": 1.0, "log": True},
-    "optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "optim.lr": {"type": "float", "low": 3e-5, "high": 3e-3, "log": True},
 }

@@ -1,0 +1,192 @@
+"""Frozen-backbone features, computed once per image set, backbone and image size.
+
+With a frozen backbone every epoch of every trial would push the same images through the same
+network; `cached_features` does it once and keeps the result as safetensors under
+``$GAPAN_CACHE/features/`` (default ``~/.cache/gapan/features/``). Trials that start together share
+one build: a file lock serialises the builders and the file appears by atomic rename, so a reader
+never sees it half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+import torchvision.transforms.v2.functional as TF
+from filelock import FileLock
+from torch.utils.data import DataLoader
+
+from gapan.backbone import Backbone
+from gapan.data.imageset import ImageSet
+from gapan.weights import cache_root, save_safetensors_atomic
+
+_log = logging.getLogger(__name__)
+
+# Part of every cache key: change it when the evaluation transform changes.
+TRANSFORM_VERSION = "shorter-side-resize-center-crop-v1"
+
+
+def resize_center_crop(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Evaluation transform: uint8 (3, H, W) to float (3, S, S) in [0, 1].
+
+    The shorter side is resized (bilinear, antialiased) to `image_size`, then the centre square
+    is cut out.
+    """
+    resized = TF.resize(image, image_size, antialias=True)
+    square = TF.center_crop(resized, [image_size, image_size])
+    return TF.to_dtype(square, torch.float32, scale=True)
+
+
+def extract_features(
+    backbone: Backbone,
+    images: ImageSet,
+    image_size: int,
+    batch_size: int,
+    device: torch.device | str,
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """Backbone features of every image, in order.
+
+    On CUDA the backbone runs in bfloat16 autocast with channels-last memory; on the CPU in
+    float32.
+
+    Returns:
+        float32 tensor (N, backbone.num_features) on the CPU.
+    """
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    loader = DataLoader(
+        images.with_transform(_eval_transform(image_size)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=on_cuda,
+    )
+    was_training = backbone.training
+    backbone.eval().to(device)
+    if on_cuda:
+        backbone.to(memory_format=torch.channels_last)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+    chunks = [torch.empty(0, backbone.num_features)]
+    with torch.inference_mode(), autocast:
+        for batch, _ in loader:
+            batch = batch.to(device, non_blocking=True)
+            if on_cuda:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            chunks.append(backbone(batch).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(chunks)
+
+
+def cached_features(
+    backbone: Backbone,
+    sets: Mapping[str, ImageSet],
+    image_size: int,
+    batch_size: int,
+    device: torch.device | str,
+    cache_dir: str | Path | None = None,
+    num_workers: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Features of each set, from the disk cache, computing those missing.
+
+    A cache entry is keyed by the set's `fingerprint`, `backbone.identity`, the image size and
+    the transform version. Building one logs a line; a hit is silent.
+
+    Args:
+        backbone: The frozen backbone.
+        sets: Image sets by name (``train``, ``val``, ...).
+        image_size: Side of the square input in pixels.
+        batch_size: Images per forward pass.
+        device: Where the backbone runs.
+        cache_dir: The cache folder; ``$GAPAN_CACHE/features`` when omitted.
+        num_workers: DataLoader worker processes for decoding.
+
+    Returns:
+        float32 tensors (N, num_features) on the CPU, by set name.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "features"
+    features = {}
+    for name, images in sets.items():
+        path = folder / _entry_name(backbone, images, image_size)
+        cached = _read_entry(path, len(images))
+        if cached is None:
+            with FileLock(f"{path}.lock"):
+                # Another process may have built it while this one waited for the lock.
+                cached = _read_entry(path, len(images))
+                if cached is None:
+                    cached = _build_entry(
+                        path, name, backbone, images, image_size, batch_size, device, num_workers
+                    )
+        features[name] = cached
+    return features
+
+
+def _eval_transform(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    # A partial of a module-level function pickles, so DataLoader workers may be spawned.
+    return functools.partial(resize_center_crop, image_size=image_size)
+
+
+def _entry_name(backbone: Backbone, images: ImageSet, image_size: int) -> str:
+    key = f"{backbone.identity}|{images.fingerprint}|{image_size}|{TRANSFORM_VERSION}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    readable = re.sub(r"[^\w.-]", "_", backbone.name)
+    return f"{readable}-{image_size}px-{images.fingerprint}-{digest}.safetensors"
+
+
+def _read_entry(path: Path, count: int) -> torch.Tensor | None:
+    """The cached features, or None when absent or unusable (then they are rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        features = safetensors.torch.load_file(path)["features"]
+    except (safetensors.SafetensorError, OSError, KeyError) as error:
+        _log.warning("rebuilding unreadable feature cache %s: %s", path, error)
+        return None
+    if features.shape[0] != count:
+        _log.warning(
+            "rebuilding feature cache %s: %d rows for %d images", path, len(features), count
+        )
+        return None
+    return features
+
+
+def _build_entry(
+    path: Path,
+    name: str,
+    backbone: Backbone,
+    images: ImageSet,
+    image_size: int,
+    batch_size: int,
+    device: torch.device | str,
+    num_workers: int,
+) -> torch.Tensor:
+    start = time.perf_counter()
+    features = extract_features(backbone, images, image_size, batch_size, device, num_workers)
+    seconds = time.perf_counter() - start
+    metadata = {
+        "backbone": backbone.identity,
+        "fingerprint": images.fingerprint,
+        "image_size": str(image_size),
+        "transform": TRANSFORM_VERSION,
+    }
+    save_safetensors_atomic({"features": features}, path, metadata)
+    _log.info(
+        "built %s features: %d images x %d at %d px in %.1f s (%.0f img/s) -> %s",
+        name,
+        len(features),
+        features.shape[1],
+        image_size,
+        seconds,
+        len(features) / max(seconds, 1e-9),
+        path,
+    )
+    return features

@@ -1,0 +1,137 @@
+"""Studies on real Ray Tune and Optuna: a small end-to-end ablation, and resuming a killed one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from gapan.space import parse_space
+from gapan.tune import StudyError, StudyOptions, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_ABLATION = '''"""Does a flow help on a tiny slice?"""
+KIND = "ablation"
+METRIC = "val_map_at_r"
+MODE = "max"
+SEEDS = 2
+FIXED = {"train.epochs": 2, "data.max_classes": 24, "flow.hidden": 32}
+SEARCH = {"flow.depth": {"type": "int", "values": [0, 2]}}
+BASELINE = 0
+'''
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def optuna_trials(study_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+@pytest.mark.slow
+def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance):
+    space = parse_space(TINY_ABLATION, "tiny_ablation")
+    study_dir = run_study(space, StudyOptions(name="tiny_ablation", results_dir=tmp_path))
+
+    trials = pd.read_csv(study_dir / "trials.csv")
+    assert len(trials) == 4
+    assert set(trials["status"]) == {"completed"}
+    # Every (setting, seed) pair ran exactly once, and each seed's own result is kept.
+    pairs = sorted(zip(trials["config/flow.depth"], trials["seed"], strict=True))
+    assert pairs == [(0, 0), (0, 1), (2, 0), (2, 1)]
+    for column in ("val_map_at_r", "test_map_at_r", "val_recall_at_1", "time_total_s"):
+        assert trials[column].between(0, 1e6).all(), column
+    assert trials["val_map_at_r"].nunique() > 1
+
+    epochs = pd.read_csv(study_dir / "epochs.csv")
+    assert len(epochs) == 4 * 2
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    for trial_id in trials["trial_id"]:
+        config = (study_dir / "trials" / trial_id / "config.json").read_text()
+        assert '"data.max_classes": 24' in config
+
+    ot_trials = optuna_trials(study_dir, "tiny_ablation")
+    assert [t.state for t in ot_trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert sorted(t.value for t in ot_trials) == sorted(trials["val_map_at_r"])
+    for name in ("study.json", "environment.json"):
+        assert (study_dir / name).stat().st_size > 0
+
+    with pytest.raises(StudyError, match="--resume"):
+        run_study(space, StudyOptions(name="tiny_ablation", results_dir=tmp_path))
+
+
+RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]')
+
+
+def study_command(space_file: Path, results: Path, *extra: str) -> list[str]:
+    code = (
+        "import sys; from gapan.space import load_space; from gapan.tune import *; "
+        f"run_study(load_space({str(space_file)!r}), StudyOptions(name='resumable', "
+        f"results_dir=__import__('pathlib').Path({str(results)!r}), max_concurrent=1, "
+        f"num_cpus=2, dashboard_port=0, resume={'--resume' in extra}))"
+    )
+    return [sys.executable, "-c", code]
+
+
+def completed_trial_dirs(study_dir: Path) -> dict[str, str]:
+    """Each finished trial's reported results (they carry timestamps: a rerun changes them)."""
+    done = {}
+    for result in (study_dir / "tune").glob("trial_*/result.json"):
+        text = result.read_text()
+        if '"status": "completed"' in text:
+            done[result.parent.name] = text
+    return done
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
+    space_file = tmp_path / "resumable.py"
+    space_file.write_text(RESUMABLE)
+    study_dir = tmp_path / "results" / "resumable"
+    driver = subprocess.Popen(
+        study_command(space_file, tmp_path / "results"), cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while len(completed_trial_dirs(study_dir)) < 2 and time.monotonic() < deadline:
+        assert driver.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.5)
+    # SIGKILL the driver and the Ray instance it started: nothing gets to clean up.
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = completed_trial_dirs(study_dir)
+    assert 2 <= len(finished_before) < 6
+
+    resumed = subprocess.run(
+        study_command(space_file, tmp_path / "results", "--resume"), cwd=ROOT,
+        capture_output=True, text=True, timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    trials = pd.read_csv(study_dir / "trials.csv")
+    pairs = sorted(zip(trials["config/flow.depth"], trials["seed"], strict=True))
+    assert pairs == [(d, s) for d in (0, 1, 2) for s in (0, 1)]
+    assert set(trials["status"]) == {"completed"}
+    # Trials that had finished were kept as they were, not run again.
+    finished_after = completed_trial_dirs(study_dir)
+    for name, reported in finished_before.items():
+        assert finished_after[name] == reported
+    # The Optuna history is intact: six completed trials, one per grid point.
+    ot_trials = [t for t in optuna_trials(study_dir, "resumable")
+                 if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted((t.params["flow.depth"], t.params["train.seed"]) for t in ot_trials) == pairs
