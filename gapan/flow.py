@@ -107,6 +107,28 @@ class ClassConditionalFlow(Flow):
         return points.reshape(len(classes), count, self.features)
 
 
+class SyncFreeActNorm(ActNorm):
+    """nflows' ActNorm without a GPU-to-CPU wait per call.
+
+    nflows reads its tensor `initialized` flag on every training forward pass, which makes the
+    CPU wait for the GPU once per block. Here the flag is mirrored in a Python bool, read from
+    the tensor once (after a checkpoint load it is already set) and then never again.
+    """
+
+    def __init__(self, features: int):
+        super().__init__(features)
+        self._initialized_seen = False
+
+    def forward(self, inputs: torch.Tensor, context=None):
+        if self.training and not self._initialized_seen:
+            if not self.initialized:
+                self._initialize(inputs)
+            self._initialized_seen = True
+        outputs = self.scale.view(1, -1) * inputs + self.shift.view(1, -1)
+        logabsdet = self.log_scale.sum().expand(inputs.shape[0])
+        return outputs, logabsdet
+
+
 def _coupling(features: int, cfg: FlowConfig, even: bool) -> AffineCouplingTransform:
     def conditioner(in_features: int, out_features: int) -> nn.Module:
         return ResidualNet(
@@ -128,9 +150,9 @@ def build_transform(features: int, cfg: FlowConfig) -> Transform:
     for index in range(cfg.depth):
         coupling = _coupling(features, cfg, even=index % 2 == 0)
         if cfg.family == "glow":
-            blocks += [ActNorm(features), LULinear(features, identity_init=True), coupling]
+            blocks += [SyncFreeActNorm(features), LULinear(features, identity_init=True), coupling]
         elif cfg.family == "realnvp":
-            blocks += [ActNorm(features), coupling, RandomPermutation(features)]
+            blocks += [SyncFreeActNorm(features), coupling, RandomPermutation(features)]
         else:  # config.py restricts the names; this guards a new family added there only
             raise ValueError(f"unknown flow family {cfg.family!r}")
     return CompositeTransform(blocks)

@@ -1,0 +1,475 @@
+"""Time one training step: the bare backbone against GAPan's step, by flow depth and backbone.
+
+The bare step is the backbone, its global pool and the 512-d linear head (`EmbeddingModel`) with a
+trivial loss, the mean squared embedding, and AdamW. The GAPan step is the trainer's own
+`gapan.train.train_epoch` with the trainer's model, `GapanCriterion` and optimizer, built from an
+`ExperimentConfig` as `gapan.train.train` builds them (finetune mode, 16 anchors per class, 32
+classes x 4 images per batch by default). Both share one model per backbone (one compiled module
+with --compile, as ``train.compile`` compiles the model), the same random images already on the
+device, batch and image size; on CUDA in bfloat16 autocast with channels-last memory, as the
+trainer runs. The ratio is GAPan's step time over the bare step's, measured in the same run.
+
+    python -m bench.step                          # GPU: resnet50, batch 128, 224 px, depths 0-16
+    python -m bench.step --compile --breakdown --prototype
+    python -m bench.step --device cpu --batch 32 --image-size 64 --depths 0,8 --steps 3
+
+--breakdown times the parts of GAPan's loss on their own (flow NLL, anchors through the inverse
+flow, alignment, gradient clipping), device time beside host time, and on CUDA lists where the
+step makes the host wait for the device. --prototype adds a step with the same loss minus those
+waits (`SyncFreeCriterion`), to measure what removing them would gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import statistics
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from nflows.transforms import ActNorm
+from torch import nn
+
+from bench.common import (
+    add_output_argument,
+    default_device,
+    emit,
+    environment,
+    print_table,
+    rounded,
+    time_device,
+)
+from gapan.backbone import build_backbone
+from gapan.config import ExperimentConfig, from_flat
+from gapan.losses import GapanCriterion, alignment_loss
+from gapan.model import EmbeddingModel
+from gapan.train import build_optimizer, seed_everything, train_epoch
+
+SEEN_CLASSES = 100  # class priors in the flow (CUB's training classes)
+
+
+class SquaredEmbedding(nn.Module):
+    """The bare step's loss: the mean squared embedding (the backward pass reaches every weight)."""
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": embeddings.float().pow(2).mean()}
+
+    def flow_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def metric_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+class SyncFreeCriterion(GapanCriterion):
+    """A prototype: `GapanCriterion`'s loss without the host-device syncs of its step.
+
+    Two changes, neither of which alters the loss. The batch's classes come from the sorted labels,
+    every M-th (the m-per-class sampler puts exactly M images of each class in a batch), instead
+    of `torch.unique`, whose output size the host must wait for. nflows' ActNorm reads its
+    `initialized` flag (a device tensor) in every training forward pass; once every ActNorm has
+    initialised itself from data, the flag becomes a plain Python True.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, num_classes: int, dim: int):
+        super().__init__(cfg, num_classes, dim)
+        self._actnorm_settled = False
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        parts: dict[str, torch.Tensor] = {}
+        total = embeddings.new_zeros((), dtype=torch.float32)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            embeddings = embeddings.float()
+            points = self.scale * F.normalize(embeddings, dim=-1)
+            if self.training and cfg.flow.input_noise > 0:
+                points = points + cfg.flow.input_noise * torch.randn_like(points)
+            parts["nll"] = self.flow.nll_per_dim(points, labels)
+            total = total + cfg.loss.nll_weight * parts["nll"]
+            classes = labels.sort().values[:: cfg.data.samples_per_class].contiguous()
+            with torch.set_grad_enabled(cfg.align.anchor_gradient and self.training):
+                anchors = self.flow.anchors(classes, cfg.anchors.count, cfg.anchors.temperature)
+            parts["align"] = alignment_loss(
+                embeddings, labels, classes, anchors, cfg.align.temperature
+            )
+            total = total + cfg.loss.align_weight * parts["align"]
+        if self.training and not self._actnorm_settled:
+            self._settle_actnorm()
+        return {"loss": total, **parts}
+
+    def _settle_actnorm(self) -> None:
+        for module in self.modules():
+            if isinstance(module, ActNorm) and "initialized" in module._buffers:
+                del module._buffers["initialized"]
+                module.initialized = True
+        self._actnorm_settled = True
+
+
+def experiment_config(
+    backbone: str, depth: int, batch: int, samples_per_class: int, image_size: int,
+    anchors: int, device: torch.device, compile_model: bool,
+) -> ExperimentConfig:
+    """The trainer's config for this bench: finetune mode, random weights (nothing to download)."""
+    if batch % samples_per_class:
+        raise SystemExit(
+            f"--batch {batch} is not a multiple of --samples-per-class {samples_per_class}"
+        )
+    return from_flat({
+        "model.backbone": backbone, "model.pretrained": "none", "model.backbone_mode": "finetune",
+        "flow.depth": depth, "anchors.count": anchors,
+        "data.classes_per_batch": batch // samples_per_class,
+        "data.samples_per_class": samples_per_class, "data.image_size": image_size,
+        "train.device": device.type, "train.compile": compile_model,
+    })
+
+
+def build_model(
+    cfg: ExperimentConfig, device: torch.device
+) -> tuple[EmbeddingModel, Callable[[torch.Tensor], torch.Tensor]]:
+    """The model as `gapan.train.train` builds it, and what the step calls (compiled or not)."""
+    seed_everything(cfg.train.seed)
+    backbone = build_backbone(cfg.model)
+    model = EmbeddingModel(backbone, backbone.num_features, cfg.model.embed_dim).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.train.compile else model
+    return model, forward
+
+
+def random_batch(cfg: ExperimentConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] and labels as the m-per-class sampler makes them, on the device."""
+    generator = torch.Generator().manual_seed(0)
+    batch = cfg.data.classes_per_batch * cfg.data.samples_per_class
+    size = cfg.data.image_size
+    images = torch.rand(batch, 3, size, size, generator=generator)
+    classes = torch.randperm(SEEN_CLASSES, generator=generator)[: cfg.data.classes_per_batch]
+    labels = classes.repeat_interleave(cfg.data.samples_per_class)
+    return images.to(device), labels.to(device)
+
+
+def make_criterion(kind: str, cfg: ExperimentConfig, device: torch.device) -> nn.Module:
+    if kind == "bare":
+        return SquaredEmbedding().to(device)
+    if kind == "gapan":
+        return GapanCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).to(device)
+    if kind == "gapan-sync-free":
+        return SyncFreeCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).to(device)
+    raise ValueError(f"unknown step {kind!r}")
+
+
+def step_config(kind: str, cfg: ExperimentConfig) -> ExperimentConfig:
+    # The bare step is forward, backward and AdamW only: no gradient clipping.
+    return from_flat({"optim.grad_clip": 0.0}, cfg) if kind == "bare" else cfg
+
+
+def time_steps(
+    kind: str,
+    cfg: ExperimentConfig,
+    model: EmbeddingModel,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> dict[str, Any]:
+    """Milliseconds per step of `kind` through `gapan.train.train_epoch`, after `warmup` steps.
+
+    On CUDA the mean over `steps` consecutive steps (CUDA events); on the CPU the median of
+    `steps` steps timed one by one.
+    """
+    cfg = step_config(kind, cfg)
+    criterion = make_criterion(kind, cfg, device)
+    optimizer = build_optimizer(cfg, model, criterion)
+
+    def run(count: int) -> None:
+        train_epoch(forward, criterion, optimizer, itertools.repeat(batch, count), cfg, device)
+
+    run(warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        milliseconds = 1000 * time_device(device, lambda: run(steps))[0] / steps
+    else:
+        # CPUs shared with other work stall for seconds at random: the median step resists that.
+        milliseconds = 1000 * statistics.median(
+            time_device(device, lambda: run(1))[0] for _ in range(steps)
+        )
+    row = {
+        "step": kind,
+        "depth": cfg.flow.depth if kind != "bare" else None,
+        "ms": rounded(milliseconds),
+        "img_per_s": rounded(len(batch[0]) * 1000 / milliseconds),
+    }
+    if device.type == "cuda":
+        row["peak_gib"] = rounded(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return row
+
+
+def release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------- breakdown
+
+
+def breakdown(
+    cfg: ExperimentConfig, model: EmbeddingModel, device: torch.device, repeats: int,
+    prototype: bool,
+) -> list[dict[str, Any]]:
+    """Device and host milliseconds of each part of GAPan's loss on a batch of embeddings.
+
+    With `prototype`, the sync-free criterion is timed too: its host time against its device
+    time says whether, without syncs, the device would still wait for the host's launches.
+    """
+    criterion = make_criterion("gapan", cfg, device)
+    sync_free = make_criterion("gapan-sync-free", cfg, device) if prototype else None
+    batch = cfg.data.classes_per_batch * cfg.data.samples_per_class
+    generator = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(batch, cfg.model.embed_dim, generator=generator).to(device)
+    embeddings.requires_grad_(True)
+    labels = random_batch(cfg, device)[1]
+    classes = torch.unique(labels)
+    flow = criterion.flow
+    points = criterion.scale * F.normalize(embeddings.detach(), dim=-1)
+    anchors = flow.anchors(classes, cfg.anchors.count, cfg.anchors.temperature).detach()
+    parameters = list(model.parameters()) + list(criterion.parameters())
+    for parameter in parameters:  # clipping reads every gradient, as after a real backward pass
+        parameter.grad = torch.zeros_like(parameter)
+
+    def criterion_step() -> None:
+        criterion(embeddings, labels)["loss"].backward()
+
+    def sync_free_step() -> None:
+        sync_free(embeddings, labels)["loss"].backward()
+
+    def nll_step() -> None:
+        flow.nll_per_dim(points, labels).backward()
+
+    def anchor_sampling() -> None:
+        with torch.no_grad():
+            flow.anchors(classes, cfg.anchors.count, cfg.anchors.temperature)
+
+    def alignment_step() -> None:
+        alignment_loss(embeddings, labels, classes, anchors, cfg.align.temperature).backward()
+
+    def clip() -> None:
+        torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
+
+    parts = {
+        "criterion fwd+bwd": criterion_step,
+        "flow NLL fwd+bwd": nll_step,
+        "anchors (inverse flow, no grad)": anchor_sampling,
+        "alignment fwd+bwd": alignment_step,
+        "grad clip (model + flow)": clip,
+    }
+    if sync_free is not None:
+        parts["criterion fwd+bwd, sync-free prototype"] = sync_free_step
+    criterion.train()
+    rows = []
+    for name, work in parts.items():
+        work()  # warm-up (and ActNorm's data-dependent initialisation)
+        timings = [time_device(device, work) for _ in range(repeats)]
+        rows.append({
+            "depth": cfg.flow.depth,
+            "part": name,
+            "device_ms": rounded(1000 * sum(t[0] for t in timings) / repeats),
+            "host_ms": rounded(1000 * sum(t[1] for t in timings) / repeats),
+        })
+    for parameter in parameters:
+        parameter.grad = None
+    release(device)
+    return rows
+
+
+def sync_points(
+    kind: str, cfg: ExperimentConfig, model: EmbeddingModel,
+    forward: Callable[[torch.Tensor], torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+) -> dict[str, int]:
+    """Where two steps of `kind` make the host wait for the device: code location -> count.
+
+    A location counted twice is paid every step; once, every epoch (the loss read at its end).
+    """
+    cfg = step_config(kind, cfg)
+    criterion = make_criterion(kind, cfg, device)
+    optimizer = build_optimizer(cfg, model, criterion)
+
+    def run(count: int) -> None:
+        train_epoch(forward, criterion, optimizer, itertools.repeat(batch, count), cfg, device)
+
+    run(2)  # initialisation (ActNorm, optimizer state) is not what a step costs
+    found: Counter[str] = Counter()
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = [
+            frame for frame in traceback.extract_stack()[:-1]
+            if "/torch/" not in frame.filename and not frame.filename.endswith("warnings.py")
+        ]
+        frame = frames[-1] if frames else None
+        where = f"{_short_path(frame.filename)}:{frame.lineno} {frame.line}" if frame else filename
+        found[where] += 1
+
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = note
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run(2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return dict(found)
+
+
+def _short_path(filename: str) -> str:
+    for marker in ("site-packages/", "/gapan/", "/bench/"):
+        if marker in filename:
+            head = marker.strip("/") + "/" if marker != "site-packages/" else ""
+            return head + filename.split(marker, 1)[1]
+    return Path(filename).name
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.step", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", default=default_device(),
+                        help="cuda or cpu (default: cuda if there is one)")
+    parser.add_argument("--backbones", help="comma-separated timm names (default: resnet50 on "
+                        "CUDA, mobilenetv2_100 on the CPU)")
+    parser.add_argument("--depths", default="0,2,4,8,16", help="flow depths (default 0,2,4,8,16)")
+    parser.add_argument("--batch", type=int,
+                        help="images per step (default 128 on CUDA, 32 on the CPU)")
+    parser.add_argument("--samples-per-class", type=int, default=4)
+    parser.add_argument("--image-size", type=int,
+                        help="pixels (default 224 on CUDA, 64 on the CPU)")
+    parser.add_argument("--anchors", type=int, default=16, help="anchors per class (default 16)")
+    parser.add_argument("--steps", type=int, help="timed steps (default 30 on CUDA, 3 on the CPU)")
+    parser.add_argument("--warmup", type=int,
+                        help="untimed steps first (default 10 on CUDA, 2 on the CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model, as train.compile=true does")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time the loss's parts and find syncs")
+    parser.add_argument("--prototype", action="store_true",
+                        help="also time the sync-free prototype of GAPan's step")
+    add_output_argument(parser)
+    args = parser.parse_args(argv)
+    on_cuda = torch.device(args.device).type == "cuda"
+    args.backbones = args.backbones or ("resnet50" if on_cuda else "mobilenetv2_100")
+    args.batch = args.batch or (128 if on_cuda else 32)
+    args.image_size = args.image_size or (224 if on_cuda else 64)
+    args.steps = args.steps or (30 if on_cuda else 3)
+    args.warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
+    return args
+
+
+def bench_backbone(
+    backbone: str, args: argparse.Namespace, device: torch.device
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Step rows, loss-part rows and sync points of one backbone at every depth."""
+    depths = [int(value) for value in args.depths.split(",") if value.strip()]
+
+    def config(depth: int) -> ExperimentConfig:
+        return experiment_config(backbone, depth, args.batch, args.samples_per_class,
+                                 args.image_size, args.anchors, device, args.compile)
+
+    base = config(depths[0] if depths else 0)
+    model, forward = build_model(base, device)
+    batch = random_batch(base, device)
+
+    def measure(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
+        row = time_steps(kind, cfg, model, forward, batch, device, args.warmup, args.steps)
+        release(device)
+        row.update(backbone=backbone, compiled=args.compile)
+        print(f"  {backbone} {kind} depth={row['depth']}: {row['ms']} ms/step", flush=True)
+        return row
+
+    # The bare step runs first and last; the faster is the reference (so a slow start or a
+    # drift during the run never flatters GAPan's ratio), their gap shows the noise.
+    bare_rows = [measure("bare", base)]
+    gapan_rows = []
+    parts: list[dict[str, Any]] = []
+    for depth in depths:
+        gapan_rows.append(measure("gapan", config(depth)))
+        if args.prototype and depth > 0:
+            gapan_rows.append(measure("gapan-sync-free", config(depth)))
+        if args.breakdown and depth > 0:
+            found = breakdown(config(depth), model, device, 5, args.prototype)
+            parts += [{"backbone": backbone, **row} for row in found]
+    bare_rows.append(measure("bare", base))
+    bare_ms = min(row["ms"] for row in bare_rows)
+    for row in bare_rows + gapan_rows:
+        row["ratio"] = rounded(row["ms"] / bare_ms)
+
+    syncs: dict[str, dict[str, int]] = {}
+    if args.breakdown and device.type == "cuda":
+        deepest = config(max(depths, default=0))
+        kinds = ["bare", "gapan"] + (["gapan-sync-free"] if args.prototype else [])
+        for kind in kinds:
+            key = f"{backbone} {kind} depth={deepest.flow.depth}"
+            syncs[key] = sync_points(kind, deepest, model, forward, batch, device)
+            release(device)
+    return bare_rows + gapan_rows, parts, syncs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    device = torch.device(args.device)
+    # cuDNN picks its fastest convolution algorithms for these shapes (the bare and the GAPan
+    # step alike). The trainer leaves this off; see the README.
+    torch.backends.cudnn.benchmark = True
+    rows: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    syncs: dict[str, dict[str, int]] = {}
+    for backbone in [name.strip() for name in args.backbones.split(",") if name.strip()]:
+        found = bench_backbone(backbone, args, device)
+        rows += found[0]
+        parts += found[1]
+        syncs.update(found[2])
+        release(device)
+
+    title = (f"one training step, batch {args.batch}, {args.image_size} px, "
+             f"{'compiled' if args.compile else 'eager'}, {device.type}")
+    print_table(title, rows, ["backbone", "step", "depth", "compiled", "ms", "img_per_s",
+                              "ratio", "peak_gib"])
+    if parts:
+        print_table("parts of GAPan's loss (batch of embeddings, no backbone)", parts,
+                    ["backbone", "depth", "part", "device_ms", "host_ms"])
+    for key, locations in syncs.items():
+        print(f"\nhost waits for the device in two steps of {key} (location: count)")
+        for where, count in sorted(locations.items(), key=lambda item: -item[1]):
+            print(f"  {count:3d}  {where}")
+        if not locations:
+            print("  none")
+    result = {
+        "bench": "step",
+        "environment": environment(device),
+        "batch": args.batch,
+        "image_size": args.image_size,
+        "compiled": args.compile,
+        "cudnn_benchmark": True,
+        "steps": args.steps,
+        "rows": rows,
+        "breakdown": parts,
+        "sync_points": syncs,
+    }
+    emit(result, args.json_out)
+
+
+if __name__ == "__main__":
+    main()
