@@ -19,7 +19,8 @@ from PIL import Image
 from gapan.backbone import Backbone, build_backbone
 from gapan.config import ConfigError, ModelConfig
 from gapan.data.imageset import ImageSet, make_imageset, read_image
-from gapan.features import cached_features, extract_features, resize_center_crop
+from gapan.data.transforms import eval_transform
+from gapan.features import cached_features, extract_features
 from gapan.weights import (
     WEIGHT_PACKAGES,
     WeightPackage,
@@ -112,7 +113,7 @@ def test_converted_backbone_recognises_a_photo(package_name):
     backbone = build_backbone(ModelConfig(backbone=package.backbone, pretrained=package_name))
     random_backbone = Backbone(package.backbone, "none")
     state = safetensors.torch.load_file(converted_file(package_name))
-    image = resize_center_crop(read_image(grace_hopper()), 224)[None]
+    image = eval_transform(224)(read_image(grace_hopper()))[None]
 
     with torch.inference_mode():
         features = backbone.eval()(image)
