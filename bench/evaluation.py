@@ -54,15 +54,20 @@ def time_metrics(
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.evaluation", description=__doc__,
+        prog="python -m bench.evaluation",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default=default_device())
-    parser.add_argument("--count", type=int,
-                        help="embeddings (default 60,000 on CUDA, 20,000 on the CPU)")
+    parser.add_argument(
+        "--count", type=int, help="embeddings (default 60,000 on CUDA, 20,000 on the CPU)"
+    )
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--per-class", default="5,60",
-                        help="images per class of each layout (default 5,60: SOP-like, CUB-like)")
+    parser.add_argument(
+        "--per-class",
+        default="5,60",
+        help="images per class of each layout (default 5,60: SOP-like, CUB-like)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up")
     add_output_argument(parser)
     args = parser.parse_args(argv)
@@ -80,24 +85,37 @@ def main(argv: list[str] | None = None) -> None:
         # so the neighbour lists are as mixed as a real model's.
         query, labels = clustered_embeddings(args.count, classes, args.dim, 2.5, device)
         metrics, seconds = time_metrics(query, labels, args.repeats, device)
-        rows.append({
-            "count": args.count,
-            "dim": args.dim,
-            "classes": classes,
-            "per_class": per_class,
-            "seconds": rounded(statistics.median(seconds)),
-            "seconds_max": rounded(max(seconds)),
-            "recall_at_1": rounded(metrics["recall_at_1"]),
-            "map_at_r": rounded(metrics["map_at_r"]),
-        })
-        print(f"  {args.count} x {args.dim}, {classes} classes: {rows[-1]['seconds']} s",
-              flush=True)
+        rows.append(
+            {
+                "count": args.count,
+                "dim": args.dim,
+                "classes": classes,
+                "per_class": per_class,
+                "seconds": rounded(statistics.median(seconds)),
+                "seconds_max": rounded(max(seconds)),
+                "recall_at_1": rounded(metrics["recall_at_1"]),
+                "map_at_r": rounded(metrics["map_at_r"]),
+            }
+        )
+        print(
+            f"  {args.count} x {args.dim}, {classes} classes: {rows[-1]['seconds']} s", flush=True
+        )
         del query, labels
-    print_table(f"exact retrieval metrics (leave-one-out, no NMI), {device.type}", rows,
-                ["count", "dim", "classes", "per_class", "seconds", "seconds_max",
-                 "recall_at_1", "map_at_r"])
-    emit({"bench": "evaluation", "environment": environment(device), "rows": rows},
-         args.json_out)
+    print_table(
+        f"exact retrieval metrics (leave-one-out, no NMI), {device.type}",
+        rows,
+        [
+            "count",
+            "dim",
+            "classes",
+            "per_class",
+            "seconds",
+            "seconds_max",
+            "recall_at_1",
+            "map_at_r",
+        ],
+    )
+    emit({"bench": "evaluation", "environment": environment(device), "rows": rows}, args.json_out)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ def cache_figures(cfg: ExperimentConfig, rebuild: bool) -> dict[str, Any]:
 
     def features(folder: Path | None) -> float:
         started = time.perf_counter()
-        cached_features(backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device,
-                        cache_dir=folder)
+        cached_features(
+            backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device, cache_dir=folder
+        )
         return time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(prefix="gapan-bench-cache-") as scratch:
@@ -98,8 +99,11 @@ def study_figures(epochs: int, seeds: int, cpus: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="gapan-bench-study-") as results_dir:
         options = StudyOptions(
-            name="bench_flow_depth", results_dir=Path(results_dir),
-            overrides={"train.epochs": epochs}, seeds=seeds, cpus_per_trial=1.0,
+            name="bench_flow_depth",
+            results_dir=Path(results_dir),
+            overrides={"train.epochs": epochs},
+            seeds=seeds,
+            cpus_per_trial=1.0,
             num_cpus=cpus,
         )
         # A Ray instance of its own even where another cluster runs here (ray.init would join
@@ -147,20 +151,33 @@ def study_figures(epochs: int, seeds: int, cpus: int) -> dict[str, Any]:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.frozen_trial", description=__doc__,
+        prog="python -m bench.frozen_trial",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rebuild-cache", action="store_true",
-                        help="time a fresh feature-cache build (in a temporary folder)")
-    parser.add_argument("--epochs", type=int, default=8,
-                        help="epochs of the single trial (default 8)")
-    parser.add_argument("--study-epochs", type=int, default=2,
-                        help="epochs per study trial (default 2)")
+    parser.add_argument(
+        "--rebuild-cache",
+        action="store_true",
+        help="time a fresh feature-cache build (in a temporary folder)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=8, help="epochs of the single trial (default 8)"
+    )
+    parser.add_argument(
+        "--study-epochs", type=int, default=2, help="epochs per study trial (default 2)"
+    )
     parser.add_argument("--study-seeds", type=int, default=1, help="seeds per depth (default 1)")
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                        help="CPUs of the Ray instance (default: all)")
-    parser.add_argument("--threads", type=int,
-                        help="torch threads of the single trial (default: torch's own choice)")
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPUs of the Ray instance (default: all)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of the single trial (default: torch's own choice)",
+    )
     parser.add_argument("--skip-study", action="store_true")
     add_output_argument(parser)
     return parser.parse_args(argv)
@@ -172,11 +189,17 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cfg = from_flat({"train.epochs": args.epochs, "train.device": "cpu"})
     cache = cache_figures(cfg, args.rebuild_cache)
-    print_table("feature cache (embedded data set, mobilenetv2_100, 96 px)", [cache],
-                ["images", "build_splits_s", "build_backbone_s", "cache_build_s", "cache_load_s"])
+    print_table(
+        "feature cache (embedded data set, mobilenetv2_100, 96 px)",
+        [cache],
+        ["images", "build_splits_s", "build_backbone_s", "cache_build_s", "cache_load_s"],
+    )
     trial = one_trial(cfg)
-    print_table(f"one default frozen-mode trial ({args.epochs} epochs)", [trial],
-                ["epochs", "status", "val_map_at_r", "trial_s", "epochs_s", "setup_s"])
+    print_table(
+        f"one default frozen-mode trial ({args.epochs} epochs)",
+        [trial],
+        ["epochs", "status", "val_map_at_r", "trial_s", "epochs_s", "setup_s"],
+    )
     print(f"  seconds per epoch: {trial['epoch_s']}")
     study = None
     if not args.skip_study:
@@ -185,25 +208,39 @@ def main(argv: list[str] | None = None) -> None:
             f"flow-depth ablation, {study['trials']} trials x {args.study_epochs} epochs, "
             f"{study['concurrency']} at a time",
             [study],
-            ["trials", "completed", "ray_init_s", "run_study_s", "study_wall_s",
-             "trials_time_total_s", "trials_epochs_s", "overhead_per_trial_s",
-             "overhead_per_trial_vs_epochs_s", "in_trial_setup_per_trial_s"],
+            [
+                "trials",
+                "completed",
+                "ray_init_s",
+                "run_study_s",
+                "study_wall_s",
+                "trials_time_total_s",
+                "trials_epochs_s",
+                "overhead_per_trial_s",
+                "overhead_per_trial_vs_epochs_s",
+                "in_trial_setup_per_trial_s",
+            ],
         )
         print_table("the study's trials", study["per_trial"], ["depth", "time_total_s", "epochs_s"])
 
     def tidy(values: dict[str, Any] | None) -> dict[str, Any] | None:
         if values is None:
             return None
-        return {key: rounded(value) if isinstance(value, float) and math.isfinite(value) else value
-                for key, value in values.items()}
+        return {
+            key: rounded(value) if isinstance(value, float) and math.isfinite(value) else value
+            for key, value in values.items()
+        }
 
-    emit({
-        "bench": "frozen_trial",
-        "environment": environment("cpu"),
-        "cache": tidy(cache),
-        "trial": tidy(trial),
-        "study": tidy(study),
-    }, args.json_out)
+    emit(
+        {
+            "bench": "frozen_trial",
+            "environment": environment("cpu"),
+            "cache": tidy(cache),
+            "trial": tidy(trial),
+            "study": tidy(study),
+        },
+        args.json_out,
+    )
 
 
 if __name__ == "__main__":

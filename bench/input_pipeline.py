@@ -76,12 +76,18 @@ def gpu_decoded_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches as the trainer samples them, decoded and augmented on the GPU (the prototype)."""
     sampler = MPerClassBatchSampler(
-        images.labels, cfg.data.classes_per_batch, cfg.data.samples_per_class,
-        10**6, cfg.train.seed,
+        images.labels,
+        cfg.data.classes_per_batch,
+        cfg.data.samples_per_class,
+        10**6,
+        cfg.train.seed,
     )
     loader = DataLoader(
-        EncodedImages(images), batch_sampler=sampler, num_workers=workers,
-        collate_fn=collate_encoded, persistent_workers=workers > 0,
+        EncodedImages(images),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_encoded,
+        persistent_workers=workers > 0,
     )
     transform = train_transform(cfg.data.image_size)
     for data, labels in loader:
@@ -102,30 +108,47 @@ def for_seconds(batches: Batches, steps: int, seconds: float, counter: list[int]
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.input_pipeline", description=__doc__,
+        prog="python -m bench.input_pipeline",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default=default_device())
-    parser.add_argument("--backbone",
-                        help="timm name (default resnet50 on CUDA, mobilenetv2_100 on the CPU)")
-    parser.add_argument("--images", type=int, default=2000,
-                        help="training images to write (default 2,000)")
+    parser.add_argument(
+        "--backbone", help="timm name (default resnet50 on CUDA, mobilenetv2_100 on the CPU)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=2000, help="training images to write (default 2,000)"
+    )
     parser.add_argument("--classes", type=int, default=50, help="training classes (default 50)")
     parser.add_argument("--batch", type=int, help="default 128 on CUDA, 32 on the CPU")
     parser.add_argument("--samples-per-class", type=int, default=4)
     parser.add_argument("--image-size", type=int, help="default 224 on CUDA, 64 on the CPU")
-    parser.add_argument("--workers", help="DataLoader worker counts to measure, comma-separated "
-                        "(default: 2, the config default, and all CPUs but one)")
-    parser.add_argument("--steps", type=int,
-                        help="timed steps per measurement (default 30 on CUDA, 3 on the CPU)")
-    parser.add_argument("--warmup", type=int,
-                        help="untimed batches first (default 5 on CUDA, 1 on the CPU)")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="stop a measurement early after this long (default 20)")
-    parser.add_argument("--gpu-decode", action="store_true",
-                        help="also measure nvJPEG decoding (CUDA)")
-    parser.add_argument("--data-dir", type=Path, help="where the JPEG files go (default: a folder "
-                        "under the temporary directory, kept for the next run)")
+    parser.add_argument(
+        "--workers",
+        help="DataLoader worker counts to measure, comma-separated "
+        "(default: 2, the config default, and all CPUs but one)",
+    )
+    parser.add_argument(
+        "--steps", type=int, help="timed steps per measurement (default 30 on CUDA, 3 on the CPU)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="untimed batches first (default 5 on CUDA, 1 on the CPU)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="stop a measurement early after this long (default 20)",
+    )
+    parser.add_argument(
+        "--gpu-decode", action="store_true", help="also measure nvJPEG decoding (CUDA)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the JPEG files go (default: a folder "
+        "under the temporary directory, kept for the next run)",
+    )
     add_output_argument(parser)
     args = parser.parse_args(argv)
     on_cuda = torch.device(args.device).type == "cuda"
@@ -150,15 +173,23 @@ def main(argv: list[str] | None = None) -> None:
     write_seconds = time.perf_counter() - started
 
     def config(workers: int) -> ExperimentConfig:
-        return from_flat({
-            "data.name": "folder", "data.root": str(root), "data.split_file": str(split_file),
-            "data.val_fraction": 0.0, "data.image_size": args.image_size,
-            "data.classes_per_batch": args.batch // args.samples_per_class,
-            "data.samples_per_class": args.samples_per_class, "data.num_workers": workers,
-            "model.backbone": args.backbone, "model.pretrained": "none",
-            "model.backbone_mode": "finetune", "train.device": device.type,
-            "train.steps_per_epoch": 10**6,
-        })
+        return from_flat(
+            {
+                "data.name": "folder",
+                "data.root": str(root),
+                "data.split_file": str(split_file),
+                "data.val_fraction": 0.0,
+                "data.image_size": args.image_size,
+                "data.classes_per_batch": args.batch // args.samples_per_class,
+                "data.samples_per_class": args.samples_per_class,
+                "data.num_workers": workers,
+                "model.backbone": args.backbone,
+                "model.pretrained": "none",
+                "model.backbone_mode": "finetune",
+                "train.device": device.type,
+                "train.steps_per_epoch": 10**6,
+            }
+        )
 
     cfg = config(0)
     started = time.perf_counter()
@@ -186,8 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         seconds, _ = time_device(
             device, lambda: run_steps(for_seconds(batches, args.steps, args.seconds, counter))
         )
-        row = {"input": name, "workers": workers, "steps": counter[0],
-               "img_per_s": rounded(counter[0] * batch_size / seconds)}
+        row = {
+            "input": name,
+            "workers": workers,
+            "steps": counter[0],
+            "img_per_s": rounded(counter[0] * batch_size / seconds),
+        }
         if workers is not None:
             for _ in itertools.islice(batches, backlog):
                 pass
@@ -213,29 +248,36 @@ def main(argv: list[str] | None = None) -> None:
         release(device)
     if args.gpu_decode and device.type == "cuda":
         workers = min(4, os.cpu_count() or 1)
-        rows.append(measure(
-            "JPEG files, nvJPEG (prototype)", workers,
-            lambda: gpu_decoded_batches(cfg, splits.train, device, workers),
-        ))
+        rows.append(
+            measure(
+                "JPEG files, nvJPEG (prototype)",
+                workers,
+                lambda: gpu_decoded_batches(cfg, splits.train, device, workers),
+            )
+        )
     reference = rows[0]["img_per_s"]
     for row in rows:
         row["ratio"] = rounded(row["img_per_s"] / reference)
     print_table(
         f"training step fed by each input, {args.backbone}, batch {batch_size}, "
         f"{args.image_size} px, {device.type}",
-        rows, ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"],
+        rows,
+        ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"],
     )
-    emit({
-        "bench": "input_pipeline",
-        "environment": environment(device),
-        "backbone": args.backbone,
-        "batch": batch_size,
-        "image_size": args.image_size,
-        "train_images": len(splits.train),
-        "write_images_s": rounded(write_seconds),
-        "build_splits_s": rounded(scan_seconds),
-        "rows": rows,
-    }, args.json_out)
+    emit(
+        {
+            "bench": "input_pipeline",
+            "environment": environment(device),
+            "backbone": args.backbone,
+            "batch": batch_size,
+            "image_size": args.image_size,
+            "train_images": len(splits.train),
+            "write_images_s": rounded(write_seconds),
+            "build_splits_s": rounded(scan_seconds),
+            "rows": rows,
+        },
+        args.json_out,
+    )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,10 @@ def _nvidia_smi(query: str) -> str:
         return ""
     done = subprocess.run(
         ["nvidia-smi", query, "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=10, check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     )
     return done.stdout
 
@@ -111,7 +114,11 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def run_phase(
-    name: str, trials: int, gpus: float, args: argparse.Namespace, overrides: dict[str, Any],
+    name: str,
+    trials: int,
+    gpus: float,
+    args: argparse.Namespace,
+    overrides: dict[str, Any],
     results_dir: Path,
 ) -> dict[str, Any]:
     """Run `trials` identical trials at `gpus` GPUs each; their rates and the study's wall time."""
@@ -119,8 +126,13 @@ def run_phase(
 
     space = parse_space(PACKING_SPACE, name)
     options = StudyOptions(
-        name=name, results_dir=results_dir, overrides=overrides, seeds=trials,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, max_failures=0,
+        name=name,
+        results_dir=results_dir,
+        overrides=overrides,
+        seeds=trials,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=gpus,
+        max_failures=0,
     )
     monitor = GpuMemoryMonitor() if gpus > 0 and shutil.which("nvidia-smi") else None
     if monitor is not None:
@@ -160,26 +172,36 @@ def run_phase(
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.packing", description=__doc__,
+        prog="python -m bench.packing",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default=default_device())
-    parser.add_argument("--trials", type=int,
-                        help="N, trials packed together (default 4 on CUDA, 2 on the CPU)")
+    parser.add_argument(
+        "--trials", type=int, help="N, trials packed together (default 4 on CUDA, 2 on the CPU)"
+    )
     parser.add_argument("--alone-trials", type=int, default=2, help="trials run alone (default 2)")
     parser.add_argument("--backbone", default="mobilenetv2_100")
-    parser.add_argument("--image-size", type=int, default=96,
-                        help="pixels (default 96, the config default)")
-    parser.add_argument("--batch", type=int,
-                        help="images per step (default 64 on CUDA, 16 on the CPU)")
-    parser.add_argument("--steps", type=int,
-                        help="steps per epoch (default 40 on CUDA, 3 on the CPU)")
+    parser.add_argument(
+        "--image-size", type=int, default=96, help="pixels (default 96, the config default)"
+    )
+    parser.add_argument(
+        "--batch", type=int, help="images per step (default 64 on CUDA, 16 on the CPU)"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="steps per epoch (default 40 on CUDA, 3 on the CPU)"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
     parser.add_argument("--cpus-per-trial", type=float, help="default: the CPUs / N")
-    parser.add_argument("--workers", type=int,
-                        help="DataLoader workers per trial (default: CPUs per trial - 1)")
-    parser.add_argument("--data-dir", type=Path, help="where the JPEG files go (default: a folder "
-                        "under the temporary directory, kept for the next run)")
+    parser.add_argument(
+        "--workers", type=int, help="DataLoader workers per trial (default: CPUs per trial - 1)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the JPEG files go (default: a folder "
+        "under the temporary directory, kept for the next run)",
+    )
     add_output_argument(parser)
     args = parser.parse_args(argv)
     on_cuda = torch.device(args.device).type == "cuda"
@@ -205,27 +227,45 @@ def main(argv: list[str] | None = None) -> None:
     root = args.data_dir / "packing-160x120"
     split_file = write_image_folder(root, 40, 40, 8, 20, width=160, height=120)
     overrides = {
-        "data.name": "folder", "data.root": str(root), "data.split_file": str(split_file),
-        "data.image_size": args.image_size, "data.classes_per_batch": args.batch // 4,
-        "data.samples_per_class": 4, "data.num_workers": args.workers,
-        "model.backbone": args.backbone, "model.pretrained": "none",
-        "model.backbone_mode": "finetune", "train.epochs": args.epochs,
-        "train.steps_per_epoch": args.steps, "train.device": device.type,
+        "data.name": "folder",
+        "data.root": str(root),
+        "data.split_file": str(split_file),
+        "data.image_size": args.image_size,
+        "data.classes_per_batch": args.batch // 4,
+        "data.samples_per_class": 4,
+        "data.num_workers": args.workers,
+        "model.backbone": args.backbone,
+        "model.pretrained": "none",
+        "model.backbone_mode": "finetune",
+        "train.epochs": args.epochs,
+        "train.steps_per_epoch": args.steps,
+        "train.device": device.type,
     }
     started = time.perf_counter()
     # Without the dashboard: a GPU host may have Ray without its dashboard packages. The GPU
     # count is given, not detected, so a detection miss cannot leave the trials waiting forever.
     # address="local": a new instance of its own, even where another Ray cluster runs.
-    ray.init(address="local", num_cpus=os.cpu_count(),
-             num_gpus=torch.cuda.device_count() if on_cuda else 0,
-             include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count(),
+        num_gpus=torch.cuda.device_count() if on_cuda else 0,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     ray_init = time.perf_counter() - started
     gpu_share = 1.0 / args.trials if on_cuda else 0.0
     with tempfile.TemporaryDirectory(prefix="gapan-bench-packing-") as results_dir:
-        alone = run_phase("packing_alone", args.alone_trials, 1.0 if on_cuda else 0.0, args,
-                          overrides, Path(results_dir))
-        packed = run_phase("packing_shared", args.trials, gpu_share, args, overrides,
-                           Path(results_dir))
+        alone = run_phase(
+            "packing_alone",
+            args.alone_trials,
+            1.0 if on_cuda else 0.0,
+            args,
+            overrides,
+            Path(results_dir),
+        )
+        packed = run_phase(
+            "packing_shared", args.trials, gpu_share, args, overrides, Path(results_dir)
+        )
     ray.shutdown()
 
     total_mib = gpu_total_mib() if on_cuda else None
@@ -247,20 +287,34 @@ def main(argv: list[str] | None = None) -> None:
         f"trials alone vs {args.trials} packed, {args.backbone}, batch {args.batch}, "
         f"{args.image_size} px, {device.type}",
         [alone, packed],
-        ["phase", "trials", "completed", "gpus_per_trial", "cpus_per_trial",
-         "mean_trial_img_per_s", "sum_trial_img_per_s", "study_wall_s", "wall_img_per_s"],
+        [
+            "phase",
+            "trials",
+            "completed",
+            "gpus_per_trial",
+            "cpus_per_trial",
+            "mean_trial_img_per_s",
+            "sum_trial_img_per_s",
+            "study_wall_s",
+            "wall_img_per_s",
+        ],
     )
     print_table("packing", [summary], list(summary))
     if peaks:
-        print("GPU memory peak per process (MiB, nvidia-smi, CUDA context included): "
-              + ", ".join(f"{pid}: {mib}" for pid, mib in sorted(peaks.items())))
-    emit({
-        "bench": "packing",
-        "environment": environment(device),
-        "ray_init_s": rounded(ray_init),
-        "summary": summary,
-        "phases": [alone, packed],
-    }, args.json_out)
+        print(
+            "GPU memory peak per process (MiB, nvidia-smi, CUDA context included): "
+            + ", ".join(f"{pid}: {mib}" for pid, mib in sorted(peaks.items()))
+        )
+    emit(
+        {
+            "bench": "packing",
+            "environment": environment(device),
+            "ray_init_s": rounded(ray_init),
+            "summary": summary,
+            "phases": [alone, packed],
+        },
+        args.json_out,
+    )
 
 
 if __name__ == "__main__":

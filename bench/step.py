@@ -113,21 +113,34 @@ class SyncFreeCriterion(GapanCriterion):
 
 
 def experiment_config(
-    backbone: str, depth: int, batch: int, samples_per_class: int, image_size: int,
-    anchors: int, device: torch.device, compile_model: bool,
+    backbone: str,
+    depth: int,
+    batch: int,
+    samples_per_class: int,
+    image_size: int,
+    anchors: int,
+    device: torch.device,
+    compile_model: bool,
 ) -> ExperimentConfig:
     """The trainer's config for this bench: finetune mode, random weights (nothing to download)."""
     if batch % samples_per_class:
         raise SystemExit(
             f"--batch {batch} is not a multiple of --samples-per-class {samples_per_class}"
         )
-    return from_flat({
-        "model.backbone": backbone, "model.pretrained": "none", "model.backbone_mode": "finetune",
-        "flow.depth": depth, "anchors.count": anchors,
-        "data.classes_per_batch": batch // samples_per_class,
-        "data.samples_per_class": samples_per_class, "data.image_size": image_size,
-        "train.device": device.type, "train.compile": compile_model,
-    })
+    return from_flat(
+        {
+            "model.backbone": backbone,
+            "model.pretrained": "none",
+            "model.backbone_mode": "finetune",
+            "flow.depth": depth,
+            "anchors.count": anchors,
+            "data.classes_per_batch": batch // samples_per_class,
+            "data.samples_per_class": samples_per_class,
+            "data.image_size": image_size,
+            "train.device": device.type,
+            "train.compile": compile_model,
+        }
+    )
 
 
 def build_model(
@@ -221,7 +234,10 @@ def release(device: torch.device) -> None:
 
 
 def breakdown(
-    cfg: ExperimentConfig, model: EmbeddingModel, device: torch.device, repeats: int,
+    cfg: ExperimentConfig,
+    model: EmbeddingModel,
+    device: torch.device,
+    repeats: int,
     prototype: bool,
 ) -> list[dict[str, Any]]:
     """Device and host milliseconds of each part of GAPan's loss on a batch of embeddings.
@@ -277,12 +293,14 @@ def breakdown(
     for name, work in parts.items():
         work()  # warm-up (and ActNorm's data-dependent initialisation)
         timings = [time_device(device, work) for _ in range(repeats)]
-        rows.append({
-            "depth": cfg.flow.depth,
-            "part": name,
-            "device_ms": rounded(1000 * sum(t[0] for t in timings) / repeats),
-            "host_ms": rounded(1000 * sum(t[1] for t in timings) / repeats),
-        })
+        rows.append(
+            {
+                "depth": cfg.flow.depth,
+                "part": name,
+                "device_ms": rounded(1000 * sum(t[0] for t in timings) / repeats),
+                "host_ms": rounded(1000 * sum(t[1] for t in timings) / repeats),
+            }
+        )
     for parameter in parameters:
         parameter.grad = None
     release(device)
@@ -290,8 +308,11 @@ def breakdown(
 
 
 def sync_points(
-    kind: str, cfg: ExperimentConfig, model: EmbeddingModel,
-    forward: Callable[[torch.Tensor], torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor],
+    kind: str,
+    cfg: ExperimentConfig,
+    model: EmbeddingModel,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
 ) -> dict[str, int]:
     """Where two steps of `kind` make the host wait for the device: code location -> count.
@@ -312,7 +333,8 @@ def sync_points(
         if "synchroniz" not in str(message):
             return
         frames = [
-            frame for frame in traceback.extract_stack()[:-1]
+            frame
+            for frame in traceback.extract_stack()[:-1]
             if "/torch/" not in frame.filename and not frame.filename.endswith("warnings.py")
         ]
         frame = frames[-1] if frames else None
@@ -344,29 +366,39 @@ def _short_path(filename: str) -> str:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.step", description=__doc__,
+        prog="python -m bench.step",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--device", default=default_device(),
-                        help="cuda or cpu (default: cuda if there is one)")
-    parser.add_argument("--backbones", help="comma-separated timm names (default: resnet50 on "
-                        "CUDA, mobilenetv2_100 on the CPU)")
+    parser.add_argument(
+        "--device", default=default_device(), help="cuda or cpu (default: cuda if there is one)"
+    )
+    parser.add_argument(
+        "--backbones",
+        help="comma-separated timm names (default: resnet50 on CUDA, mobilenetv2_100 on the CPU)",
+    )
     parser.add_argument("--depths", default="0,2,4,8,16", help="flow depths (default 0,2,4,8,16)")
-    parser.add_argument("--batch", type=int,
-                        help="images per step (default 128 on CUDA, 32 on the CPU)")
+    parser.add_argument(
+        "--batch", type=int, help="images per step (default 128 on CUDA, 32 on the CPU)"
+    )
     parser.add_argument("--samples-per-class", type=int, default=4)
-    parser.add_argument("--image-size", type=int,
-                        help="pixels (default 224 on CUDA, 64 on the CPU)")
+    parser.add_argument(
+        "--image-size", type=int, help="pixels (default 224 on CUDA, 64 on the CPU)"
+    )
     parser.add_argument("--anchors", type=int, default=16, help="anchors per class (default 16)")
     parser.add_argument("--steps", type=int, help="timed steps (default 30 on CUDA, 3 on the CPU)")
-    parser.add_argument("--warmup", type=int,
-                        help="untimed steps first (default 10 on CUDA, 2 on the CPU)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model, as train.compile=true does")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="time the loss's parts and find syncs")
-    parser.add_argument("--prototype", action="store_true",
-                        help="also time the sync-free prototype of GAPan's step")
+    parser.add_argument(
+        "--warmup", type=int, help="untimed steps first (default 10 on CUDA, 2 on the CPU)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model, as train.compile=true does"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="time the loss's parts and find syncs"
+    )
+    parser.add_argument(
+        "--prototype", action="store_true", help="also time the sync-free prototype of GAPan's step"
+    )
     add_output_argument(parser)
     args = parser.parse_args(argv)
     on_cuda = torch.device(args.device).type == "cuda"
@@ -385,8 +417,16 @@ def bench_backbone(
     depths = [int(value) for value in args.depths.split(",") if value.strip()]
 
     def config(depth: int) -> ExperimentConfig:
-        return experiment_config(backbone, depth, args.batch, args.samples_per_class,
-                                 args.image_size, args.anchors, device, args.compile)
+        return experiment_config(
+            backbone,
+            depth,
+            args.batch,
+            args.samples_per_class,
+            args.image_size,
+            args.anchors,
+            device,
+            args.compile,
+        )
 
     base = config(depths[0] if depths else 0)
     model, forward = build_model(base, device)
@@ -443,13 +483,21 @@ def main(argv: list[str] | None = None) -> None:
         syncs.update(found[2])
         release(device)
 
-    title = (f"one training step, batch {args.batch}, {args.image_size} px, "
-             f"{'compiled' if args.compile else 'eager'}, {device.type}")
-    print_table(title, rows, ["backbone", "step", "depth", "compiled", "ms", "img_per_s",
-                              "ratio", "peak_gib"])
+    title = (
+        f"one training step, batch {args.batch}, {args.image_size} px, "
+        f"{'compiled' if args.compile else 'eager'}, {device.type}"
+    )
+    print_table(
+        title,
+        rows,
+        ["backbone", "step", "depth", "compiled", "ms", "img_per_s", "ratio", "peak_gib"],
+    )
     if parts:
-        print_table("parts of GAPan's loss (batch of embeddings, no backbone)", parts,
-                    ["backbone", "depth", "part", "device_ms", "host_ms"])
+        print_table(
+            "parts of GAPan's loss (batch of embeddings, no backbone)",
+            parts,
+            ["backbone", "depth", "part", "device_ms", "host_ms"],
+        )
     for key, locations in syncs.items():
         print(f"\nhost waits for the device in two steps of {key} (location: count)")
         for where, count in sorted(locations.items(), key=lambda item: -item[1]):

@@ -1,6 +1,6 @@
 """The key figures of a file of bench JSON lines, one short table per bench (no torch needed).
 
-    python -m bench.summary gpu_check.jsonl
+python -m bench.summary gpu_check.jsonl
 """
 
 from __future__ import annotations
@@ -28,26 +28,39 @@ def summarize(lines: list[dict[str, Any]]) -> None:
         if result.get("status") == "skipped":
             print(f"\n{bench} ({result.get('args', '')}): SKIPPED, the time budget was spent")
         elif result.get("status") == "failed":
-            print(f"\n{bench} ({result.get('args', '')}): FAILED, exit {result.get('rc')} after "
-                  f"{result.get('seconds')} s (timeout: 124)")
+            print(
+                f"\n{bench} ({result.get('args', '')}): FAILED, exit {result.get('rc')} after "
+                f"{result.get('seconds')} s (timeout: 124)"
+            )
         elif bench == "step":
             mode = "compiled" if result["compiled"] else "eager"
-            _table(f"step: batch {result['batch']}, {result['image_size']} px, {mode}, {where}",
-                   result["rows"],
-                   ["backbone", "step", "depth", "ms", "img_per_s", "ratio", "peak_gib"])
+            _table(
+                f"step: batch {result['batch']}, {result['image_size']} px, {mode}, {where}",
+                result["rows"],
+                ["backbone", "step", "depth", "ms", "img_per_s", "ratio", "peak_gib"],
+            )
             if result.get("breakdown"):
-                _table("step: parts of the loss", result["breakdown"],
-                       ["backbone", "depth", "part", "device_ms", "host_ms"])
+                _table(
+                    "step: parts of the loss",
+                    result["breakdown"],
+                    ["backbone", "depth", "part", "device_ms", "host_ms"],
+                )
             for key, found in result.get("sync_points", {}).items():
                 listed = "; ".join(f"{count}x {place}" for place, count in found.items())
                 print(f"\nsyncs in two steps of {key}: {listed or 'none'}")
         elif bench == "input_pipeline":
-            _table(f"input pipeline: {result['backbone']}, batch {result['batch']}, "
-                   f"{result['image_size']} px, {where}", result["rows"],
-                   ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"])
+            _table(
+                f"input pipeline: {result['backbone']}, batch {result['batch']}, "
+                f"{result['image_size']} px, {where}",
+                result["rows"],
+                ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"],
+            )
         elif bench == "evaluation":
-            _table(f"evaluation, {where}", result["rows"],
-                   ["count", "classes", "seconds", "seconds_max", "map_at_r"])
+            _table(
+                f"evaluation, {where}",
+                result["rows"],
+                ["count", "classes", "seconds", "seconds_max", "map_at_r"],
+            )
         elif bench == "packing":
             _table(f"packing, {where}", [result["summary"]], list(result["summary"]))
         elif bench == "frozen_trial":

@@ -13,7 +13,8 @@ from gapan.space import SpaceError, load_space
 
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python studies/{name}.py", description=description,
+        prog=f"python studies/{name}.py",
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("data and model")
@@ -23,14 +24,27 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     data.add_argument("--pretrained", help="none, a weight file, timm, or a weight package")
     data.add_argument("--backbone-mode", choices=["frozen", "finetune"])
     data.add_argument("--epochs", type=int)
-    data.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                      help="any other config key for every trial, e.g. --set data.image_size=128")
+    data.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other config key for every trial, e.g. --set data.image_size=128",
+    )
     run = parser.add_argument_group("resources")
-    run.add_argument("--gpus-per-trial", type=float, default=0.0,
-                     help="GPUs per trial; fractions pack several trials on one GPU")
+    run.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs per trial; fractions pack several trials on one GPU",
+    )
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
-    run.add_argument("--max-concurrent", type=int, default=0,
-                     help="trials at once (default: as many as the resources allow)")
+    run.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="trials at once (default: as many as the resources allow)",
+    )
     run.add_argument("--address", help="join a running Ray cluster (auto, or HOST:PORT)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the Ray instance started here")
     study = parser.add_argument_group("study")
@@ -39,14 +53,29 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--storage", help="a shared folder for results on a multi-node cluster")
     study.add_argument("--num-samples", type=int, help="trials of a search study")
     study.add_argument("--seeds", type=int, help="seeds per setting of an ablation")
-    study.add_argument("--max-failures", type=int, default=1,
-                       help="retries of a failed trial from its last checkpoint")
-    study.add_argument("--resume", action="store_true",
-                       help="continue an interrupted study: finished trials are kept")
-    study.add_argument("--smoke", action="store_true",
-                       help="a tiny version (2 settings x 2 seeds x 2 epochs) to check the set-up")
-    study.add_argument("--dashboard-host", default="127.0.0.1",
-                       help="where the Ray dashboard listens (default: this machine only)")
+    study.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a trial that raised, each from its last checkpoint (a "
+        "non-finite loss or a GPU out of memory is recorded, not retried)",
+    )
+    study.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted study: finished trials are kept",
+    )
+    study.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny version (2 settings x 2 seeds x 2 epochs) to check the set-up",
+    )
+    study.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="where the Ray dashboard listens (default: this machine only; "
+        "reach it from elsewhere through an SSH tunnel)",
+    )
     study.add_argument("--dashboard-port", type=int, default=8265)
     study.add_argument("--no-report", action="store_true", help="skip the HTML report")
     return parser
@@ -55,8 +84,11 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict:
     flat = parse_overrides(args.set)
     named = {
-        "data.name": args.dataset, "data.root": args.data_root, "model.backbone": args.backbone,
-        "model.pretrained": args.pretrained, "model.backbone_mode": args.backbone_mode,
+        "data.name": args.dataset,
+        "data.root": args.data_root,
+        "model.backbone": args.backbone,
+        "model.pretrained": args.pretrained,
+        "model.backbone_mode": args.backbone_mode,
         "train.epochs": args.epochs,
     }
     flat.update(parse_overrides([f"{k}={v}" for k, v in named.items() if v is not None]))
@@ -73,12 +105,22 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
     args = parser.parse_args(argv)
     try:
         options = StudyOptions(
-            name=args.name, results_dir=args.results_dir, overrides=overrides_from(args),
-            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_concurrent=args.max_concurrent, num_samples=args.num_samples, seeds=args.seeds,
-            address=args.address, storage=args.storage, resume=args.resume, smoke=args.smoke,
-            dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-            max_failures=args.max_failures, num_cpus=args.num_cpus,
+            name=args.name,
+            results_dir=args.results_dir,
+            overrides=overrides_from(args),
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            max_concurrent=args.max_concurrent,
+            num_samples=args.num_samples,
+            seeds=args.seeds,
+            address=args.address,
+            storage=args.storage,
+            resume=args.resume,
+            smoke=args.smoke,
+            dashboard_host=args.dashboard_host,
+            dashboard_port=args.dashboard_port,
+            max_failures=args.max_failures,
+            num_cpus=args.num_cpus,
         )
         study_dir = run_study(load_space(name), options)
     except (ConfigError, SpaceError, DataError, StudyError) as error:

@@ -141,7 +141,7 @@ class TrainConfig:
     device: str = _one_of("auto", "cpu", "cuda")
     # Batch size for computing embeddings and features (no gradients).
     eval_batch_size: int = _bounded(256, 1, 2**20)
-    # torch.compile the model, flow and losses (GPU runs).
+    # torch.compile the model (backbone and head); the flow and losses stay eager.
     compile: bool = False
 
 
@@ -175,12 +175,16 @@ def config_fields() -> dict[str, tuple[type, dataclasses.Field]]:
 
 def _unknown_key(key: str, known: list[str]) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else " Run `python -m gapan.train --help` for the keys."
+    hint = (
+        f" Did you mean {close[0]!r}?"
+        if close
+        else " Run `python -m gapan.train --help` for the keys."
+    )
     return ConfigError(f"unknown config key {key!r}.{hint}")
 
 
 def coerce_value(key: str, value: Any) -> Any:
-    """Convert a value (from the command line, JSON or a sampler) to the field's type and check it."""
+    """Convert a value (command line, JSON, a sampler) to the field's type and check it."""
     fields = config_fields()
     if key not in fields:
         raise _unknown_key(key, list(fields))
@@ -240,7 +244,9 @@ def _convert(key: str, kind: type, value: Any) -> Any:
 def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}; got {_short(value)}")
+        raise ConfigError(
+            f"config key {key!r} must be one of {', '.join(choices)}; got {_short(value)}"
+        )
     low, high = meta.get("low"), meta.get("high")
     if low is not None:
         if meta.get("low_open") and not value > low:
@@ -258,8 +264,13 @@ def bounds(key: str) -> dict[str, Any]:
         raise _unknown_key(key, list(fields))
     kind, f = fields[key]
     meta = f.metadata
-    return {"type": kind, "low": meta.get("low"), "high": meta.get("high"),
-            "low_open": bool(meta.get("low_open")), "choices": meta.get("choices")}
+    return {
+        "type": kind,
+        "low": meta.get("low"),
+        "high": meta.get("high"),
+        "low_open": bool(meta.get("low_open")),
+        "choices": meta.get("choices"),
+    }
 
 
 def from_flat(flat: Mapping[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:

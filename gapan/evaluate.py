@@ -1,6 +1,6 @@
 """Retrieval metrics of the pretrained backbone as is: the reference every trained model must beat.
 
-    python -m gapan.evaluate [key=value ...]     # same keys as gapan.train
+python -m gapan.evaluate [key=value ...]     # same keys as gapan.train
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ def pretrained_metrics(cfg: ExperimentConfig) -> dict[str, float]:
     if splits.test_gallery is not None:
         sets["gallery"] = splits.test_gallery
     features = cached_features(
-        build_backbone(cfg.model), sets, cfg.data.image_size, cfg.train.eval_batch_size,
+        build_backbone(cfg.model),
+        sets,
+        cfg.data.image_size,
+        cfg.train.eval_batch_size,
         resolve_device(cfg.train.device),
     )
     metrics = {}
@@ -31,7 +34,10 @@ def pretrained_metrics(cfg: ExperimentConfig) -> dict[str, float]:
         gallery = features.get("gallery") if split == "test" else None
         gallery_labels = splits.test_gallery.labels if gallery is not None else None
         values = retrieval_metrics(
-            features[split], sets[split].labels, gallery, gallery_labels,
+            features[split],
+            sets[split].labels,
+            gallery,
+            gallery_labels,
             recall_ks=splits.recall_ks,
         )
         metrics.update({f"{split}_{name}": value for name, value in values.items()})

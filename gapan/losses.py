@@ -18,7 +18,10 @@ from gapan.flow import ClassConditionalFlow, build_flow
 
 
 def alignment_loss(
-    embeddings: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor, anchors: torch.Tensor,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    classes: torch.Tensor,
+    anchors: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
     """Cross-entropy over the batch's classes, each scored by its anchors.

@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,17 @@ ENVIRONMENT_FILE = "environment.json"
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"
 
-EPOCH_COLUMNS = ("epoch", "time_this_epoch_s", "train_loss", "train_align", "train_nll",
-                 "train_metric")
+EPOCH_COLUMNS = (
+    "epoch",
+    "time_this_epoch_s",
+    "train_loss",
+    "train_align",
+    "train_nll",
+    "train_metric",
+    "node_id",
+)
+# Statuses a trial reports itself in its last result, with the reason under `error`.
+REPORTED_ENDS = ("completed", "diverged", "failed")
 
 
 @dataclass
@@ -63,7 +72,7 @@ def environment(device: str) -> dict[str, Any]:
         "device": device,
         "versions": versions,
         "command": " ".join(sys.argv),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         import torch
@@ -81,12 +90,16 @@ def write_environment(study_dir: Path, info: dict[str, Any]) -> None:
 
 
 def trial_status(record: TrialRecord, finished: bool) -> str:
-    """`completed`, `stopped_early`, `failed`, `diverged`, or `interrupted` (study not finished)."""
+    """`completed`, `stopped_early`, `failed`, `diverged`, or `interrupted` (study not finished).
+
+    A trial fails by raising (after its retries; the error is Tune's) or by reporting `failed`
+    itself (out of GPU memory, which a retry would not mend).
+    """
     if record.error:
         return "failed"
     last = record.epochs[-1] if record.epochs else {}
     status = last.get("status")
-    if status in ("completed", "diverged"):
+    if status in REPORTED_ENDS:
         return status
     return "stopped_early" if finished else "interrupted"
 
@@ -104,15 +117,22 @@ def trials_table(records: list[TrialRecord], space: StudySpace, finished: bool) 
             "seed": record.config.get("train.seed", 0),
             "setting": str(record.config.get(space.knob, "")) if space.knob else "",
         }
-        row.update({f"config/{key}": record.config.get(key) for key in searched
-                    if key != "train.seed"})
+        row.update(
+            {f"config/{key}": record.config.get(key) for key in searched if key != "train.seed"}
+        )
         row.update({k: v for k, v in last.items() if k.startswith(("val_", "test_"))})
-        row["epochs"] = int(last.get("epoch", 0)) if status != "diverged" else int(
-            last.get("epoch", 1)) - 1
+        # A diverged or failed trial's last report ends it; it trained no epoch.
+        trained = [
+            epoch.get("epoch", 0)
+            for epoch in record.epochs
+            if epoch.get("status") not in ("diverged", "failed")
+        ]
+        row["epochs"] = int(max(trained, default=0))
         row["time_total_s"] = record.time_total_s
         row["gpus"] = record.gpus
         row["gpu_time_s"] = record.gpus * record.time_total_s
-        row["error"] = record.error or (last.get("error", "") if status == "diverged" else "")
+        row["node_id"] = last.get("node_id", "")  # the Ray node of the last epoch
+        row["error"] = record.error or (last.get("error", "") if status in REPORTED_ENDS else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -121,8 +141,8 @@ def epochs_table(records: list[TrialRecord]) -> pd.DataFrame:
     rows = []
     for record in records:
         for epoch in record.epochs:
-            if epoch.get("status") == "diverged":
-                continue
+            if epoch.get("status") in ("diverged", "failed"):
+                continue  # the end of the trial, not an epoch it trained
             row = {"trial_id": record.trial_id}
             row.update({k: epoch[k] for k in EPOCH_COLUMNS if k in epoch})
             row.update({k: v for k, v in epoch.items() if k.startswith("val_")})

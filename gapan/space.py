@@ -58,7 +58,7 @@ class StudySpace:
         return None if self.kind == "search" else next(iter(self.search))
 
     def grid(self) -> dict[str, list[Any]]:
-        """Every (setting, seed) pair of an ablation or comparison, as Optuna's GridSampler takes."""
+        """Every (setting, seed) pair of an ablation or comparison, for Optuna's GridSampler."""
         return {self.knob: list(self.search[self.knob]["values"]), "train.seed": self.seed_list()}
 
     def seed_list(self) -> list[int]:
@@ -74,8 +74,15 @@ class StudySpace:
 
 
 _FIELDS = {
-    "KIND": "kind", "METRIC": "metric", "MODE": "mode", "SEEDS": "seeds", "FIXED": "fixed",
-    "SEARCH": "search", "BASELINE": "baseline", "METHODS": "methods", "SCHEDULER": "scheduler",
+    "KIND": "kind",
+    "METRIC": "metric",
+    "MODE": "mode",
+    "SEEDS": "seeds",
+    "FIXED": "fixed",
+    "SEARCH": "search",
+    "BASELINE": "baseline",
+    "METHODS": "methods",
+    "SCHEDULER": "scheduler",
     "NUM_SAMPLES": "num_samples",
 }
 
@@ -95,7 +102,9 @@ def parse_space(text: str, name: str, source: str = "<space>") -> StudySpace:
     try:
         tree = ast.parse(text, filename=source)
     except SyntaxError as error:
-        raise SpaceError(f"{source}: not valid Python syntax ({error.msg}, line {error.lineno})")
+        raise SpaceError(
+            f"{source}: not valid Python syntax ({error.msg}, line {error.lineno})"
+        ) from None
     values: dict[str, Any] = {}
     for node in tree.body[1:] if ast.get_docstring(tree) else tree.body:
         if not (
@@ -113,8 +122,9 @@ def parse_space(text: str, name: str, source: str = "<space>") -> StudySpace:
         try:
             values[_FIELDS[target]] = ast.literal_eval(node.value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            raise SpaceError(f"{source}: {target} must be a literal (numbers, strings, lists, "
-                             "dicts)") from None
+            raise SpaceError(
+                f"{source}: {target} must be a literal (numbers, strings, lists, dicts)"
+            ) from None
     question = (ast.get_docstring(tree) or "").strip()
     if not question:
         raise SpaceError(f"{source}: the docstring must state the question the study answers")
@@ -139,8 +149,10 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
     if space.mode not in ("max", "min"):
         raise fail(f"MODE must be 'max' or 'min'; got {space.mode!r}")
     if not isinstance(space.metric, str) or not space.metric.startswith("val_"):
-        raise fail(f"METRIC must be a validation metric (val_...); studies never tune on the "
-                   f"unseen test classes; got {space.metric!r}")
+        raise fail(
+            f"METRIC must be a validation metric (val_...); studies never tune on the "
+            f"unseen test classes; got {space.metric!r}"
+        )
     if not isinstance(space.seeds, int) or isinstance(space.seeds, bool) or space.seeds < 1:
         raise fail(f"SEEDS must be a positive integer; got {space.seeds!r}")
     if not isinstance(space.fixed, dict):
@@ -168,8 +180,10 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
     elif space.methods:
         raise fail("METHODS belongs to comparison studies (KIND = 'compare')")
 
-    search = {key: _check_dimension(key, dim, space.kind, methods, fail)
-              for key, dim in space.search.items()}
+    search = {
+        key: _check_dimension(key, dim, space.kind, methods, fail)
+        for key, dim in space.search.items()
+    }
     if "train.seed" in search:
         raise fail("train.seed is set by SEEDS, not searched")
     overlap = set(search) & set(fixed)
@@ -191,8 +205,10 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
         if baseline is not None:
             raise fail("BASELINE belongs to ablations and comparisons")
         if space.seeds != 1:
-            raise fail("a search study runs one seed per configuration (SEEDS = 1); compare its "
-                       "best configurations over seeds with a comparison study")
+            raise fail(
+                "a search study runs one seed per configuration (SEEDS = 1); compare its "
+                "best configurations over seeds with a comparison study"
+            )
     if space.scheduler not in (None, "asha"):
         raise fail(f"SCHEDULER must be 'asha' or None; got {space.scheduler!r}")
     return dataclasses.replace(space, fixed=fixed, search=search, methods=methods)

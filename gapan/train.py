@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -26,8 +27,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from gapan.backbone import build_backbone
-from gapan.config import ConfigError, ExperimentConfig, config_fields, from_flat, load_config
-from gapan.config import parse_overrides, save_config, to_flat
+from gapan.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_fields,
+    from_flat,
+    load_config,
+    parse_overrides,
+    save_config,
+    to_flat,
+)
 from gapan.data import DataError, Splits, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.data.transforms import eval_transform, train_transform
@@ -184,7 +193,11 @@ def embed_split(
 
 
 def evaluate(
-    model: EmbeddingModel, inputs: Inputs, split: str, splits: Splits, device: torch.device,
+    model: EmbeddingModel,
+    inputs: Inputs,
+    split: str,
+    splits: Splits,
+    device: torch.device,
     with_nmi: bool = True,
 ) -> dict[str, float]:
     """Retrieval metrics of one split; test uses the gallery where the benchmark has one."""
@@ -253,7 +266,15 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint as tensors and plain values only (weights_only): it never runs code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"{path} holds more than tensors and plain values, so it was refused unread; this "
+            "trainer never writes such a file. Delete it to restart the run from its first "
+            "epoch, or use another run folder."
+        ) from None
 
 
 def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -298,6 +319,8 @@ def train(
     criterion = GapanCriterion(cfg, splits.train.num_classes, cfg.model.embed_dim).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
     forward = torch.compile(model) if cfg.train.compile else model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
 
     first_epoch, metrics = 1, {}
     checkpoint = run_dir / CHECKPOINT if run_dir is not None else None

@@ -3,7 +3,8 @@
 This is the only module that imports Ray: when Ray's API moves, this is the file to edit. Optuna
 samples the trials through Ray's `OptunaSearch` (a grid over setting x seed for ablations and
 comparisons, multivariate TPE for searches), and its study lives in ``optuna.journal`` inside the
-study folder, so optuna-dashboard can open it and a resumed study keeps the sampler's history.
+study folder, so optuna-dashboard can open it and a resumed study keeps the sampler's history
+(`StudySearch` keeps that history exact through divergences and killed drivers).
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ import gc
 import math
 import os
 import re
+import shutil
+import socket
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 import torch
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -36,8 +41,17 @@ TUNE_DIR = "tune"  # Tune's own experiment folder inside the study folder
 OPTUNA_FILE = "optuna.journal"
 
 
+FAULT_VARIABLE = "GAPAN_FAULT"  # e.g. "error@2,oom@1": rehearse how a study survives failures
+FAULT_KINDS = ("error", "oom")
+FAULTS_DIR = ".faults"  # inside the study folder: which injected faults have fired
+
+
 class StudyError(RuntimeError):
     """A study that cannot start or resume; the message says what to do."""
+
+
+class InjectedFault(RuntimeError):
+    """A failure raised on purpose by GAPAN_FAULT, to check that a study survives it."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,10 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
         space = dataclasses.replace(space, num_samples=options.num_samples)
     searched = set(space.search) & set(options.overrides)
     if searched:
-        raise StudyError(f"{', '.join(sorted(searched))} is searched by this study; it cannot "
-                         "also be set on the command line")
+        raise StudyError(
+            f"{', '.join(sorted(searched))} is searched by this study; it cannot "
+            "also be set on the command line"
+        )
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
     return check_space(space, source=f"{space.name} with the command-line options")
 
@@ -99,8 +115,73 @@ def trial_config(config: dict[str, Any], space: StudySpace) -> ExperimentConfig:
     return from_flat(results.method_overrides(config, space))
 
 
-def run_trial(config: dict[str, Any], space: StudySpace) -> None:
-    """The Tune trainable: resolve the config, restore the checkpoint, train, report each epoch."""
+def parse_faults(text: str) -> list[tuple[str, int]]:
+    """``"error@2,oom@1"`` to ``[("error", 2), ("oom", 1)]``: what GAPAN_FAULT asks for.
+
+    Each fault fires once per study, in the first trial that finishes that epoch: ``error``
+    raises (Tune retries the trial from its last checkpoint, up to --max-failures), ``oom``
+    raises torch.OutOfMemoryError as a GPU that ran out of memory does.
+    """
+    faults = []
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        kind, _, epoch = part.partition("@")
+        if kind not in FAULT_KINDS or not epoch.isdigit() or int(epoch) < 1:
+            raise StudyError(
+                f"{FAULT_VARIABLE}={text!r}: expected KIND@EPOCH items separated by commas, KIND "
+                f"one of {', '.join(FAULT_KINDS)} and EPOCH from 1 (e.g. error@2,oom@1); got "
+                f"{part!r}. Unset {FAULT_VARIABLE} to run without injected faults."
+            )
+        faults.append((kind, int(epoch)))
+    return faults
+
+
+def inject_fault(epoch: int, study_dir: Path) -> None:
+    """Raise the fault GAPAN_FAULT names for `epoch`, unless an earlier trial already took it."""
+    text = os.environ.get(FAULT_VARIABLE, "")
+    for kind, at in parse_faults(text):
+        if at != epoch:
+            continue
+        markers = study_dir / FAULTS_DIR
+        markers.mkdir(parents=True, exist_ok=True)
+        try:
+            # Created atomically, so concurrent trials cannot both take the same fault.
+            (markers / f"{kind}@{at}").open("x").close()
+        except FileExistsError:
+            continue
+        message = f"injected by {FAULT_VARIABLE}={text} after epoch {epoch}"
+        if kind == "oom":
+            raise torch.OutOfMemoryError(f"CUDA out of memory ({message})")
+        raise InjectedFault(message)
+
+
+def out_of_memory_reason(error: BaseException, cfg: ExperimentConfig, gpu_share: float) -> str:
+    batch = cfg.data.classes_per_batch * cfg.data.samples_per_class
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    held = f"this trial held {gpu_share:g} GPU" + (
+        ", and its memory was capped to that share" if 0 < gpu_share < 1 else ""
+    )
+    return (
+        f"out of GPU memory ({first_line[:300]}). Lower the batch size (data.classes_per_batch x "
+        f"data.samples_per_class = {batch}, or train.eval_batch_size = "
+        f"{cfg.train.eval_batch_size}) or raise --gpus-per-trial ({held}). Not retried: the same "
+        "settings would run out again."
+    )
+
+
+def release_memory() -> None:
+    """Free what a finished or failed trial held, so the next trial on this worker starts clean."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_trial(config: dict[str, Any], space: StudySpace, study_dir: str) -> None:
+    """The Tune trainable: resolve the config, restore the checkpoint, train, report each epoch.
+
+    Every report carries the Ray node the trial runs on (``node_id``). A GPU out-of-memory error
+    ends the trial as ``failed`` with the reason (a retry would run out again); any other error
+    goes to Tune, which retries the trial from its last checkpoint up to --max-failures.
+    """
     cfg = trial_config(config, space)
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
@@ -108,6 +189,7 @@ def run_trial(config: dict[str, Any], space: StudySpace) -> None:
     if torch.cuda.is_available() and 0 < gpu_share < 1:
         # GPU fractions are logical in Ray: cap this trial's memory so neighbours keep theirs.
         torch.cuda.set_per_process_memory_fraction(gpu_share)
+    node_id = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="gapan-trial-") as work:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -115,16 +197,32 @@ def run_trial(config: dict[str, Any], space: StudySpace) -> None:
 
         def report(metrics: dict[str, Any]) -> None:
             if metrics.get("status") == "diverged":
-                # Optuna records a non-finite value as a failed trial; schedulers skip it.
+                # Optuna records a non-finite value as a failed trial (StudySearch); schedulers
+                # skip it.
                 metrics = {space.metric: math.nan, **metrics}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+            else:
+                inject_fault(metrics["epoch"], Path(study_dir))
+            tune.report(
+                {**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(work)
+            )
 
+        failure = ""
         try:
             train(cfg, report, run_dir=work)
+        except torch.OutOfMemoryError as error:
+            failure = out_of_memory_reason(error, cfg, gpu_share)
+            traceback.clear_frames(error.__traceback__)
+        except BaseException as error:
+            # The traceback keeps train()'s frames, and with them the model, optimizer and
+            # features on the GPU, alive while Tune handles the error: drop their variables.
+            traceback.clear_frames(error.__traceback__)
+            raise
         finally:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # a reused worker starts the next trial with free memory
+            release_memory()
+        if failure:
+            tune.report(
+                {space.metric: math.nan, "status": "failed", "error": failure, "node_id": node_id}
+            )
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -132,10 +230,48 @@ def _trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{number}_{trial.trial_id}"
 
 
+class StudySearch(OptunaSearch):
+    """OptunaSearch that closes every Optuna trial, even after a divergence or a killed driver.
+
+    - A diverged or failed trial ends with a non-finite metric, which OptunaSearch tells Optuna
+      as COMPLETE; Optuna refuses that and the trial would stay RUNNING for good (samplers treat
+      it as still running). It is told as FAIL instead.
+    - The searcher asks Optuna for a trial (written to the journal at once) before Tune's next
+      snapshot of the experiment, so a driver killed in between leaves a RUNNING Optuna trial
+      that the restored searcher does not know. Its next suggestion takes that trial over
+      instead of asking for another: every Tune trial keeps exactly one Optuna trial, a grid
+      keeps each point once, and TPE's history holds no phantom trials.
+    """
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        value = (result or {}).get(self.metric)
+        if isinstance(value, float) and not math.isfinite(value):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result, error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        known = {trial.number for trial in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self._orphans = [trial for trial in running if trial.number not in known]
+
+    def suggest(self, trial_id: str) -> dict | None:
+        orphans = getattr(self, "_orphans", [])
+        if trial_id not in self._ot_trials and orphans:
+            # Optuna's Trial takes the storage's trial id, which FrozenTrial keeps private.
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphans.pop(0)._trial_id)
+        return super().suggest(trial_id)
+
+
 def _searcher(space: StudySpace, study_dir: Path) -> OptunaSearch:
     if space.kind == "search":
         sampler = optuna.samplers.TPESampler(
-            multivariate=True, group=True, constant_liar=True, seed=0,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+            seed=0,
             n_startup_trials=min(10, max(2, space.num_samples // 3)),
         )
     else:
@@ -143,9 +279,13 @@ def _searcher(space: StudySpace, study_dir: Path) -> OptunaSearch:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(study_dir / OPTUNA_FILE))
     )
-    return OptunaSearch(
-        space=optuna_distributions(space), metric=space.metric, mode=space.mode,
-        sampler=sampler, storage=storage, study_name=space.name,
+    return StudySearch(
+        space=optuna_distributions(space),
+        metric=space.metric,
+        mode=space.mode,
+        sampler=sampler,
+        storage=storage,
+        study_name=space.name,
     )
 
 
@@ -154,9 +294,14 @@ def _scheduler(space: StudySpace) -> ASHAScheduler | None:
         return None
     epochs = from_flat(space.fixed).train.epochs
     return ASHAScheduler(
-        time_attr="training_iteration", max_t=epochs, grace_period=max(1, epochs // 4),
+        time_attr="training_iteration",
+        max_t=epochs,
+        grace_period=max(1, epochs // 4),
         reduction_factor=3,
     )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _start_ray(options: StudyOptions) -> None:
@@ -165,16 +310,89 @@ def _start_ray(options: StudyOptions) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
-    if options.address:
-        context = ray.init(address=options.address)
-    else:
-        context = ray.init(
-            num_cpus=options.num_cpus, include_dashboard=True,
-            dashboard_host=options.dashboard_host, dashboard_port=options.dashboard_port,
-        )
+    # Ray's token authentication (on by default since Ray 2.59) is left as it is: every request
+    # to the dashboard's API and to the cluster needs the token under ~/.ray.
+    try:
+        if options.address:
+            context = ray.init(address=options.address)
+        else:
+            if options.dashboard_host not in LOOPBACK:
+                print(
+                    f"warning: the Ray dashboard listens on {options.dashboard_host}, open to "
+                    "every machine that reaches this one (Ray's token guards its API); an SSH "
+                    "tunnel to 127.0.0.1 is safer (docs/when-things-go-wrong.md)",
+                    flush=True,
+                )
+            # address="local": a new instance for this study, never a cluster that happens to
+            # run here; the dashboard starts wherever ray[default] is installed.
+            context = ray.init(
+                address="local",
+                num_cpus=options.num_cpus,
+                include_dashboard=None,
+                dashboard_host=options.dashboard_host,
+                dashboard_port=options.dashboard_port,
+            )
+    except ConnectionError as error:
+        raise StudyError(
+            f"cannot join the Ray cluster at --address {options.address}: {error}. Start it with "
+            "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), or run "
+            "without --address to start Ray on this machine."
+        ) from None
     url = context.dashboard_url
-    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running "
-          "(install ray[default])", flush=True)
+    print(
+        f"Ray dashboard: http://{url}"
+        if url
+        else "Ray dashboard: not running (install ray[default])",
+        flush=True,
+    )
+
+
+def _check_before_ray(options: StudyOptions) -> None:
+    """Options that would make Ray wait or retry for minutes fail here, in seconds."""
+    parse_faults(os.environ.get(FAULT_VARIABLE, ""))
+    if options.address:
+        _check_address(options.address)
+    elif not ray.is_initialized():
+        _check_resources(options)
+
+
+def _check_address(address: str) -> None:
+    # Ray retries an address where no head node answers for minutes before it gives up.
+    if address == "auto" or "://" in address:
+        return  # auto fails at once when no cluster runs here; ray:// is Ray Client's
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(
+            f"--address {address!r}: expected auto or HOST:PORT (the head node's "
+            "port, 6379 unless `ray start --head --port` chose another)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise StudyError(
+            f"--address {address}: no Ray head node answers there ({error}). Start one with "
+            "`ray start --head` on that machine, or fix --address."
+        ) from None
+
+
+def _check_resources(options: StudyOptions) -> None:
+    # A trial that asks for more than the Ray instance started here has would wait forever. (A
+    # cluster may grow with its autoscaler, so --address skips this; Tune reports what it
+    # cannot place.)
+    have = {
+        "--cpus-per-trial": options.num_cpus or os.cpu_count() or 1,
+        "--gpus-per-trial": torch.cuda.device_count(),
+    }
+    asked = {"--cpus-per-trial": options.cpus_per_trial, "--gpus-per-trial": options.gpus_per_trial}
+    for flag, wanted in asked.items():
+        if wanted < 0 or wanted > have[flag]:
+            raise StudyError(
+                f"{flag} {wanted:g}, but the Ray instance this study starts here has "
+                f"{have[flag]:g}, so no trial could ever start. Give {flag} between 0 and "
+                f"{have[flag]:g}"
+                + (" (or raise --num-cpus)" if flag == "--cpus-per-trial" else "")
+                + ", or join a larger cluster with --address."
+            )
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
@@ -189,19 +407,75 @@ def prepare_data(cfg: ExperimentConfig) -> None:
         sets = {"train": splits.train, "val": splits.val, "test": splits.test}
         if splits.test_gallery is not None:
             sets["gallery"] = splits.test_gallery
-        cached_features(build_backbone(cfg.model), sets, cfg.data.image_size,
-                        cfg.train.eval_batch_size, resolve_device(cfg.train.device))
+        cached_features(
+            build_backbone(cfg.model),
+            sets,
+            cfg.data.image_size,
+            cfg.train.eval_batch_size,
+            resolve_device(cfg.train.device),
+        )
+
+
+def _started(study_dir: Path) -> bool:
+    """Whether Tune recorded the study: it writes its first snapshot before any trial ends."""
+    return tune.Tuner.can_restore(str(study_dir / TUNE_DIR))
+
+
+def _check_new(study_dir: Path) -> None:
+    """Refuse a folder that holds a study; clear one whose study stopped before Tune recorded it.
+
+    A study stopped while Ray was starting (Ctrl-C, a killed driver) leaves study.json and an
+    empty Optuna study but no trial: starting it afresh loses nothing.
+    """
+    if not (study_dir / results.STUDY_FILE).exists():
+        return
+    if _started(study_dir) or (study_dir / results.TRIALS_FILE).exists():
+        raise StudyError(
+            f"{study_dir} already holds a study; pass --resume to continue it, or --name to start "
+            "a new one beside it"
+        )
+    print(
+        f"{study_dir} holds a study that stopped before its first trial; starting it afresh",
+        flush=True,
+    )
+    for leftover in (OPTUNA_FILE, FAULTS_DIR, TUNE_DIR):
+        path = study_dir / leftover
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _check_resumable(study_dir: Path, space: StudySpace) -> None:
-    if not (study_dir / results.STUDY_FILE).exists() or not tune.Tuner.can_restore(
-        str(study_dir / TUNE_DIR)
-    ):
+    if not (study_dir / results.STUDY_FILE).exists():
         raise StudyError(f"{study_dir} holds no study to resume; run without --resume to start it")
+    if not _started(study_dir):
+        raise StudyError(
+            f"{study_dir} holds no Tune experiment to resume ({study_dir / TUNE_DIR} is missing "
+            "or incomplete)"
+            + (
+                "; its study stopped before its first trial: run without --resume to start it"
+                if not (study_dir / results.TRIALS_FILE).exists()
+                else ""
+            )
+        )
     saved = results.read_study(study_dir)
     wanted = space.to_dict()
-    differs = [k for k in ("name", "kind", "metric", "mode", "search", "seeds", "fixed",
-                           "methods", "num_samples") if saved.get(k) != wanted.get(k)]
+    differs = [
+        k
+        for k in (
+            "name",
+            "kind",
+            "metric",
+            "mode",
+            "search",
+            "seeds",
+            "fixed",
+            "methods",
+            "num_samples",
+        )
+        if saved.get(k) != wanted.get(k)
+    ]
     if differs:
         raise StudyError(
             f"{study_dir} belongs to another study or other options (different "
@@ -246,17 +520,16 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) a study to the end and write its results folder; return the folder.
 
     Everything that can be checked is checked before Ray starts: the space against the config,
-    the data set, and the frozen-feature cache (built here once, shared by every trial).
+    the resources and cluster address asked for, the study folder, the data set, and the
+    frozen-feature cache (built here once, shared by every trial).
     """
     space = apply_options(space, options)
+    _check_before_ray(options)
     study_dir = options.study_dir
     if options.resume:
         _check_resumable(study_dir, space)
-    elif (study_dir / results.STUDY_FILE).exists():
-        raise StudyError(
-            f"{study_dir} already holds a study; pass --resume to continue it, or --name to start "
-            "a new one beside it"
-        )
+    else:
+        _check_new(study_dir)
     base = from_flat(space.fixed)
     prepare_data(base)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -265,11 +538,15 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
     _start_ray(options)
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space=space, study_dir=str(study_dir)), resources
+    )
     started = time.perf_counter()
     if options.resume:
         tuner = tune.Tuner.restore(
-            str(study_dir / TUNE_DIR), trainable=trainable, resume_unfinished=True,
+            str(study_dir / TUNE_DIR),
+            trainable=trainable,
+            resume_unfinished=True,
             resume_errored=False,
         )
     else:
@@ -300,9 +577,9 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     finished = len(records) == space.trial_count()
     results.write_tables(study_dir, records, space, finished=finished)
     environment.update(
-        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        study_wall_s=time.perf_counter() - started, trials=len(records),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        study_wall_s=time.perf_counter() - started,
+        trials=len(records),
     )
     results.write_environment(study_dir, environment)
     return study_dir
-

@@ -10,8 +10,11 @@ MODE = "max"
 SEEDS = 3
 FIXED = {"train.epochs": 8}
 METHODS = {
-    "proxy_anchor": {"loss.align_weight": 0.0, "loss.nll_weight": 0.0,
-                     "loss.metric": "proxy_anchor"},
+    "proxy_anchor": {
+        "loss.align_weight": 0.0,
+        "loss.nll_weight": 0.0,
+        "loss.metric": "proxy_anchor",
+    },
     "gapan_no_flow": {"flow.depth": 0},
     "gapan": {},
 }

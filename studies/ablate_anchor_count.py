@@ -8,7 +8,8 @@ beyond 16.
     python studies/ablate_anchor_count.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 
-The search space is search_spaces/ablate_anchor_count.py; results and report.html go to results/ablate_anchor_count/.
+The search space is search_spaces/ablate_anchor_count.py;
+results and report.html go to results/ablate_anchor_count/.
 """
 
 import sys

@@ -8,7 +8,8 @@ and gains flatten beyond that while time per step keeps growing.
     python studies/ablate_flow_depth.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 
-The search space is search_spaces/ablate_flow_depth.py; results and report.html go to results/ablate_flow_depth/.
+The search space is search_spaces/ablate_flow_depth.py;
+results and report.html go to results/ablate_flow_depth/.
 """
 
 import sys

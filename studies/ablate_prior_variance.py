@@ -8,7 +8,8 @@ ones (10) blur classes together; the best MAP@R lies in between.
     python studies/ablate_prior_variance.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 
-The search space is search_spaces/ablate_prior_variance.py; results and report.html go to results/ablate_prior_variance/.
+The search space is search_spaces/ablate_prior_variance.py;
+results and report.html go to results/ablate_prior_variance/.
 """
 
 import sys

@@ -7,7 +7,8 @@ Hypothesis: GAPan's flow anchors beat both on unseen-class MAP@R at equal backbo
     python studies/compare_methods.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 
-The search space is search_spaces/compare_methods.py; results and report.html go to results/compare_methods/.
+The search space is search_spaces/compare_methods.py;
+results and report.html go to results/compare_methods/.
 """
 
 import sys

@@ -8,7 +8,8 @@ stopping; tuned on validation classes, the best configuration's test metrics rep
     python studies/search_gapan.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 
-The search space is search_spaces/search_gapan.py; results and report.html go to results/search_gapan/.
+The search space is search_spaces/search_gapan.py;
+results and report.html go to results/search_gapan/.
 """
 
 import sys

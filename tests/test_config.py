@@ -80,7 +80,11 @@ def test_bounds_are_exposed_for_search_spaces():
 
 
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
     st.lists(st.integers(), max_size=3),
 )
 

@@ -77,8 +77,9 @@ def test_anchors_come_from_the_high_density_region(family):
     z = z.reshape(2, 4000, 4)
     # Mapped back to the latent space, anchors sit around their class mean with std tau * sigma.
     torch.testing.assert_close(z.mean(dim=1), flow.prior.means[classes], atol=0.05, rtol=0)
-    torch.testing.assert_close(z.std(dim=1), torch.full((2, 4), 0.5, dtype=z.dtype), atol=0.03,
-                               rtol=0)
+    torch.testing.assert_close(
+        z.std(dim=1), torch.full((2, 4), 0.5, dtype=z.dtype), atol=0.03, rtol=0
+    )
 
 
 def test_learned_variance_is_a_parameter_and_fixed_is_not():

@@ -21,8 +21,13 @@ BASELINE = 0
 
 
 def test_shipped_spaces_load():
-    assert {"ablate_flow_depth", "ablate_prior_variance", "ablate_anchor_count", "search_gapan",
-            "compare_methods"} <= set(SHIPPED)
+    assert {
+        "ablate_flow_depth",
+        "ablate_prior_variance",
+        "ablate_anchor_count",
+        "search_gapan",
+        "compare_methods",
+    } <= set(SHIPPED)
     for name in SHIPPED:
         space = load_space(name)
         assert space.question and space.trial_count() > 0
@@ -54,15 +59,15 @@ def test_search_ranges_become_optuna_distributions():
         (('"values": [0, 2]', '"values": [0, 65]'), "at most 64"),
         (('"values": [0, 2]', '"values": []'), "non-empty"),
         (('"type": "int"', '"type": "integer"'), "type"),
-        (('BASELINE = 0', 'BASELINE = 1'), "BASELINE"),
+        (("BASELINE = 0", "BASELINE = 1"), "BASELINE"),
         (('METRIC = "val_map_at_r"', 'METRIC = "test_map_at_r"'), "never tune"),
         (('{"train.epochs": 3}', '{"train.epochs": 0}'), "FIXED"),
         (('{"train.epochs": 3}', '{"flow.depth": 3}'), "both FIXED and searched"),
         (('KIND = "ablation"', 'KIND = "sweep"'), "KIND"),
-        (('SEEDS = 2', 'SEEDS = 0'), "SEEDS"),
-        (('SEEDS = 2', 'SEEDS = __import__("os")'), "literal"),
-        (('BASELINE = 0', 'BASELINE = 0\nprint(1)'), "assignments only"),
-        (('"""Q?"""', ''), "docstring"),
+        (("SEEDS = 2", "SEEDS = 0"), "SEEDS"),
+        (("SEEDS = 2", 'SEEDS = __import__("os")'), "literal"),
+        (("BASELINE = 0", "BASELINE = 0\nprint(1)"), "assignments only"),
+        (('"""Q?"""', ""), "docstring"),
     ],
 )
 def test_broken_spaces_name_the_field(change, message):
@@ -86,13 +91,16 @@ def test_any_text_gives_a_space_or_a_space_error(text):
 
 literals = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12),
-                                                                       children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
-@given(st.sampled_from(["SEARCH", "FIXED", "SEEDS", "BASELINE", "METHODS", "NUM_SAMPLES"]), literals)
+@given(
+    st.sampled_from(["SEARCH", "FIXED", "SEEDS", "BASELINE", "METHODS", "NUM_SAMPLES"]), literals
+)
 def test_any_field_value_gives_a_space_or_a_space_error(field, value):
     text = ABLATION + f"\n{field} = {value!r}\n"
     try:

@@ -29,7 +29,10 @@ def test_training_beats_the_pretrained_embedding_on_unseen_classes():
     cfg = from_flat({**SLICE, "train.epochs": 6})
     splits = build_splits(cfg.data)
     features = cached_features(
-        build_backbone(cfg.model), {"test": splits.test}, cfg.data.image_size, 256,
+        build_backbone(cfg.model),
+        {"test": splits.test},
+        cfg.data.image_size,
+        256,
         torch.device("cpu"),
     )
     pretrained = retrieval_metrics(features["test"], splits.test.labels, with_nmi=False)
@@ -72,8 +75,15 @@ def test_resolved_config_is_saved_and_a_different_config_is_refused(tmp_path):
 
 def test_a_non_finite_loss_stops_with_a_clear_status(tmp_path):
     # A huge learning rate without clipping blows the weights up within the first epoch.
-    cfg = from_flat({**SLICE, "train.epochs": 3, "optim.lr": 10.0, "optim.grad_clip": 0.0,
-                     "align.temperature": 0.01})
+    cfg = from_flat(
+        {
+            **SLICE,
+            "train.epochs": 3,
+            "optim.lr": 10.0,
+            "optim.grad_clip": 0.0,
+            "align.temperature": 0.01,
+        }
+    )
     reports = []
     final = train(cfg, reports.append, tmp_path)
     assert final["status"] == "diverged"
@@ -83,8 +93,15 @@ def test_a_non_finite_loss_stops_with_a_clear_status(tmp_path):
 
 def test_baselines_train_with_the_same_code():
     for metric in ("proxy_anchor", "norm_softmax"):
-        cfg = from_flat({**SLICE, "train.epochs": 1, "loss.align_weight": 0.0,
-                         "loss.nll_weight": 0.0, "loss.metric": metric})
+        cfg = from_flat(
+            {
+                **SLICE,
+                "train.epochs": 1,
+                "loss.align_weight": 0.0,
+                "loss.nll_weight": 0.0,
+                "loss.metric": metric,
+            }
+        )
         final = train(cfg, quiet)
         assert final["status"] == "completed" and "train_metric" in final
         assert "train_nll" not in final

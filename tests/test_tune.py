@@ -104,8 +104,11 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     space_file.write_text(RESUMABLE)
     study_dir = tmp_path / "results" / "resumable"
     driver = subprocess.Popen(
-        study_command(space_file, tmp_path / "results"), cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        study_command(space_file, tmp_path / "results"),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     while len(completed_trial_dirs(study_dir)) < 2 and time.monotonic() < deadline:
@@ -118,8 +121,11 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert 2 <= len(finished_before) < 6
 
     resumed = subprocess.run(
-        study_command(space_file, tmp_path / "results", "--resume"), cwd=ROOT,
-        capture_output=True, text=True, timeout=400,
+        study_command(space_file, tmp_path / "results", "--resume"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -132,6 +138,9 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     for name, reported in finished_before.items():
         assert finished_after[name] == reported
     # The Optuna history is intact: six completed trials, one per grid point.
-    ot_trials = [t for t in optuna_trials(study_dir, "resumable")
-                 if t.state == optuna.trial.TrialState.COMPLETE]
+    ot_trials = [
+        t
+        for t in optuna_trials(study_dir, "resumable")
+        if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     assert sorted((t.params["flow.depth"], t.params["train.seed"]) for t in ot_trials) == pairs

@@ -122,6 +122,8 @@ def _read_with_pil(path: Path) -> torch.Tensor:
             f"cannot decode image {path}: {error}. Replace or delete the file, or set "
             "data.bad_images=skip to leave unreadable images out."
         ) from None
-    return torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8).reshape(
-        rgba.height, rgba.width, 4
-    ).permute(2, 0, 1)
+    return (
+        torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
+        .reshape(rgba.height, rgba.width, 4)
+        .permute(2, 0, 1)
+    )

@@ -1,0 +1,432 @@
+"""Faults a study survives and input it refuses, on real Ray Tune and Optuna.
+
+Failures are real where a real trigger exists (a huge learning rate diverges); a trial that raises
+or runs out of GPU memory is injected through GAPAN_FAULT, the switch a user has to rehearse the
+same thing. Bad input must fail in seconds, before Ray starts, naming what to fix.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+from PIL import Image
+
+from gapan.cli import run_study_script
+from gapan.config import ConfigError
+from gapan.space import parse_space
+from gapan.train import load_checkpoint
+from gapan.tune import (
+    FAULT_VARIABLE,
+    FAULTS_DIR,
+    StudyError,
+    StudyOptions,
+    _check_new,
+    _searcher,
+    run_study,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Both learning rates train without clipping: 10.0 diverges within the first epoch.
+FAULTY = '''"""Does a study survive failing trials?"""
+KIND = "ablation"
+METRIC = "val_map_at_r"
+MODE = "max"
+SEEDS = 2
+FIXED = {"train.epochs": 3, "data.max_classes": 24, "flow.hidden": 32, "flow.depth": 1,
+         "model.embed_dim": 64, "optim.grad_clip": 0.0, "align.temperature": 0.01}
+SEARCH = {"optim.lr": {"type": "float", "values": [0.0003, 10.0]}}
+BASELINE = 0.0003
+'''
+
+
+def optuna_trials(study_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+@pytest.fixture(scope="module")
+def faulty_study(tmp_path_factory) -> Path:
+    """One study in which the first healthy trial runs out of GPU memory in epoch 1, the next
+    one raises once after epoch 2, and the lr=10 trials diverge."""
+    results_dir = tmp_path_factory.mktemp("faulty")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {FAULT_VARIABLE: "oom@1,error@2"}},
+    )
+    try:
+        # One trial at a time, so that the faults land on different trials.
+        return run_study(
+            parse_space(FAULTY, "faulty"),
+            StudyOptions(
+                name="faulty",
+                results_dir=results_dir,
+                max_concurrent=1,
+                max_failures=1,
+            ),
+        )
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(faulty_study):
+    trials = pd.read_csv(faulty_study / "trials.csv", keep_default_na=False)
+    assert len(trials) == 4
+    assert sorted(trials["status"]) == ["completed", "diverged", "diverged", "failed"]
+
+    diverged = trials[trials["status"] == "diverged"]
+    assert set(diverged["config/optim.lr"]) == {10.0}
+    assert set(diverged["epochs"]) == {0}  # each diverged in its first epoch
+    assert diverged["error"].str.contains("non-finite").all()
+    assert diverged["error"].str.contains("optim.lr").all()
+
+    failed = trials[trials["status"] == "failed"].iloc[0]
+    assert failed["config/optim.lr"] == 0.0003 and failed["epochs"] == 0
+    for advice in (
+        "out of GPU memory",
+        "data.classes_per_batch",
+        "--gpus-per-trial",
+        "Not retried",
+    ):
+        assert advice in failed["error"]
+
+    # The trial that raised after epoch 2 was retried from its checkpoint of epoch 1 and
+    # finished: its epochs ran once each, and Tune kept the error it recovered from.
+    completed = trials[trials["status"] == "completed"].iloc[0]
+    assert completed["error"] == "" and completed["epochs"] == 3
+    epochs = pd.read_csv(faulty_study / "epochs.csv")
+    assert list(epochs.loc[epochs["trial_id"] == completed["trial_id"], "epoch"]) == [1, 2, 3]
+    trial_dir = next((faulty_study / "tune").glob(f"trial_*_{completed['trial_id']}"))
+    assert "injected by GAPAN_FAULT" in (trial_dir / "error.txt").read_text()
+    assert sorted(p.name for p in (faulty_study / FAULTS_DIR).iterdir()) == ["error@2", "oom@1"]
+
+    assert trials["node_id"].str.fullmatch(r"[0-9a-f]{56}").all()
+    states = sorted(t.state.name for t in optuna_trials(faulty_study, "faulty"))
+    assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+
+
+@pytest.mark.slow
+def test_the_report_lists_failed_and_diverged_trials_with_their_reasons(faulty_study):
+    built = subprocess.run(
+        [sys.executable, "-m", "reports", str(faulty_study)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    excluded = pd.read_csv(faulty_study / "report_excluded.csv")
+    assert sorted(excluded["status"]) == ["diverged", "diverged", "failed"]
+    page = (faulty_study / "report.html").read_text()
+    assert "Excluded trials (3)" in page and "out of GPU memory" in page
+
+
+@pytest.mark.slow
+def test_resuming_into_another_studys_folder_is_refused(faulty_study):
+    other = parse_space(FAULTY.replace("[0.0003, 10.0]", "[0.0003, 0.001]"), "faulty")
+    before = (faulty_study / "trials.csv").read_text()
+    with pytest.raises(StudyError, match="belongs to another study.*different search"):
+        run_study(other, StudyOptions(name="faulty", results_dir=faulty_study.parent, resume=True))
+    assert not ray.is_initialized()
+    assert (faulty_study / "trials.csv").read_text() == before
+
+
+TINY_SEARCH = '''"""Which prior variance and learning rate retrieve best on a tiny slice?"""
+KIND = "search"
+METRIC = "val_map_at_r"
+MODE = "max"
+NUM_SAMPLES = 6
+FIXED = {"train.epochs": 2, "data.max_classes": 24, "flow.hidden": 32, "flow.depth": 1,
+         "model.embed_dim": 64}
+SEARCH = {
+    "prior.variance": {"type": "float", "low": 0.05, "high": 5.0, "log": True},
+    "optim.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+}
+'''
+
+
+def search_command(space_file: Path, results: Path, resume: bool) -> list[str]:
+    code = (
+        "from pathlib import Path; from gapan.space import load_space; from gapan.tune import *; "
+        f"run_study(load_space({str(space_file)!r}), StudyOptions(name='tiny_search', "
+        f"results_dir=Path({str(results)!r}), max_concurrent=1, num_cpus=2, dashboard_port=0, "
+        f"resume={resume}))"
+    )
+    return [sys.executable, "-c", code]
+
+
+def trial_results(study_dir: Path) -> dict[str, str]:
+    """Each trial folder's reported results, by folder name."""
+    return {
+        path.parent.name: path.read_text()
+        for path in (study_dir / "tune").glob("trial_*/result.json")
+    }
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
+    space_file = tmp_path / "tiny_search.py"
+    space_file.write_text(TINY_SEARCH)
+    study_dir = tmp_path / "results" / "tiny_search"
+    driver = subprocess.Popen(
+        search_command(space_file, tmp_path / "results", resume=False),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Kill just after a trial past TPE's two random start-up trials has started: Optuna
+        # has recorded it, Tune may not have; the resumed study must take it over, not add one.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert driver.poll() is None, "the study ended before it could be killed"
+            reported = trial_results(study_dir)
+            done = [name for name, text in reported.items() if '"status": "completed"' in text]
+            if len(done) >= 2 and len(list((study_dir / "tune").glob("trial_*"))) > len(done):
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+        driver.wait()
+    finished_before = {
+        name: text
+        for name, text in trial_results(study_dir).items()
+        if '"status": "completed"' in text
+    }
+    assert 2 <= len(finished_before) < 6
+
+    resumed = subprocess.run(
+        search_command(space_file, tmp_path / "results", resume=True),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    trials = pd.read_csv(study_dir / "trials.csv")
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}
+    finished_after = trial_results(study_dir)
+    for name, reported in finished_before.items():
+        assert finished_after[name] == reported, f"{name} ran again"
+
+    # The journal holds one finished Optuna trial per Tune trial: none lost, none doubled.
+    ot_trials = optuna_trials(study_dir, "tiny_search")
+    assert [t.state.name for t in ot_trials] == ["COMPLETE"] * 6
+    keys = ("prior.variance", "optim.lr")
+    sampled = sorted(tuple(round(t.params[k], 12) for k in keys) for t in ot_trials)
+    ran = sorted(zip(*(trials[f"config/{k}"].round(12) for k in keys), strict=True))
+    assert ran == sampled
+    assert len(set(sampled)) == 6
+    # A searcher that lost its state would start afresh and repeat its start-up points.
+    fresh = _searcher(parse_space(TINY_SEARCH, "tiny_search"), tmp_path)
+    startup = [tuple(fresh.suggest(f"fresh_{i}")[k] for k in keys) for i in range(2)]
+    by_number = [tuple(t.params[k] for k in keys) for t in ot_trials]
+    assert by_number[:2] == startup  # so the check below can fail
+    assert not set(by_number[2:]) & set(startup)
+
+
+# Bad input: refused before Ray starts, in seconds, with the exit status 2.
+
+
+def run_script(tmp_path: Path, *argv: str, name: str = "ablate_flow_depth") -> tuple[int, float]:
+    started = time.perf_counter()
+    status = run_study_script(name, "", ["--results-dir", str(tmp_path / "results"), *argv])
+    return status, time.perf_counter() - started
+
+
+def assert_refused(tmp_path, capsys, argv, *fragments, name="ablate_flow_depth") -> None:
+    status, seconds = run_script(tmp_path, *argv, name=name)
+    message = capsys.readouterr().err
+    assert status == 2, message
+    assert seconds < 20
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not ray.is_initialized()
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--set", "flow.dpeth=3"], ["'flow.dpeth'", "'flow.depth'"]),
+        (["--set", "prior.variance=-1"], ["'prior.variance'", "greater than 0"]),
+        (["--set", "anchors.count=0"], ["'anchors.count'", "at least 1"]),
+        (["--set", "flow.depth=4"], ["flow.depth is searched by this study"]),
+        (["--set", "no_equals_sign"], ["key=value"]),
+        (["--epochs", "0"], ["'train.epochs'"]),
+        (["--dataset", "cubb"], ["'data.name'", "cub"]),
+        (["--dataset", "cub"], ["data.root is empty"]),
+        (["--seeds", "0"], ["SEEDS must be a positive integer"]),
+        (["--cpus-per-trial", "64"], ["--cpus-per-trial 64", "--num-cpus"]),
+        (["--address", "127.0.0.1:1"], ["--address 127.0.0.1:1", "ray start --head"]),
+        (["--resume"], ["holds no study to resume"]),
+    ],
+)
+def test_bad_options_fail_in_seconds_without_starting_ray(tmp_path, capsys, argv, fragments):
+    assert_refused(tmp_path, capsys, argv, *fragments)
+
+
+def test_a_study_stopped_before_its_first_trial_starts_afresh(tmp_path, capsys):
+    # What a study stopped while Ray was starting leaves: its space and an empty Optuna study.
+    study_dir = tmp_path / "results" / "ablate_flow_depth"
+    (study_dir / "tune").mkdir(parents=True)
+    (study_dir / "study.json").write_text("{}")
+    (study_dir / "optuna.journal").write_text("")
+    status, _ = run_script(tmp_path, "--resume")
+    assert status == 2
+    assert "stopped before its first trial: run without --resume" in capsys.readouterr().err
+    _check_new(study_dir)
+    assert [path.name for path in study_dir.iterdir()] == ["study.json"]
+    # A finished study is never cleared, even without its Tune folder.
+    (study_dir / "trials.csv").write_text("trial_id,status\n")
+    with pytest.raises(StudyError, match="already holds a study.*--resume"):
+        _check_new(study_dir)
+    assert (study_dir / "trials.csv").exists()
+
+
+def test_a_mistyped_search_dimension_fails_before_the_study(tmp_path):
+    mistyped = TINY_SEARCH.replace('"optim.lr": {', '"optim.lrr": {')
+    with pytest.raises(ValueError, match="optim.lrr.*'optim.lr'"):
+        run_study(
+            parse_space(mistyped, "tiny_search"), StudyOptions(name="x", results_dir=tmp_path)
+        )
+    assert not ray.is_initialized() and not any(tmp_path.iterdir())
+
+
+def test_a_malformed_fault_switch_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(FAULT_VARIABLE, "boom@two")
+    assert_refused(tmp_path, capsys, ["--smoke"], FAULT_VARIABLE, "'boom@two'", "error@2")
+
+
+def image_folder(root: Path, counts: dict[str, int]) -> Path:
+    for index, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for number in range(count):
+            color = (index * 30 % 256, number * 60 % 256, 90)
+            Image.new("RGB", (24, 24), color).save(root / name / f"{number}.png")
+    return root
+
+
+FOLDER = [
+    "--dataset",
+    "folder",
+    "--set",
+    "data.classes_per_batch=2",
+    "data.samples_per_class=2",
+    "data.val_fraction=0.5",
+    "data.image_size=32",
+    "--data-root",
+]
+# Sorted halves: a..d are seen (a, b train; c, d validation), e..h unseen.
+CLASSES = {name: 3 for name in "abcdefgh"}
+
+
+def test_a_missing_empty_or_flat_data_root_is_refused(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert_refused(tmp_path, capsys, [*FOLDER, str(missing)], str(missing), "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_refused(tmp_path, capsys, [*FOLDER, str(empty)], str(empty), "one folder per class")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (24, 24)).save(flat / "image.png")  # images without class folders
+    assert_refused(tmp_path, capsys, [*FOLDER, str(flat)], str(flat), "one folder per class")
+
+
+def test_a_truncated_image_is_refused_naming_the_file(tmp_path, capsys):
+    root = image_folder(tmp_path / "images", CLASSES)
+    broken = root / "e" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    assert_refused(tmp_path, capsys, [*FOLDER, str(root)], str(broken), "data.bad_images=skip")
+
+
+def test_a_class_too_small_for_the_sampler_is_refused(tmp_path, capsys):
+    root = image_folder(tmp_path / "images", {**CLASSES, "a": 1})
+    assert_refused(tmp_path, capsys, [*FOLDER, str(root)], "a (1)", "data.samples_per_class=2")
+
+
+# Security.
+
+
+class Payload:
+    """Unpickling this touches a file: what a hostile checkpoint could do, harmlessly."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_a_checkpoint_holding_code_is_refused_unread(tmp_path):
+    import torch
+
+    touched = tmp_path / "touched"
+    torch.save({"epoch": 1, "model": Payload(touched)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="checkpoint.pt holds more than tensors.*refused"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    assert not touched.exists()
+
+
+DASHBOARD_PROBE = """
+import contextlib, io, json, socket, urllib.error, urllib.request
+import ray
+from gapan.tune import StudyOptions, _start_ray
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+    _start_ray(StudyOptions(name="probe", num_cpus=1, dashboard_port=0))
+url = printed.getvalue().split("Ray dashboard: http://")[1].split()[0]
+try:
+    status = urllib.request.urlopen(f"http://{url}/api/version", timeout=10).status
+except urllib.error.HTTPError as error:
+    status = error.code
+# The same port on this machine's network address (the one Ray's nodes use) must not answer.
+network_address = ray.util.get_node_ip_address()
+try:
+    socket.create_connection((network_address, int(url.rsplit(":", 1)[1])), timeout=5).close()
+    from_network = "answered"
+except OSError as error:
+    from_network = type(error).__name__
+print(json.dumps({"url": url, "status": status, "network_address": network_address,
+                  "from_network": from_network}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_the_dashboard_listens_on_this_machine_only_and_asks_for_the_token():
+    probe = subprocess.Popen(
+        [sys.executable, "-c", DASHBOARD_PROBE],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = probe.communicate(timeout=180)
+    finally:
+        if probe.poll() is None:
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
+    assert probe.returncode == 0, err[-3000:]
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["url"].startswith("127.0.0.1:")
+    if seen["network_address"] != "127.0.0.1":  # a machine with a network
+        assert seen["from_network"] == "ConnectionRefusedError"
+    assert seen["status"] == 401  # Ray's token authentication is on: no token, no answer
