@@ -294,6 +294,8 @@ def _scheduler(space: StudySpace) -> ASHAScheduler | None:
         return None
     epochs = from_flat(space.fixed).train.epochs
     return ASHAScheduler(
+        metric=space.metric,
+        mode=space.mode,
         time_attr="training_iteration",
         max_t=epochs,
         grace_period=max(1, epochs // 4),

@@ -18,6 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 import ray
+from conftest import study_command
 from PIL import Image
 
 from gapan.cli import run_study_script
@@ -62,6 +63,7 @@ def faulty_study(tmp_path_factory) -> Path:
     one raises once after epoch 2, and the lr=10 trials diverge."""
     results_dir = tmp_path_factory.mktemp("faulty")
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         runtime_env={"env_vars": {FAULT_VARIABLE: "oom@1,error@2"}},
@@ -158,16 +160,6 @@ SEARCH = {
 '''
 
 
-def search_command(space_file: Path, results: Path, resume: bool) -> list[str]:
-    code = (
-        "from pathlib import Path; from gapan.space import load_space; from gapan.tune import *; "
-        f"run_study(load_space({str(space_file)!r}), StudyOptions(name='tiny_search', "
-        f"results_dir=Path({str(results)!r}), max_concurrent=1, num_cpus=2, dashboard_port=0, "
-        f"resume={resume}))"
-    )
-    return [sys.executable, "-c", code]
-
-
 def trial_results(study_dir: Path) -> dict[str, str]:
     """Each trial folder's reported results, by folder name."""
     return {
@@ -182,7 +174,7 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     space_file.write_text(TINY_SEARCH)
     study_dir = tmp_path / "results" / "tiny_search"
     driver = subprocess.Popen(
-        search_command(space_file, tmp_path / "results", resume=False),
+        study_command(space_file, tmp_path / "results", "tiny_search", resume=False),
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -210,7 +202,7 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     assert 2 <= len(finished_before) < 6
 
     resumed = subprocess.run(
-        search_command(space_file, tmp_path / "results", resume=True),
+        study_command(space_file, tmp_path / "results", "tiny_search", resume=True),
         cwd=ROOT,
         capture_output=True,
         text=True,

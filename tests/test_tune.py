@@ -3,15 +3,15 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from conftest import study_command
 
-from gapan.space import parse_space
+from gapan.space import load_space, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ BASELINE = 0
 def ray_instance():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 
@@ -75,17 +75,25 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
         run_study(space, StudyOptions(name="tiny_ablation", results_dir=tmp_path))
 
 
-RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]')
+@pytest.mark.slow
+def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
+    from reports import build_report
 
-
-def study_command(space_file: Path, results: Path, *extra: str) -> list[str]:
-    code = (
-        "import sys; from gapan.space import load_space; from gapan.tune import *; "
-        f"run_study(load_space({str(space_file)!r}), StudyOptions(name='resumable', "
-        f"results_dir=__import__('pathlib').Path({str(results)!r}), max_concurrent=1, "
-        f"num_cpus=2, dashboard_port=0, resume={'--resume' in extra}))"
+    study_dir = run_study(
+        load_space("search_gapan"),
+        StudyOptions(name="search", results_dir=tmp_path, smoke=True, num_samples=5),
     )
-    return [sys.executable, "-c", code]
+    trials = pd.read_csv(study_dir / "trials.csv")
+    assert len(trials) == 5
+    assert set(trials["status"]) <= {"completed", "stopped_early"}
+    searched = [c for c in trials if c.startswith("config/")]
+    assert len(searched) == 7 and trials[searched].nunique().min() > 1  # TPE varied every knob
+    finished = [t for t in optuna_trials(study_dir, "search_gapan") if t.state.is_finished()]
+    assert len(finished) == 5
+    assert build_report(study_dir).stat().st_size > 100_000
+
+
+RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]')
 
 
 def completed_trial_dirs(study_dir: Path) -> dict[str, str]:
@@ -104,7 +112,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     space_file.write_text(RESUMABLE)
     study_dir = tmp_path / "results" / "resumable"
     driver = subprocess.Popen(
-        study_command(space_file, tmp_path / "results"),
+        study_command(space_file, tmp_path / "results", "resumable", resume=False),
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -121,7 +129,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert 2 <= len(finished_before) < 6
 
     resumed = subprocess.run(
-        study_command(space_file, tmp_path / "results", "--resume"),
+        study_command(space_file, tmp_path / "results", "resumable", resume=True),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 
 class DataError(ValueError):
@@ -103,27 +103,18 @@ def read_image(path: Path) -> torch.Tensor:
     Raises:
         BadImageError: naming the file, when it is missing, truncated or not an image.
     """
-    try:
-        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-        image = decode_image(data, mode=ImageReadMode.RGB_ALPHA)
-    except Exception:  # torchvision cannot read some formats (e.g. palette GIF); PIL can.
-        image = _read_with_pil(path)
-    rgb, alpha = image[:3].float(), image[3:].float() / 255.0
-    return (rgb * alpha + 255.0 * (1.0 - alpha)).round().to(torch.uint8)
-
-
-def _read_with_pil(path: Path) -> torch.Tensor:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as image:
-            rgba = image.convert("RGBA")
+            if image.has_transparency_data:
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(white, rgba).convert("RGB")
+            else:
+                rgb = image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(
             f"cannot decode image {path}: {error}. Replace or delete the file, or set "
             "data.bad_images=skip to leave unreadable images out."
         ) from None
-    return (
-        torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
-        .reshape(rgba.height, rgba.width, 4)
-        .permute(2, 0, 1)
-    )
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
