@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import math
 import os
 import re
@@ -183,6 +184,8 @@ def run_trial(config: dict[str, Any], space: StudySpace, study_dir: str) -> None
     goes to Tune, which retries the trial from its last checkpoint up to --max-failures.
     """
     cfg = trial_config(config, space)
+    # Ray logs every persisted checkpoint (one per epoch per trial), burying the progress table.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     gpu_share = resources.get("GPU", 0)
