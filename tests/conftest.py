@@ -1,7 +1,12 @@
 """Shared test helpers."""
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def study_command(space_file: Path, results: Path, name: str, resume: bool) -> list[str]:
@@ -14,3 +19,42 @@ def study_command(space_file: Path, results: Path, name: str, resume: bool) -> l
         f"resume={resume}))"
     )
     return [sys.executable, "-c", code]
+
+
+def start_study(space_file: Path, results: Path, name: str) -> subprocess.Popen:
+    """Start a study in a new process session, so `kill_study` can take its Ray instance too."""
+    return subprocess.Popen(
+        study_command(space_file, results, name, resume=False),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_study(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver and the Ray instance it started: nothing gets to clean up."""
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+
+def resume_study(space_file: Path, results: Path, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        study_command(space_file, results, name, resume=True),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def trial_results(study_dir: Path, completed_only: bool = False) -> dict[str, str]:
+    """Each trial folder's reported results by folder name; they carry timestamps, so a trial
+    that ran again would change them."""
+    reported = {
+        path.parent.name: path.read_text()
+        for path in (study_dir / "tune").glob("trial_*/result.json")
+    }
+    if completed_only:
+        return {name: text for name, text in reported.items() if '"status": "completed"' in text}
+    return reported

@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 import ray
-from conftest import study_command
+from conftest import kill_study, resume_study, start_study, trial_results
 from PIL import Image
 
 from gapan.cli import run_study_script
@@ -160,26 +160,12 @@ SEARCH = {
 '''
 
 
-def trial_results(study_dir: Path) -> dict[str, str]:
-    """Each trial folder's reported results, by folder name."""
-    return {
-        path.parent.name: path.read_text()
-        for path in (study_dir / "tune").glob("trial_*/result.json")
-    }
-
-
 @pytest.mark.slow
 def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     space_file = tmp_path / "tiny_search.py"
     space_file.write_text(TINY_SEARCH)
     study_dir = tmp_path / "results" / "tiny_search"
-    driver = subprocess.Popen(
-        study_command(space_file, tmp_path / "results", "tiny_search", resume=False),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_study(space_file, tmp_path / "results", "tiny_search")
     try:
         # Kill just after a trial past TPE's two random start-up trials has started: Optuna
         # has recorded it, Tune may not have; the resumed study must take it over, not add one.
@@ -192,22 +178,11 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
                 break
             time.sleep(0.05)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
-        driver.wait()
-    finished_before = {
-        name: text
-        for name, text in trial_results(study_dir).items()
-        if '"status": "completed"' in text
-    }
+        kill_study(driver)
+    finished_before = trial_results(study_dir, completed_only=True)
     assert 2 <= len(finished_before) < 6
 
-    resumed = subprocess.run(
-        study_command(space_file, tmp_path / "results", "tiny_search", resume=True),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    resumed = resume_study(space_file, tmp_path / "results", "tiny_search")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     trials = pd.read_csv(study_dir / "trials.csv")

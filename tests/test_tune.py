@@ -1,20 +1,15 @@
 """Studies on real Ray Tune and Optuna: a small end-to-end ablation, and resuming a killed one."""
 
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import study_command
+from conftest import kill_study, resume_study, start_study, trial_results
 
 from gapan.space import load_space, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY_ABLATION = '''"""Does a flow help on a tiny slice?"""
 KIND = "ablation"
@@ -96,45 +91,21 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
 RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]')
 
 
-def completed_trial_dirs(study_dir: Path) -> dict[str, str]:
-    """Each finished trial's reported results (they carry timestamps: a rerun changes them)."""
-    done = {}
-    for result in (study_dir / "tune").glob("trial_*/result.json"):
-        text = result.read_text()
-        if '"status": "completed"' in text:
-            done[result.parent.name] = text
-    return done
-
-
 @pytest.mark.slow
 def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     space_file = tmp_path / "resumable.py"
     space_file.write_text(RESUMABLE)
     study_dir = tmp_path / "results" / "resumable"
-    driver = subprocess.Popen(
-        study_command(space_file, tmp_path / "results", "resumable", resume=False),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_study(space_file, tmp_path / "results", "resumable")
     deadline = time.monotonic() + 240
-    while len(completed_trial_dirs(study_dir)) < 2 and time.monotonic() < deadline:
+    while len(trial_results(study_dir, completed_only=True)) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the study ended before it could be killed"
         time.sleep(0.5)
-    # SIGKILL the driver and the Ray instance it started: nothing gets to clean up.
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    finished_before = completed_trial_dirs(study_dir)
+    kill_study(driver)
+    finished_before = trial_results(study_dir, completed_only=True)
     assert 2 <= len(finished_before) < 6
 
-    resumed = subprocess.run(
-        study_command(space_file, tmp_path / "results", "resumable", resume=True),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    resumed = resume_study(space_file, tmp_path / "results", "resumable")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     trials = pd.read_csv(study_dir / "trials.csv")
@@ -142,7 +113,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert pairs == [(d, s) for d in (0, 1, 2) for s in (0, 1)]
     assert set(trials["status"]) == {"completed"}
     # Trials that had finished were kept as they were, not run again.
-    finished_after = completed_trial_dirs(study_dir)
+    finished_after = trial_results(study_dir, completed_only=True)
     for name, reported in finished_before.items():
         assert finished_after[name] == reported
     # The Optuna history is intact: six completed trials, one per grid point.
