@@ -115,8 +115,8 @@ def study_figures(epochs: int, seeds: int, cpus: int) -> dict[str, Any]:
         started = time.perf_counter()
         study_dir = run_study(load_space("ablate_flow_depth"), options)
         outer_wall = time.perf_counter() - started
-        trials = pd.read_csv(study_dir / "trials.csv")
-        epochs_table = pd.read_csv(study_dir / "epochs.csv")
+        trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+        epochs_table = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
         study_wall = json.loads((study_dir / "environment.json").read_text())["study_wall_s"]
     ray.shutdown()
     epoch_sums = epochs_table.groupby("trial_id")["time_this_epoch_s"].sum()

@@ -94,9 +94,9 @@ def test_a_study_spreads_over_nodes_and_survives_losing_one(tmp_path, two_worker
 
     assert lost, "no trial reached its second epoch on a worker node"
     (remaining,) = {node.node_id for node in workers} - {lost["node_id"]}
-    trials = pd.read_csv(study_dir / "trials.csv")
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
-    epochs = pd.read_csv(study_dir / "epochs.csv")
+    epochs = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
     assert set(epochs["node_id"]) == {lost["node_id"], remaining}
 
     # The trial on the lost node went on from its checkpoint on the other: each epoch ran once.

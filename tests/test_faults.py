@@ -85,7 +85,9 @@ def faulty_study(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(faulty_study):
-    trials = pd.read_csv(faulty_study / "trials.csv", keep_default_na=False)
+    trials = pd.read_csv(
+        faulty_study / "trials.csv", dtype={"trial_id": str}, keep_default_na=False
+    )
     assert len(trials) == 4
     assert sorted(trials["status"]) == ["completed", "diverged", "diverged", "failed"]
 
@@ -109,7 +111,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(faulty_st
     # finished: its epochs ran once each, and Tune kept the error it recovered from.
     completed = trials[trials["status"] == "completed"].iloc[0]
     assert completed["error"] == "" and completed["epochs"] == 3
-    epochs = pd.read_csv(faulty_study / "epochs.csv")
+    epochs = pd.read_csv(faulty_study / "epochs.csv", dtype={"trial_id": str})
     assert list(epochs.loc[epochs["trial_id"] == completed["trial_id"], "epoch"]) == [1, 2, 3]
     trial_dir = next((faulty_study / "tune").glob(f"trial_*_{completed['trial_id']}"))
     assert "injected by GAPAN_FAULT" in (trial_dir / "error.txt").read_text()
@@ -185,7 +187,7 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     resumed = resume_study(space_file, tmp_path / "results", "tiny_search")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    trials = pd.read_csv(study_dir / "trials.csv")
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 6 and set(trials["status"]) == {"completed"}
     finished_after = trial_results(study_dir)
     for name, reported in finished_before.items():

@@ -43,7 +43,7 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
     space = parse_space(TINY_ABLATION, "tiny_ablation")
     study_dir = run_study(space, StudyOptions(name="tiny_ablation", results_dir=tmp_path))
 
-    trials = pd.read_csv(study_dir / "trials.csv")
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 4
     assert set(trials["status"]) == {"completed"}
     # Every (setting, seed) pair ran exactly once, and each seed's own result is kept.
@@ -53,7 +53,7 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
         assert trials[column].between(0, 1e6).all(), column
     assert trials["val_map_at_r"].nunique() > 1
 
-    epochs = pd.read_csv(study_dir / "epochs.csv")
+    epochs = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
     assert len(epochs) == 4 * 2
     assert set(epochs["trial_id"]) == set(trials["trial_id"])
     for trial_id in trials["trial_id"]:
@@ -78,7 +78,7 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
         load_space("search_gapan"),
         StudyOptions(name="search", results_dir=tmp_path, smoke=True, num_samples=5),
     )
-    trials = pd.read_csv(study_dir / "trials.csv")
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 5
     assert set(trials["status"]) <= {"completed", "stopped_early"}
     searched = [c for c in trials if c.startswith("config/")]
@@ -108,7 +108,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     resumed = resume_study(space_file, tmp_path / "results", "resumable")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    trials = pd.read_csv(study_dir / "trials.csv")
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     pairs = sorted(zip(trials["config/flow.depth"], trials["seed"], strict=True))
     assert pairs == [(d, s) for d in (0, 1, 2) for s in (0, 1)]
     assert set(trials["status"]) == {"completed"}
