@@ -246,13 +246,32 @@ class StudySearch(OptunaSearch):
       keeps each point once, and TPE's history holds no phantom trials.
     """
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._adopt(trial_id, result):
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if not self._adopt(trial_id, result or {}):
+            return  # no Optuna trial to close; run_study closes leftovers at the end
         value = (result or {}).get(self.metric)
         if isinstance(value, float) and not math.isfinite(value):
             result, error = None, True
         super().on_trial_complete(trial_id, result, error)
+
+    def _adopt(self, trial_id: str, result: dict) -> bool:
+        """Know `trial_id`: Tune may restore a trial from a snapshot newer than the searcher's;
+        its Optuna trial is then one of the orphans, found by its parameters."""
+        if trial_id in self._ot_trials:
+            return True
+        params = {name: result.get(f"config/{name}") for name in self._space}
+        for orphan in getattr(self, "_orphans", []):
+            if orphan.params == params:
+                self._orphans.remove(orphan)
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+                return True
+        return False
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
@@ -310,8 +329,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _start_ray(options: StudyOptions) -> None:
-    # Every epoch's checkpoint replaces the last (num_to_keep=1), which snapshots the experiment
-    # state each time; on cached features that is many times a second, and cheap.
+    # Keeping few checkpoints makes Tune snapshot the experiment state every few checkpoints; on
+    # cached features that is many times a second, and cheap.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
@@ -521,6 +540,20 @@ def _first_lines(error: BaseException | None, lines: int = 12) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _close_abandoned_optuna_trials(study_dir: Path, space: StudySpace) -> None:
+    """Mark as failed the Optuna trials still RUNNING once every Tune trial has ended.
+
+    A driver killed just after Optuna handed out a trial can leave it open in the journal with
+    no Tune trial behind it; left RUNNING, optuna-dashboard shows it as running for ever.
+    """
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir / OPTUNA_FILE))
+    )
+    study = optuna.load_study(study_name=space.name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+
+
 def run_study(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) a study to the end and write its results folder; return the folder.
 
@@ -571,7 +604,10 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
                 name=TUNE_DIR,
                 storage_path=str(study_dir),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Tune deletes an old checkpoint before its experiment-state snapshot records
+                # the new one; a driver killed in between would leave a trial pointing at a
+                # deleted checkpoint. Three kept bridge that gap.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             ),
         )
     grid = tuner.fit()
@@ -580,6 +616,8 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         record.resolved = to_flat(trial_config(record.config, space))
     # Tune creates trials as it goes: an interrupted study has fewer than it planned.
     finished = len(records) == space.trial_count()
+    if finished:
+        _close_abandoned_optuna_trials(study_dir, space)
     results.write_tables(study_dir, records, space, finished=finished)
     environment.update(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),

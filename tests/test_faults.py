@@ -193,9 +193,12 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     for name, reported in finished_before.items():
         assert finished_after[name] == reported, f"{name} ran again"
 
-    # The journal holds one finished Optuna trial per Tune trial: none lost, none doubled.
-    ot_trials = optuna_trials(study_dir, "tiny_search")
-    assert [t.state.name for t in ot_trials] == ["COMPLETE"] * 6
+    # The journal holds one finished Optuna trial per Tune trial: none lost, none doubled. A
+    # trial Optuna handed out just before the kill and nobody ran is closed as failed.
+    every = optuna_trials(study_dir, "tiny_search")
+    ot_trials = [t for t in every if t.state.name == "COMPLETE"]
+    assert len(ot_trials) == 6
+    assert {t.state.name for t in every} <= {"COMPLETE", "FAIL"} and len(every) <= 7
     keys = ("prior.variance", "optim.lr")
     sampled = sorted(tuple(round(t.params[k], 12) for k in keys) for t in ot_trials)
     ran = sorted(zip(*(trials[f"config/{k}"].round(12) for k in keys), strict=True))
