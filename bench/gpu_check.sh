@@ -14,7 +14,9 @@
 #
 # Settings (environment): OUT (default: a new temporary folder), PYTHON (python3), BUDGET_S (450),
 # SKIP_INSTALL=1 (use the packages already importable), SMALL=1 (tiny CPU-sized runs: checks
-# this script itself on a machine without a GPU).
+# this script itself on a machine without a GPU), QUICK=1 (a short lease: the CUDA tests and the
+# step benches at depths 0 and 8 only; it needs only the nflows and pytorch-metric-learning
+# wheels of the bundle, so a call can carry those two files alone).
 set -u
 
 cd "$(dirname "$0")/.."
@@ -37,7 +39,17 @@ elapsed() { echo $(($(date +%s) - started)); }
 say() { echo "[gpu_check $(elapsed)s] $*" | tee -a "$LOG"; }
 
 # ------------------------------------------------------------------------------------ install
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+if [ "${SKIP_INSTALL:-0}" != 1 ] && [ "${QUICK:-0}" = 1 ]; then
+  say "installing nflows and pytorch-metric-learning from .gpu/bundle into $SITE"
+  mkdir -p "$SITE"
+  if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" \
+      .gpu/bundle/nflows-*.whl .gpu/bundle/pytorch_metric_learning-*.whl >>"$LOG" 2>&1; then
+    say "installing the two wheels failed; see $LOG"
+    tail -20 "$LOG"
+    exit 2
+  fi
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+elif [ "${SKIP_INSTALL:-0}" != 1 ]; then
   if ! ls .gpu/bundle/*.whl >/dev/null 2>&1 || [ ! -f .gpu/bundle/ray-slim.tar.xz ]; then
     say "no offline bundle in .gpu/bundle: build it with bench/make_gpu_bundle.sh and carry .gpu/bundle"
     exit 2
@@ -110,15 +122,20 @@ stop_ray() {
   "$PYTHON" -m ray.scripts.scripts stop --force >>"$LOG" 2>&1 || true
 }
 
-if [ "${SMALL:-0}" = 1 ]; then
-  run step-eager 300 step --device cpu --depths 0,2 --batch 16 --image-size 32 --steps 1 --warmup 1 --breakdown --prototype
+if [ "${QUICK:-0}" = 1 ]; then
+  say "cuda-tests: python -m pytest tests/test_cuda_graphs.py"
+  timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -15 | tee -a "$LOG"
+  run step-eager 70 step --backbones resnet50 --depths 0,8 --breakdown
+  run step-compiled 90 step --backbones resnet50 --depths 0,8 --compile
+elif [ "${SMALL:-0}" = 1 ]; then
+  run step-eager 300 step --device cpu --depths 0,2 --batch 16 --image-size 32 --steps 1 --warmup 1 --breakdown
   run input 300 input_pipeline --device cpu --images 120 --classes 6 --batch 16 --image-size 32 --workers 1 --steps 2 --warmup 1 --data-dir "$BENCH_DATA"
   run evaluation 120 evaluation --device cpu --count 2000 --repeats 1
   run packing 300 packing --device cpu --trials 2 --alone-trials 1 --epochs 2 --steps 2 --batch 16 --image-size 32 --data-dir "$BENCH_DATA"
   stop_ray
 else
-  run step-eager 120 step --backbones resnet50 --depths 0,2,4,8,16 --breakdown --prototype
-  run step-compiled 160 step --backbones resnet50 --depths 0,8 --compile --prototype
+  run step-eager 120 step --backbones resnet50 --depths 0,2,4,8,16 --breakdown
+  run step-compiled 160 step --backbones resnet50 --depths 0,8 --compile
   run input 110 input_pipeline --gpu-decode --workers 2,8,15 --seconds 12 --data-dir "$BENCH_DATA"
   run evaluation 45 evaluation --count 60000
   run packing 150 packing --trials 4 --alone-trials 2 --data-dir "$BENCH_DATA"

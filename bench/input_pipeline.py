@@ -49,7 +49,7 @@ from gapan.config import ExperimentConfig, from_flat
 from gapan.data import ImageSet, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.data.transforms import train_transform
-from gapan.train import Batches, build_optimizer, finetune_inputs, train_epoch
+from gapan.train import TrainBatches, build_optimizer, finetune_inputs, train_epoch
 
 
 class EncodedImages(Dataset):
@@ -93,10 +93,12 @@ def gpu_decoded_batches(
     for data, labels in loader:
         decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         batch = torch.stack([transform(image) for image in decoded])
-        yield batch, labels.to(device, non_blocking=True)
+        yield batch, labels.to(device, non_blocking=True), torch.unique(labels).to(device)
 
 
-def for_seconds(batches: Batches, steps: int, seconds: float, counter: list[int]) -> Batches:
+def for_seconds(
+    batches: TrainBatches, steps: int, seconds: float, counter: list[int]
+) -> TrainBatches:
     """At most `steps` batches, fewer if `seconds` run out; `counter[0]` counts those yielded."""
     started = time.perf_counter()
     for batch in itertools.islice(batches, steps):
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = build_optimizer(step_cfg, model, criterion)
     batch_size = args.batch
 
-    def run_steps(batches: Batches) -> None:
+    def run_steps(batches: TrainBatches) -> None:
         train_epoch(forward, criterion, optimizer, batches, step_cfg, device)
 
     def measure(name: str, workers: int | None, make_batches) -> dict[str, Any]:
@@ -237,8 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name} ({workers} workers): {row['img_per_s']} img/s", flush=True)
         return row
 
-    images, labels = random_batch(cfg, device)
-    rows = [measure("random tensors", None, lambda: itertools.repeat((images, labels)))]
+    batch = random_batch(cfg, device)
+    rows = [measure("random tensors", None, lambda: itertools.repeat(batch))]
     for workers in [int(value) for value in args.workers.split(",")]:
         inputs = finetune_inputs(config(workers), splits, device)
         rows.append(

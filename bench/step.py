@@ -4,19 +4,21 @@ The bare step is the backbone, its global pool and the 512-d linear head (`Embed
 trivial loss, the mean squared embedding, and AdamW. The GAPan step is the trainer's own
 `gapan.train.train_epoch` with the trainer's model, `GapanCriterion` and optimizer, built from an
 `ExperimentConfig` as `gapan.train.train` builds them (finetune mode, 16 anchors per class, 32
-classes x 4 images per batch by default). Both share one model per backbone (one compiled module
-with --compile, as ``train.compile`` compiles the model), the same random images already on the
-device, batch and image size; on CUDA in bfloat16 autocast with channels-last memory, as the
-trainer runs. The ratio is GAPan's step time over the bare step's, measured in the same run.
+classes x 4 images per batch by default). On CUDA it is timed twice: with the loss as one CUDA
+graph, as the trainer runs it (``train.cuda_graphs=true``, step `gapan`), and eagerly, kernel by
+kernel (``train.cuda_graphs=false``, step `gapan-eager`). All share one model per backbone (one
+compiled module with --compile, as ``train.compile`` compiles the model), the same random images
+already on the device, batch and image size; on CUDA in bfloat16 autocast with channels-last
+memory, as the trainer runs. The ratio is GAPan's step time over the bare step's, measured in
+the same run.
 
     python -m bench.step                          # GPU: resnet50, batch 128, 224 px, depths 0-16
-    python -m bench.step --compile --breakdown --prototype
+    python -m bench.step --compile --breakdown
     python -m bench.step --device cpu --batch 32 --image-size 64 --depths 0,8 --steps 3
 
---breakdown times the parts of GAPan's loss on their own (flow NLL, anchors through the inverse
-flow, alignment, gradient clipping), device time beside host time, and on CUDA lists where the
-step makes the host wait for the device. --prototype adds a step with the same loss minus those
-waits (`SyncFreeCriterion`), to measure what removing them would gain.
+--breakdown times the parts of GAPan's loss on their own, eagerly (flow NLL, anchors through the
+inverse flow, alignment, gradient clipping), device time beside host time, and on CUDA lists
+where the step makes the host wait for the device.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from nflows.transforms import ActNorm
 from torch import nn
 
 from bench.common import (
@@ -46,6 +47,7 @@ from bench.common import (
     rounded,
     time_device,
 )
+from gapan import cuda_graphs
 from gapan.backbone import build_backbone
 from gapan.config import ExperimentConfig, from_flat
 from gapan.losses import GapanCriterion, alignment_loss
@@ -58,7 +60,7 @@ SEEN_CLASSES = 100  # class priors in the flow (CUB's training classes)
 class SquaredEmbedding(nn.Module):
     """The bare step's loss: the mean squared embedding (the backward pass reaches every weight)."""
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, embeddings, labels, classes=None) -> dict[str, torch.Tensor]:
         return {"loss": embeddings.float().pow(2).mean()}
 
     def flow_parameters(self) -> list[nn.Parameter]:
@@ -66,50 +68,6 @@ class SquaredEmbedding(nn.Module):
 
     def metric_parameters(self) -> list[nn.Parameter]:
         return []
-
-
-class SyncFreeCriterion(GapanCriterion):
-    """A prototype: `GapanCriterion`'s loss without the host-device syncs of its step.
-
-    Two changes, neither of which alters the loss. The batch's classes come from the sorted labels,
-    every M-th (the m-per-class sampler puts exactly M images of each class in a batch), instead
-    of `torch.unique`, whose output size the host must wait for. nflows' ActNorm reads its
-    `initialized` flag (a device tensor) in every training forward pass; once every ActNorm has
-    initialised itself from data, the flag becomes a plain Python True.
-    """
-
-    def __init__(self, cfg: ExperimentConfig, num_classes: int, dim: int):
-        super().__init__(cfg, num_classes, dim)
-        self._actnorm_settled = False
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        parts: dict[str, torch.Tensor] = {}
-        total = embeddings.new_zeros((), dtype=torch.float32)
-        with torch.autocast(embeddings.device.type, enabled=False):
-            embeddings = embeddings.float()
-            points = self.scale * F.normalize(embeddings, dim=-1)
-            if self.training and cfg.flow.input_noise > 0:
-                points = points + cfg.flow.input_noise * torch.randn_like(points)
-            parts["nll"] = self.flow.nll_per_dim(points, labels)
-            total = total + cfg.loss.nll_weight * parts["nll"]
-            classes = labels.sort().values[:: cfg.data.samples_per_class].contiguous()
-            with torch.set_grad_enabled(cfg.align.anchor_gradient and self.training):
-                anchors = self.flow.anchors(classes, cfg.anchors.count, cfg.anchors.temperature)
-            parts["align"] = alignment_loss(
-                embeddings, labels, classes, anchors, cfg.align.temperature
-            )
-            total = total + cfg.loss.align_weight * parts["align"]
-        if self.training and not self._actnorm_settled:
-            self._settle_actnorm()
-        return {"loss": total, **parts}
-
-    def _settle_actnorm(self) -> None:
-        for module in self.modules():
-            if isinstance(module, ActNorm) and "initialized" in module._buffers:
-                del module._buffers["initialized"]
-                module.initialized = True
-        self._actnorm_settled = True
 
 
 def experiment_config(
@@ -121,6 +79,7 @@ def experiment_config(
     anchors: int,
     device: torch.device,
     compile_model: bool,
+    graphs: bool = True,
 ) -> ExperimentConfig:
     """The trainer's config for this bench: finetune mode, random weights (nothing to download)."""
     if batch % samples_per_class:
@@ -139,6 +98,7 @@ def experiment_config(
             "data.image_size": image_size,
             "train.device": device.type,
             "train.compile": compile_model,
+            "train.cuda_graphs": graphs,
         }
     )
 
@@ -156,30 +116,58 @@ def build_model(
     return model, forward
 
 
-def random_batch(cfg: ExperimentConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] and labels as the m-per-class sampler makes them, on the device."""
+def random_batch(
+    cfg: ExperimentConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images in [0, 1], labels as the m-per-class sampler makes them and their sorted classes,
+    on the device: a training batch as `gapan.train` yields it."""
     generator = torch.Generator().manual_seed(0)
     batch = cfg.data.classes_per_batch * cfg.data.samples_per_class
     size = cfg.data.image_size
     images = torch.rand(batch, 3, size, size, generator=generator)
     classes = torch.randperm(SEEN_CLASSES, generator=generator)[: cfg.data.classes_per_batch]
     labels = classes.repeat_interleave(cfg.data.samples_per_class)
-    return images.to(device), labels.to(device)
+    return images.to(device), labels.to(device), classes.sort().values.to(device)
 
 
 def make_criterion(kind: str, cfg: ExperimentConfig, device: torch.device) -> nn.Module:
     if kind == "bare":
         return SquaredEmbedding().to(device)
-    if kind == "gapan":
+    if kind in ("gapan", "gapan-eager"):
         return GapanCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).to(device)
-    if kind == "gapan-sync-free":
-        return SyncFreeCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).to(device)
     raise ValueError(f"unknown step {kind!r}")
 
 
 def step_config(kind: str, cfg: ExperimentConfig) -> ExperimentConfig:
-    # The bare step is forward, backward and AdamW only: no gradient clipping.
-    return from_flat({"optim.grad_clip": 0.0}, cfg) if kind == "bare" else cfg
+    if kind == "bare":  # forward, backward and AdamW only: no gradient clipping
+        return from_flat({"optim.grad_clip": 0.0}, cfg)
+    return from_flat({"train.cuda_graphs": kind == "gapan"}, cfg)
+
+
+def step_kinds(device: torch.device) -> list[str]:
+    """GAPan's steps to time: as the trainer runs it, and (on CUDA) without the CUDA graph."""
+    return ["gapan", "gapan-eager"] if device.type == "cuda" else ["gapan"]
+
+
+def step_runner(
+    kind: str,
+    cfg: ExperimentConfig,
+    model: EmbeddingModel,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch: tuple[torch.Tensor, ...],
+    device: torch.device,
+) -> Callable[[int], None]:
+    """A function running `count` training steps of `kind` as `gapan.train.train` runs them."""
+    cfg = step_config(kind, cfg)
+    criterion = make_criterion(kind, cfg, device)
+    optimizer = build_optimizer(cfg, model, criterion)
+    loss_function = cuda_graphs.loss_function(criterion, device, cfg.train.cuda_graphs)
+
+    def run(count: int) -> None:
+        batches = itertools.repeat(batch, count)
+        train_epoch(forward, criterion, optimizer, batches, cfg, device, loss_function)
+
+    return run
 
 
 def time_steps(
@@ -187,7 +175,7 @@ def time_steps(
     cfg: ExperimentConfig,
     model: EmbeddingModel,
     forward: Callable[[torch.Tensor], torch.Tensor],
-    batch: tuple[torch.Tensor, torch.Tensor],
+    batch: tuple[torch.Tensor, ...],
     device: torch.device,
     warmup: int,
     steps: int,
@@ -195,16 +183,11 @@ def time_steps(
     """Milliseconds per step of `kind` through `gapan.train.train_epoch`, after `warmup` steps.
 
     On CUDA the mean over `steps` consecutive steps (CUDA events); on the CPU the median of
-    `steps` steps timed one by one.
+    `steps` steps timed one by one. The warm-up includes the CUDA graph's capture.
     """
-    cfg = step_config(kind, cfg)
-    criterion = make_criterion(kind, cfg, device)
-    optimizer = build_optimizer(cfg, model, criterion)
+    run = step_runner(kind, cfg, model, forward, batch, device)
 
-    def run(count: int) -> None:
-        train_epoch(forward, criterion, optimizer, itertools.repeat(batch, count), cfg, device)
-
-    run(warmup)
+    run(max(warmup, cuda_graphs.EAGER_STEPS + 1))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         milliseconds = 1000 * time_device(device, lambda: run(steps))[0] / steps
@@ -238,21 +221,15 @@ def breakdown(
     model: EmbeddingModel,
     device: torch.device,
     repeats: int,
-    prototype: bool,
 ) -> list[dict[str, Any]]:
-    """Device and host milliseconds of each part of GAPan's loss on a batch of embeddings.
-
-    With `prototype`, the sync-free criterion is timed too: its host time against its device
-    time says whether, without syncs, the device would still wait for the host's launches.
-    """
+    """Device and host milliseconds of each part of GAPan's loss on a batch of embeddings, run
+    eagerly: host time equal to device time means the device waits for the host's launches."""
     criterion = make_criterion("gapan", cfg, device)
-    sync_free = make_criterion("gapan-sync-free", cfg, device) if prototype else None
     batch = cfg.data.classes_per_batch * cfg.data.samples_per_class
     generator = torch.Generator().manual_seed(1)
     embeddings = torch.randn(batch, cfg.model.embed_dim, generator=generator).to(device)
     embeddings.requires_grad_(True)
-    labels = random_batch(cfg, device)[1]
-    classes = torch.unique(labels)
+    _, labels, classes = random_batch(cfg, device)
     flow = criterion.flow
     points = criterion.scale * F.normalize(embeddings.detach(), dim=-1)
     anchors = flow.anchors(classes, cfg.anchors.count, cfg.anchors.temperature).detach()
@@ -261,10 +238,7 @@ def breakdown(
         parameter.grad = torch.zeros_like(parameter)
 
     def criterion_step() -> None:
-        criterion(embeddings, labels)["loss"].backward()
-
-    def sync_free_step() -> None:
-        sync_free(embeddings, labels)["loss"].backward()
+        criterion(embeddings, labels, classes)["loss"].backward()
 
     def nll_step() -> None:
         flow.nll_per_dim(points, labels).backward()
@@ -286,8 +260,6 @@ def breakdown(
         "alignment fwd+bwd": alignment_step,
         "grad clip (model + flow)": clip,
     }
-    if sync_free is not None:
-        parts["criterion fwd+bwd, sync-free prototype"] = sync_free_step
     criterion.train()
     rows = []
     for name, work in parts.items():
@@ -312,19 +284,14 @@ def sync_points(
     cfg: ExperimentConfig,
     model: EmbeddingModel,
     forward: Callable[[torch.Tensor], torch.Tensor],
-    batch: tuple[torch.Tensor, torch.Tensor],
+    batch: tuple[torch.Tensor, ...],
     device: torch.device,
 ) -> dict[str, int]:
     """Where two steps of `kind` make the host wait for the device: code location -> count.
 
     A location counted twice is paid every step; once, every epoch (the loss read at its end).
     """
-    cfg = step_config(kind, cfg)
-    criterion = make_criterion(kind, cfg, device)
-    optimizer = build_optimizer(cfg, model, criterion)
-
-    def run(count: int) -> None:
-        train_epoch(forward, criterion, optimizer, itertools.repeat(batch, count), cfg, device)
+    run = step_runner(kind, cfg, model, forward, batch, device)
 
     run(2)  # initialisation (ActNorm, optimizer state) is not what a step costs
     found: Counter[str] = Counter()
@@ -396,9 +363,6 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--breakdown", action="store_true", help="time the loss's parts and find syncs"
     )
-    parser.add_argument(
-        "--prototype", action="store_true", help="also time the sync-free prototype of GAPan's step"
-    )
     add_output_argument(parser)
     args = parser.parse_args(argv)
     on_cuda = torch.device(args.device).type == "cuda"
@@ -445,11 +409,10 @@ def bench_backbone(
     gapan_rows = []
     parts: list[dict[str, Any]] = []
     for depth in depths:
-        gapan_rows.append(measure("gapan", config(depth)))
-        if args.prototype and depth > 0:
-            gapan_rows.append(measure("gapan-sync-free", config(depth)))
+        for kind in step_kinds(device):
+            gapan_rows.append(measure(kind, config(depth)))
         if args.breakdown and depth > 0:
-            found = breakdown(config(depth), model, device, 5, args.prototype)
+            found = breakdown(config(depth), model, device, 5)
             parts += [{"backbone": backbone, **row} for row in found]
     bare_rows.append(measure("bare", base))
     bare_ms = min(row["ms"] for row in bare_rows)
@@ -459,8 +422,7 @@ def bench_backbone(
     syncs: dict[str, dict[str, int]] = {}
     if args.breakdown and device.type == "cuda":
         deepest = config(max(depths, default=0))
-        kinds = ["bare", "gapan"] + (["gapan-sync-free"] if args.prototype else [])
-        for kind in kinds:
+        for kind in ["bare", *step_kinds(device)]:
             key = f"{backbone} {kind} depth={deepest.flow.depth}"
             syncs[key] = sync_points(kind, deepest, model, forward, batch, device)
             release(device)

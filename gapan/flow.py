@@ -129,6 +129,33 @@ class SyncFreeActNorm(ActNorm):
         return outputs, logabsdet
 
 
+class SyncFreeLULinear(LULinear):
+    """nflows' LULinear with its triangle positions kept on the parameters' device.
+
+    nflows indexes the weight matrices with NumPy index arrays, which torch copies to the GPU on
+    every call: two arrays of D(D-1)/2 positions per triangle (2 MB each at 512 features), in
+    every forward and inverse pass, with the host waiting for each copy. Here the positions are
+    buffers (not saved: the state dict stays nflows'), and L and U are scattered from them.
+    """
+
+    def __init__(self, features: int, identity_init: bool = True, eps: float = 1e-3):
+        super().__init__(features, using_cache=False, identity_init=identity_init, eps=eps)
+        rows, cols = torch.tril_indices(features, features, offset=-1)  # nflows' order
+        self.register_buffer("lower_positions", rows * features + cols, persistent=False)
+        rows, cols = torch.triu_indices(features, features, offset=1)
+        self.register_buffer("upper_positions", rows * features + cols, persistent=False)
+        self.register_buffer("identity", torch.eye(features), persistent=False)
+
+    def _create_lower_upper(self) -> tuple[torch.Tensor, torch.Tensor]:
+        def square(entries: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            flat = entries.new_zeros(self.features * self.features)
+            return flat.scatter(0, positions, entries).view(self.features, self.features)
+
+        lower = square(self.lower_entries, self.lower_positions) + self.identity
+        upper = square(self.upper_entries, self.upper_positions) + torch.diag(self.upper_diag)
+        return lower, upper
+
+
 def _coupling(features: int, cfg: FlowConfig, even: bool) -> AffineCouplingTransform:
     def conditioner(in_features: int, out_features: int) -> nn.Module:
         return ResidualNet(
@@ -150,7 +177,7 @@ def build_transform(features: int, cfg: FlowConfig) -> Transform:
     for index in range(cfg.depth):
         coupling = _coupling(features, cfg, even=index % 2 == 0)
         if cfg.family == "glow":
-            blocks += [SyncFreeActNorm(features), LULinear(features, identity_init=True), coupling]
+            blocks += [SyncFreeActNorm(features), SyncFreeLULinear(features), coupling]
         elif cfg.family == "realnvp":
             blocks += [SyncFreeActNorm(features), coupling, RandomPermutation(features)]
         else:  # config.py restricts the names; this guards a new family added there only

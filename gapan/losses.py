@@ -33,14 +33,14 @@ def alignment_loss(
     Args:
         embeddings: (B, D) embeddings (normalised here).
         labels: (B,) class of each embedding; every label must appear in `classes`.
-        classes: (C,) the classes that have anchors.
+        classes: (C,) the classes that have anchors, sorted.
         anchors: (C, K, D) anchors of each class in `classes` (normalised here).
     """
     embeddings = F.normalize(embeddings.float(), dim=-1)
     anchors = F.normalize(anchors.float(), dim=-1)
     similarities = torch.einsum("bd,ckd->bck", embeddings, anchors) / temperature
     class_scores = similarities.logsumexp(dim=2)
-    targets = torch.searchsorted(classes, labels)  # `classes` is sorted (torch.unique)
+    targets = torch.searchsorted(classes, labels)  # `classes` is sorted
     return F.cross_entropy(class_scores, targets)
 
 
@@ -79,7 +79,14 @@ class GapanCriterion(nn.Module):
     def flow_parameters(self) -> list[nn.Parameter]:
         return list(self.flow.parameters()) if self.flow is not None else []
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        classes: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss and its parts; `classes` are the batch's sorted distinct labels (computed
+        here when not given, at the cost of the host waiting for the device)."""
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         total = embeddings.new_zeros((), dtype=torch.float32)
@@ -92,7 +99,8 @@ class GapanCriterion(nn.Module):
                 parts["nll"] = self.flow.nll_per_dim(points, labels)
                 total = total + cfg.loss.nll_weight * parts["nll"]
                 if cfg.loss.align_weight > 0:
-                    classes = torch.unique(labels)
+                    if classes is None:
+                        classes = torch.unique(labels)
                     with torch.set_grad_enabled(cfg.align.anchor_gradient and self.training):
                         anchors = self.flow.anchors(
                             classes, cfg.anchors.count, cfg.anchors.temperature

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from gapan import cuda_graphs
 from gapan.backbone import build_backbone
 from gapan.config import (
     ConfigError,
@@ -47,6 +48,9 @@ from gapan.model import EmbeddingModel
 
 Report = Callable[[dict[str, Any]], None]
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+# Training batches also carry their classes (sorted distinct labels), found on the CPU: on the
+# GPU, torch.unique makes the host wait for the size of its result.
+TrainBatches = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -77,7 +81,7 @@ class Inputs:
 
     in_features: int
     backbone: torch.nn.Module | None  # None when training on cached features
-    train_batches: Callable[[int], Batches]  # epoch -> (inputs, labels) batches
+    train_batches: Callable[[int], TrainBatches]  # epoch -> (inputs, labels, classes) batches
     eval_batches: dict[str, Callable[[], Batches]]  # split name -> its batches, in order
     eval_labels: dict[str, torch.Tensor]
 
@@ -88,6 +92,12 @@ def _batch_sampler(cfg: ExperimentConfig, labels: torch.Tensor) -> MPerClassBatc
     return MPerClassBatchSampler(
         labels, cfg.data.classes_per_batch, cfg.data.samples_per_class, steps, cfg.train.seed
     )
+
+
+def _to_device(labels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's labels and its classes (sorted distinct labels, found here on the CPU)."""
+    classes = torch.unique(labels)
+    return labels.to(device, non_blocking=True), classes.to(device, non_blocking=True)
 
 
 def _eval_sets(splits: Splits) -> dict:
@@ -105,14 +115,14 @@ def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -
         backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device
     )
     features = {name: value.to(device) for name, value in features.items()}
-    train_labels = splits.train.labels.to(device)
     sampler = _batch_sampler(cfg, splits.train.labels)
 
-    def train_batches(epoch: int) -> Batches:
+    def train_batches(epoch: int) -> TrainBatches:
         sampler.set_epoch(epoch)
         for batch in sampler:
-            index = torch.as_tensor(batch, device=device)
-            yield features["train"][index], train_labels[index]
+            labels = splits.train.labels[batch]
+            index = torch.as_tensor(batch).to(device, non_blocking=True)
+            yield features["train"][index], *_to_device(labels, device)
 
     def eval_batches(name: str) -> Callable[[], Batches]:
         size = cfg.train.eval_batch_size
@@ -143,10 +153,10 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
         **loader_args,
     )
 
-    def train_batches(epoch: int) -> Batches:
+    def train_batches(epoch: int) -> TrainBatches:
         sampler.set_epoch(epoch)
         for images, labels in train_loader:
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            yield images.to(device, non_blocking=True), *_to_device(labels, device)
 
     def eval_batches(images) -> Callable[[], Batches]:
         loader = DataLoader(
@@ -217,22 +227,27 @@ def train_epoch(
     model: EmbeddingModel,
     criterion: GapanCriterion,
     optimizer: torch.optim.Optimizer,
-    batches: Batches,
+    batches: TrainBatches,
     cfg: ExperimentConfig,
     device: torch.device,
+    loss_function: Callable[..., dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
-    """One pass of the sampler; loss parts are summed on the device and read once at the end."""
+    """One pass of the sampler; loss parts are summed on the device and read once at the end.
+
+    `loss_function` computes the loss in place of `criterion` (its CUDA-graphed form).
+    """
     model.train()
     criterion.train()
+    loss_function = loss_function or criterion
     sums: dict[str, torch.Tensor] = {}
     steps = 0
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    for inputs, labels in batches:
+    for inputs, labels, classes in batches:
         if device.type == "cuda" and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             embeddings = model(inputs)
-        losses = criterion(embeddings, labels)
+        losses = loss_function(embeddings, labels, classes)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if cfg.optim.grad_clip > 0:
@@ -319,6 +334,7 @@ def train(
     criterion = GapanCriterion(cfg, splits.train.num_classes, cfg.model.embed_dim).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
     forward = torch.compile(model) if cfg.train.compile else model
+    loss_function = cuda_graphs.loss_function(criterion, device, cfg.train.cuda_graphs)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
 
@@ -337,7 +353,7 @@ def train(
     for epoch in range(first_epoch, cfg.train.epochs + 1):
         epoch_started = time.perf_counter()
         losses = train_epoch(
-            forward, criterion, optimizer, inputs.train_batches(epoch), cfg, device
+            forward, criterion, optimizer, inputs.train_batches(epoch), cfg, device, loss_function
         )
         metrics = {"epoch": epoch, **losses}
         if not all(math.isfinite(value) for value in losses.values()):

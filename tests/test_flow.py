@@ -88,3 +88,24 @@ def test_learned_variance_is_a_parameter_and_fixed_is_not():
     assert any(p is learned.prior.log_variance for p in learned.parameters())
     assert not any(p is fixed.prior.log_variance for p in fixed.parameters())
     assert fixed.prior.log_variance.item() == pytest.approx(math.log(0.5))
+
+
+def test_the_sync_free_lu_layer_is_nflows_layer_with_the_same_parameters():
+    from nflows.transforms import LULinear
+
+    from gapan.flow import SyncFreeLULinear
+
+    torch.manual_seed(0)
+    ours = SyncFreeLULinear(7, identity_init=False).double()
+    theirs = LULinear(7, identity_init=False).double()
+    assert ours.state_dict().keys() == theirs.state_dict().keys()  # checkpoints stay nflows'
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 7, dtype=torch.float64)
+    for ours_out, theirs_out in zip(ours(x), theirs(x), strict=True):
+        torch.testing.assert_close(ours_out, theirs_out)
+    for ours_out, theirs_out in zip(ours.inverse(x), theirs.inverse(x), strict=True):
+        torch.testing.assert_close(ours_out, theirs_out)
+    ours(x)[0].sum().backward()
+    theirs(x)[0].sum().backward()
+    for name, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, dict(theirs.named_parameters())[name].grad)

@@ -88,7 +88,11 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
     assert build_report(study_dir).stat().st_size > 100_000
 
 
-RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]')
+# Tune copies finished trials' results into the study folder every couple of seconds; trials of
+# three epochs leave the kill below several trials to land in, however fast the machine.
+RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').replace(
+    '"train.epochs": 2', '"train.epochs": 3'
+)
 
 
 @pytest.mark.slow

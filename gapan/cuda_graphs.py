@@ -1,0 +1,104 @@
+"""GAPan's loss as one CUDA graph on a GPU.
+
+The flow's arithmetic is tiny (a few GFLOP a step); its cost is the hundreds of small kernels
+of every block (ActNorm, LU mixing, coupling conditioner) in the NLL, the inverse pass that makes
+the anchors, and their backward. Launched one by one from Python, the GPU waits for the host
+between them: at flow depth 8 the loss took longer than the ResNet-50 step it trains. Captured
+once into a CUDA graph (`torch.cuda.make_graphed_callables`, forward and backward), each step
+launches them all at once.
+
+A graph replays fixed shapes and fixed memory, so:
+- the first steps run eagerly: ActNorm initialises itself from the first batch, which a capture
+  on sample data must not do;
+- a batch whose shapes differ from the captured one (a last, smaller batch) runs eagerly;
+- the batch's classes come from the caller (the sampler's labels, on the CPU), because
+  `torch.unique` on the GPU makes the host wait for its result's size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gapan.losses import GapanCriterion
+
+EAGER_STEPS = 2  # steps before the capture: ActNorm's data-dependent initialisation comes first
+
+
+class _LossParts(nn.Module):
+    """The criterion with tensors in and a tuple of tensors out, as a graphed callable needs."""
+
+    def __init__(self, criterion: GapanCriterion, names: tuple[str, ...]):
+        super().__init__()
+        self.criterion = criterion
+        self.names = names
+
+    def forward(self, embeddings, labels, classes):
+        parts = self.criterion(embeddings, labels, classes)
+        return tuple(parts[name] for name in self.names)
+
+
+class GraphedCriterion:
+    """Calls `criterion(embeddings, labels, classes)` as a CUDA graph once it can.
+
+    Training steps only: in eval mode, and for shapes other than the captured ones, the
+    criterion runs eagerly. The criterion's parameters keep receiving their gradients through
+    autograd, so the optimizer, gradient clipping and checkpoints see no difference.
+    """
+
+    def __init__(self, criterion: GapanCriterion):
+        self.criterion = criterion
+        self._eager_steps = 0
+        self._graphed: nn.Module | None = None
+        self._signature: tuple | None = None
+
+    def train(self, mode: bool = True) -> GraphedCriterion:
+        self.criterion.train(mode)
+        return self
+
+    def eval(self) -> GraphedCriterion:
+        return self.train(False)
+
+    @staticmethod
+    def _signature_of(*tensors: torch.Tensor) -> tuple:
+        return tuple((t.shape, t.dtype, t.requires_grad) for t in tensors)
+
+    def __call__(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        if not self.criterion.training:
+            return self.criterion(embeddings, labels, classes)
+        if self._graphed is None:
+            if self._eager_steps < EAGER_STEPS:
+                self._eager_steps += 1
+                return self.criterion(embeddings, labels, classes)
+            self._capture(embeddings, labels, classes)
+        if self._signature_of(embeddings, labels, classes) != self._signature:
+            return self.criterion(embeddings, labels, classes)
+        assert self._graphed is not None
+        parts = self._graphed(embeddings, labels, classes)
+        return dict(zip(self._graphed.names, parts, strict=True))
+
+    def _capture(self, embeddings, labels, classes) -> None:
+        sample = (embeddings.detach().clone().requires_grad_(embeddings.requires_grad),)
+        sample += (labels.clone(), classes.clone())
+        with torch.no_grad():
+            names = tuple(self.criterion(*sample))
+        parts = _LossParts(self.criterion, names)
+        # Warm-up passes (on a side stream, as capture needs) compute gradients with
+        # torch.autograd.grad: the parameters' .grad fields stay untouched.
+        self._graphed = torch.cuda.make_graphed_callables(
+            parts, sample, num_warmup_iters=3, allow_unused_input=True
+        )
+        self._signature = self._signature_of(embeddings, labels, classes)
+
+
+def loss_function(criterion: GapanCriterion, device: torch.device, enabled: bool):
+    """What the training loop calls: the graphed criterion where it applies, else the criterion.
+
+    Graphs need a GPU and a loss without host-device waits; pytorch-metric-learning's losses
+    (the baselines' `loss.metric`) select by masks of data-dependent size, so they stay eager.
+    """
+    if enabled and device.type == "cuda" and criterion.cfg.loss.metric == "none":
+        return GraphedCriterion(criterion)
+    return criterion
