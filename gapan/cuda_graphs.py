@@ -8,8 +8,10 @@ once into a CUDA graph (`torch.cuda.make_graphed_callables`, forward and backwar
 launches them all at once.
 
 A graph replays fixed shapes and fixed memory, so:
-- the first steps run eagerly: ActNorm initialises itself from the first batch, which a capture
-  on sample data must not do;
+- the capture comes at the first training step, after a no-grad pass over that batch in which
+  ActNorm initialises itself from data, as it would in an eager first step. No eager backward
+  pass may come before it: autograd keeps each parameter's gradient accumulator on the stream it
+  was made on, and a capture that meets one on the default stream fails;
 - a batch whose shapes differ from the captured one (a last, smaller batch) runs eagerly;
 - the batch's classes come from the caller (the sampler's labels, on the CPU), because
   `torch.unique` on the GPU makes the host wait for its result's size.
@@ -21,8 +23,6 @@ import torch
 from torch import nn
 
 from gapan.losses import GapanCriterion
-
-EAGER_STEPS = 2  # steps before the capture: ActNorm's data-dependent initialisation comes first
 
 
 class _LossParts(nn.Module):
@@ -48,7 +48,6 @@ class GraphedCriterion:
 
     def __init__(self, criterion: GapanCriterion):
         self.criterion = criterion
-        self._eager_steps = 0
         self._graphed: nn.Module | None = None
         self._signature: tuple | None = None
 
@@ -69,9 +68,6 @@ class GraphedCriterion:
         if not self.criterion.training:
             return self.criterion(embeddings, labels, classes)
         if self._graphed is None:
-            if self._eager_steps < EAGER_STEPS:
-                self._eager_steps += 1
-                return self.criterion(embeddings, labels, classes)
             self._capture(embeddings, labels, classes)
         if self._signature_of(embeddings, labels, classes) != self._signature:
             return self.criterion(embeddings, labels, classes)
@@ -82,14 +78,22 @@ class GraphedCriterion:
     def _capture(self, embeddings, labels, classes) -> None:
         sample = (embeddings.detach().clone().requires_grad_(embeddings.requires_grad),)
         sample += (labels.clone(), classes.clone())
-        with torch.no_grad():
+        with torch.no_grad():  # ActNorm initialises itself from this batch; the names of the parts
             names = tuple(self.criterion(*sample))
         parts = _LossParts(self.criterion, names)
         # Warm-up passes (on a side stream, as capture needs) compute gradients with
         # torch.autograd.grad: the parameters' .grad fields stay untouched.
-        self._graphed = torch.cuda.make_graphed_callables(
-            parts, sample, num_warmup_iters=3, allow_unused_input=True
-        )
+        try:
+            self._graphed = torch.cuda.make_graphed_callables(
+                parts, sample, num_warmup_iters=3, allow_unused_input=True
+            )
+        except RuntimeError as error:
+            # A failed capture can leave the GPU's random generator mid-capture: no eager
+            # fallback in this process, but a message that says how to run without graphs.
+            raise RuntimeError(
+                f"capturing GAPan's loss as a CUDA graph failed ({error}); run with "
+                "train.cuda_graphs=false to train it eagerly"
+            ) from error
         self._signature = self._signature_of(embeddings, labels, classes)
 
 
