@@ -7,10 +7,13 @@ Three figures, on the embedded data set with the default config (MobileNetV2, 96
 2. One default frozen-mode trial, `gapan.train.train` with ``train.epochs=8`` (a run folder, so
    checkpoints are written as in a study): its wall time, split into set-up (data, backbone,
    feature cache, model) and the epochs (training + evaluation).
-3. A real study through `gapan.tune.run_study`: the flow-depth ablation, all 6 depths x 1 seed,
-   2 epochs. Ray's start is timed on its own; the study's per-trial overhead is
-   (study wall time - the trials' own time / concurrency) / trials, where a trial's own time is
-   either Tune's ``time_total_s`` or only its epochs (training + evaluation), both shown.
+3. Real studies through `gapan.tune.run_study`: the flow-depth ablation at depth 2 only, with
+   6 seeds (6 equal trials of 2 epochs) and with 1, one trial at a time by default. Ray's start
+   is timed on its own. A study's overhead is its wall time - the trials' own time /
+   concurrency, where a trial's own time is either Tune's ``time_total_s`` or only its epochs
+   (training + evaluation); per trial, it is that over the trials. The two studies split it
+   into a fixed part per study (Tune's start, the trial worker's start and imports, the result
+   tables) and a marginal part per trial.
 
     python -m bench.frozen_trial                  # about two minutes on 2 cores
     python -m bench.frozen_trial --rebuild-cache --epochs 8 --study-epochs 2
@@ -19,6 +22,7 @@ Three figures, on the embedded data set with the default config (MobileNetV2, 96
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -90,62 +94,77 @@ def one_trial(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def study_figures(epochs: int, seeds: int, cpus: int) -> dict[str, Any]:
-    """Run the flow-depth ablation once and split its wall time into trials and overhead."""
-    import ray
-
+def run_one_study(seeds: int, epochs: int, cpus: int, concurrency: int) -> dict[str, Any]:
+    """One real study through `run_study`: flow depth 2 only, `seeds` trials of equal length."""
     from gapan.space import load_space
-    from gapan.tune import StudyOptions, _start_ray, run_study
+    from gapan.tune import StudyOptions, run_study
 
+    space = load_space("ablate_flow_depth")
+    one_depth = {**space.search["flow.depth"], "values": [2]}
+    space = dataclasses.replace(space, search={"flow.depth": one_depth}, baseline=2)
     with tempfile.TemporaryDirectory(prefix="gapan-bench-study-") as results_dir:
         options = StudyOptions(
-            name="bench_flow_depth",
+            name="bench_overhead",
             results_dir=Path(results_dir),
             overrides={"train.epochs": epochs},
             seeds=seeds,
             cpus_per_trial=1.0,
             num_cpus=cpus,
+            max_concurrent=concurrency,
         )
-        # A Ray instance of its own even where another cluster runs here (ray.init would join
-        # that one, and refuse num_cpus); otherwise exactly as run_study starts it.
-        os.environ["RAY_ADDRESS"] = "local"
         started = time.perf_counter()
-        _start_ray(options)  # what run_study does first, timed on its own
-        ray_init = time.perf_counter() - started
-        started = time.perf_counter()
-        study_dir = run_study(load_space("ablate_flow_depth"), options)
+        study_dir = run_study(space, options)
         outer_wall = time.perf_counter() - started
         trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
         epochs_table = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
         study_wall = json.loads((study_dir / "environment.json").read_text())["study_wall_s"]
-    ray.shutdown()
-    epoch_sums = epochs_table.groupby("trial_id")["time_this_epoch_s"].sum()
-    per_trial = [
-        {
-            "depth": int(row["config/flow.depth"]),
-            "time_total_s": rounded(row["time_total_s"], 3),
-            "epochs_s": rounded(float(epoch_sums.get(row["trial_id"], math.nan)), 3),
-        }
-        for _, row in trials.sort_values("config/flow.depth").iterrows()
-    ]
     count = len(trials)
-    concurrency = min(count, int(cpus // options.cpus_per_trial))
     tune_time = float(trials["time_total_s"].sum())
     epoch_time = float(epochs_table["time_this_epoch_s"].sum())
+    concurrency = min(count, concurrency, cpus)
     return {
         "trials": count,
         "completed": int((trials["status"] == "completed").sum()),
-        "concurrency": concurrency,
-        "ray_init_s": ray_init,
         "run_study_s": outer_wall,
         "study_wall_s": study_wall,
         "trials_time_total_s": tune_time,
         "trials_epochs_s": epoch_time,
-        # What the issue calls per-trial overhead: the study's wall time beyond its trials' work.
+        # The study's wall time beyond its trials' own time (Tune's time_total_s).
+        "overhead_s": study_wall - tune_time / concurrency,
         "overhead_per_trial_s": (study_wall - tune_time / concurrency) / count,
         "overhead_per_trial_vs_epochs_s": (study_wall - epoch_time / concurrency) / count,
         "in_trial_setup_per_trial_s": (tune_time - epoch_time) / count,
-        "per_trial": per_trial,
+    }
+
+
+def study_figures(epochs: int, trials: int, cpus: int, concurrency: int) -> dict[str, Any]:
+    """A study of `trials` equal trials and one of a single trial, on one Ray instance.
+
+    Their overheads split into a fixed part per study (Tune's start, the trial worker's start
+    and imports, the result tables) and a marginal part per trial:
+    marginal = (overhead(n) - overhead(1)) / (n - 1), fixed = overhead(1) - marginal.
+    """
+    import ray
+
+    from gapan.tune import StudyOptions, _start_ray
+
+    # A Ray instance of its own even where another cluster runs here (ray.init would join
+    # that one, and refuse num_cpus); otherwise exactly as run_study starts it.
+    os.environ["RAY_ADDRESS"] = "local"
+    started = time.perf_counter()
+    _start_ray(StudyOptions(name="bench_overhead", num_cpus=cpus))
+    ray_init = time.perf_counter() - started
+    many = run_one_study(trials, epochs, cpus, concurrency)
+    single = run_one_study(1, epochs, cpus, concurrency)
+    ray.shutdown()
+    marginal = (many["overhead_s"] - single["overhead_s"]) / max(trials - 1, 1)
+    return {
+        **many,
+        "concurrency": min(trials, concurrency, cpus),
+        "ray_init_s": ray_init,
+        "single_trial_overhead_s": single["overhead_s"],
+        "marginal_overhead_per_trial_s": marginal,
+        "fixed_overhead_per_study_s": single["overhead_s"] - marginal,
     }
 
 
@@ -166,7 +185,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--study-epochs", type=int, default=2, help="epochs per study trial (default 2)"
     )
-    parser.add_argument("--study-seeds", type=int, default=1, help="seeds per depth (default 1)")
+    parser.add_argument(
+        "--study-trials", type=int, default=6, help="trials of the larger study (default 6)"
+    )
+    parser.add_argument(
+        "--study-concurrency",
+        type=int,
+        default=1,
+        help="study trials at a time (default 1: the overhead alone, without idle CPUs)",
+    )
     parser.add_argument(
         "--cpus",
         type=int,
@@ -203,9 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  seconds per epoch: {trial['epoch_s']}")
     study = None
     if not args.skip_study:
-        study = study_figures(args.study_epochs, args.study_seeds, args.cpus)
+        study = study_figures(
+            args.study_epochs, args.study_trials, args.cpus, args.study_concurrency
+        )
         print_table(
-            f"flow-depth ablation, {study['trials']} trials x {args.study_epochs} epochs, "
+            f"studies of {study['trials']} and of 1 equal trials x {args.study_epochs} epochs, "
             f"{study['concurrency']} at a time",
             [study],
             [
@@ -219,9 +248,11 @@ def main(argv: list[str] | None = None) -> None:
                 "overhead_per_trial_s",
                 "overhead_per_trial_vs_epochs_s",
                 "in_trial_setup_per_trial_s",
+                "single_trial_overhead_s",
+                "fixed_overhead_per_study_s",
+                "marginal_overhead_per_trial_s",
             ],
         )
-        print_table("the study's trials", study["per_trial"], ["depth", "time_total_s", "epochs_s"])
 
     def tidy(values: dict[str, Any] | None) -> dict[str, Any] | None:
         if values is None:

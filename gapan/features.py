@@ -10,6 +10,7 @@ never sees it half-written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -126,7 +127,8 @@ def _read_entry(path: Path, count: int) -> torch.Tensor | None:
     if not path.exists():
         return None
     try:
-        features = safetensors.torch.load_file(path)["features"]
+        stat = path.stat()
+        features = _load_entry(str(path), stat.st_mtime_ns, stat.st_size)
     except (safetensors.SafetensorError, OSError, KeyError) as error:
         _log.warning("rebuilding unreadable feature cache %s: %s", path, error)
         return None
@@ -136,6 +138,14 @@ def _read_entry(path: Path, count: int) -> torch.Tensor | None:
         )
         return None
     return features
+
+
+@functools.lru_cache(maxsize=4)  # the train, val, test and gallery sets of one data set
+def _load_entry(path: str, mtime_ns: int, size: int) -> torch.Tensor:
+    """Read a cache entry once per process: a Tune worker reused for many trials loads its
+    features once, not once per trial. The file's time and size are in the key, so a rebuilt
+    entry is read again. Callers share the tensor and never modify it."""
+    return safetensors.torch.load_file(path)["features"]
 
 
 def _build_entry(

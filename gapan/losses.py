@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import losses as metric_losses
 from torch import nn
 
 from gapan.config import ExperimentConfig
@@ -48,6 +47,9 @@ def _build_metric_loss(name: str, num_classes: int, dim: int) -> nn.Module | Non
     """Standard baselines from pytorch-metric-learning, with their papers' hyperparameters."""
     if name == "none":
         return None
+    # Imported here: it takes about a second, which every trial worker and command would pay.
+    from pytorch_metric_learning import losses as metric_losses
+
     if name == "proxy_anchor":  # Kim et al., CVPR 2020
         return metric_losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32)
     if name == "norm_softmax":  # Zhai and Wu, BMVC 2019

@@ -329,6 +329,28 @@ def test_feature_cache_builds_once_per_image_size(mobilenet, calls, tmp_path, ca
     assert not torch.allclose(larger["train"], built["train"])
 
 
+def test_a_process_reads_a_cache_entry_once_until_it_changes(mobilenet, tmp_path, monkeypatch):
+    from gapan import features as features_module
+
+    images = write_images(tmp_path / "images")
+    folder = tmp_path / "features"
+    cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+    reads = []
+    real_load = safetensors.torch.load_file
+    monkeypatch.setattr(
+        safetensors.torch, "load_file", lambda path: reads.append(path) or real_load(path)
+    )
+    features_module._load_entry.cache_clear()
+    first = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+    second = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+    assert len(reads) == 1 and second["train"] is first["train"]  # a reused worker's next trial
+
+    (entry,) = folder.glob("*.safetensors")
+    safetensors.torch.save_file({"features": torch.zeros(12, 1280)}, entry)  # rebuilt elsewhere
+    rebuilt = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+    assert len(reads) == 2 and torch.equal(rebuilt["train"], torch.zeros(12, 1280))
+
+
 def test_feature_cache_defaults_to_gapan_cache_and_keys_by_set(mobilenet, tmp_path, cache):
     images = write_images(tmp_path / "images")
     sets = {"train": images.subset(range(8)), "val": images.subset(range(8, 12))}
