@@ -90,6 +90,26 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
 
 # Tune copies finished trials' results into the study folder every couple of seconds; trials of
 # three epochs leave the kill below several trials to land in, however fast the machine.
+FINETUNE_ABLATION = TINY_ABLATION.replace(
+    '"flow.hidden": 32}',
+    '"flow.hidden": 32, "model.backbone_mode": "finetune", "data.image_size": 64, '
+    '"data.max_classes": 8, "data.classes_per_batch": 4, "train.steps_per_epoch": 3}',
+).replace('"data.max_classes": 24, ', "")
+
+
+@pytest.mark.slow
+def test_a_finetune_study_trains_the_backbone_end_to_end(tmp_path, ray_instance):
+    space = parse_space(FINETUNE_ABLATION, "finetune_ablation")
+    options = StudyOptions(name="finetune_ablation", results_dir=tmp_path, seeds=1)
+    study_dir = run_study(space, options)
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert trials["test_map_at_r"].between(0, 1).all()
+    for trial_id in trials["trial_id"]:
+        config = (study_dir / "trials" / trial_id / "config.json").read_text()
+        assert '"model.backbone_mode": "finetune"' in config
+
+
 RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').replace(
     '"train.epochs": 2', '"train.epochs": 3'
 )
