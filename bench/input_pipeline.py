@@ -8,6 +8,10 @@ device. The images are synthetic JPEG photos of CUB's usual 500 x 375, written o
 --data-dir. Each worker count is measured on its own, steady state (after warm-up batches), and
 the decode-only rate (the loader with no step) is shown beside it.
 
+The trainer's other input path, ``data.pipeline=device`` (`gapan.train.on_device_inputs`: every
+image decoded once into device memory, each batch cropped and flipped there), is measured too,
+with the seconds its one-time decoding took.
+
 --gpu-decode adds a prototype path: workers only read the files, and the main process decodes
 the batch with nvJPEG (`torchvision.io.decode_jpeg` on CUDA) and applies the same
 `train_transform` to each image on the GPU.
@@ -49,7 +53,13 @@ from gapan.config import ExperimentConfig, from_flat
 from gapan.data import ImageSet, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.data.transforms import train_transform
-from gapan.train import TrainBatches, build_optimizer, finetune_inputs, train_epoch
+from gapan.train import (
+    TrainBatches,
+    build_optimizer,
+    finetune_inputs,
+    on_device_inputs,
+    train_epoch,
+)
 
 
 class EncodedImages(Dataset):
@@ -129,6 +139,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         help="DataLoader worker counts to measure, comma-separated "
         "(default: 2, the config default, and all CPUs but one)",
+    )
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) - 1),
+        help="workers decoding the images once for data.pipeline=device (default: CPUs - 1)",
     )
     parser.add_argument(
         "--steps", type=int, help="timed steps per measurement (default 30 on CUDA, 3 on the CPU)"
@@ -248,6 +264,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         del inputs  # its DataLoader's workers end with it
         release(device)
+    started = time.perf_counter()
+    inputs = on_device_inputs(config(args.decode_workers), splits, device)
+    decode_seconds = time.perf_counter() - started
+    row = measure("decoded once, on the device", None, functools.partial(inputs.train_batches, 1))
+    rows.append({**row, "setup_s": rounded(decode_seconds)})
+    del inputs
+    release(device)
     if args.gpu_decode and device.type == "cuda":
         workers = min(4, os.cpu_count() or 1)
         rows.append(
@@ -264,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         f"training step fed by each input, {args.backbone}, batch {batch_size}, "
         f"{args.image_size} px, {device.type}",
         rows,
-        ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"],
+        ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s", "setup_s"],
     )
     emit(
         {

@@ -53,7 +53,15 @@ def summarize(lines: list[dict[str, Any]]) -> None:
                 f"input pipeline: {result['backbone']}, batch {result['batch']}, "
                 f"{result['image_size']} px, {where}",
                 result["rows"],
-                ["input", "workers", "steps", "img_per_s", "ratio", "decode_only_img_per_s"],
+                [
+                    "input",
+                    "workers",
+                    "steps",
+                    "img_per_s",
+                    "ratio",
+                    "decode_only_img_per_s",
+                    "setup_s",
+                ],
             )
         elif bench == "evaluation":
             _table(

@@ -53,6 +53,10 @@ class DataConfig:
     bad_images: str = _one_of("fail", "skip")
     # DataLoader worker processes for fine-tuning.
     num_workers: int = _bounded(2, 0, 256)
+    # Fine-tuning input: `workers` decode and augment every batch in DataLoader workers;
+    # `device` decodes each image once, keeps it on the training device (uint8) and augments
+    # batches there (gapan/data/on_device.py): faster, at the cost of device memory.
+    pipeline: str = _one_of("workers", "device")
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from gapan.config import (
     save_config,
     to_flat,
 )
-from gapan.data import DataError, Splits, build_splits
+from gapan.data import DataError, ImageSet, Splits, build_splits, on_device
 from gapan.data.sampler import MPerClassBatchSampler
-from gapan.data.transforms import eval_transform, train_transform
+from gapan.data.transforms import eval_transform, to_float, train_transform
 from gapan.features import cached_features
 from gapan.losses import GapanCriterion
 from gapan.metrics import retrieval_metrics
@@ -165,6 +165,39 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
             **loader_args,
         )
         return lambda: ((x.to(device, non_blocking=True), y) for x, y in loader)
+
+    sets = _eval_sets(splits)
+    return Inputs(
+        in_features=backbone.num_features,
+        backbone=backbone,
+        train_batches=train_batches,
+        eval_batches={name: eval_batches(images) for name, images in sets.items()},
+        eval_labels={name: images.labels for name, images in sets.items()},
+    )
+
+
+def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
+    """Images decoded once onto the device; each batch cropped and flipped there."""
+    backbone = build_backbone(cfg.model)
+    size, workers = cfg.data.image_size, cfg.data.num_workers
+    train_images = on_device.decoded(splits.train, on_device.stored_side(size), device, workers)
+    sampler = _batch_sampler(cfg, splits.train.labels)
+
+    def train_batches(epoch: int) -> TrainBatches:
+        sampler.set_epoch(epoch)
+        # Crops drawn from (seed, epoch): a resumed run draws the ones it would have drawn.
+        generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+        for batch in sampler:
+            index = torch.as_tensor(batch)
+            pixels = train_images[index.to(device, non_blocking=True)]
+            crops = on_device.random_resized_crops(pixels, size, generator)
+            yield crops, *_to_device(splits.train.labels[index], device)
+
+    def eval_batches(images: ImageSet) -> Callable[[], Batches]:
+        stored = on_device.decoded(images, size, device, workers)
+        chunks = cfg.train.eval_batch_size
+        # What eval_transform makes from the same files: its uint8 square, scaled to float.
+        return lambda: ((to_float(chunk), None) for chunk in stored.split(chunks))
 
     sets = _eval_sets(splits)
     return Inputs(
@@ -325,7 +358,12 @@ def train(
         save_config(cfg, run_dir / CONFIG)
     seed_everything(cfg.train.seed)
     splits = build_splits(cfg.data)
-    build_inputs = frozen_inputs if cfg.model.backbone_mode == "frozen" else finetune_inputs
+    if cfg.model.backbone_mode == "frozen":
+        build_inputs = frozen_inputs
+    elif cfg.data.pipeline == "device":
+        build_inputs = on_device_inputs
+    else:
+        build_inputs = finetune_inputs
     inputs = build_inputs(cfg, splits, device)
     seed_everything(cfg.train.seed)  # the same weights whether or not the features were cached
     model = EmbeddingModel(inputs.backbone, inputs.in_features, cfg.model.embed_dim).to(device)

@@ -9,15 +9,19 @@ import torch
 from torchvision.transforms import v2
 
 
+def square_uint8(side: int) -> v2.Transform:
+    """Resize the shorter side to `side` and centre-crop a square; still uint8."""
+    return v2.Compose([v2.Resize(side, antialias=True), v2.CenterCrop(side)])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1], exactly as the transforms' last step does."""
+    return v2.functional.to_dtype(images, torch.float32, scale=True)
+
+
 def eval_transform(image_size: int) -> v2.Transform:
     """Resize the shorter side to `image_size`, centre-crop a square, scale to float in [0, 1]."""
-    return v2.Compose(
-        [
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
+    return v2.Compose([square_uint8(image_size), v2.ToDtype(torch.float32, scale=True)])
 
 
 def train_transform(image_size: int) -> v2.Transform:
