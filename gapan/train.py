@@ -138,6 +138,23 @@ def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -
     )
 
 
+def _image_inputs(
+    backbone: torch.nn.Module,
+    splits: Splits,
+    train_batches: Callable[[int], TrainBatches],
+    eval_batches: Callable[[ImageSet], Callable[[], Batches]],
+) -> Inputs:
+    """Inputs of a fine-tuned backbone: images in, whichever way they are decoded."""
+    sets = _eval_sets(splits)
+    return Inputs(
+        in_features=backbone.num_features,
+        backbone=backbone,
+        train_batches=train_batches,
+        eval_batches={name: eval_batches(images) for name, images in sets.items()},
+        eval_labels={name: images.labels for name, images in sets.items()},
+    )
+
+
 def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
     """Decoded and augmented images, end to end through the backbone."""
     backbone = build_backbone(cfg.model)
@@ -158,7 +175,7 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
         for images, labels in train_loader:
             yield images.to(device, non_blocking=True), *_to_device(labels, device)
 
-    def eval_batches(images) -> Callable[[], Batches]:
+    def eval_batches(images: ImageSet) -> Callable[[], Batches]:
         loader = DataLoader(
             images.with_transform(eval_transform(cfg.data.image_size)),
             batch_size=cfg.train.eval_batch_size,
@@ -166,14 +183,7 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
         )
         return lambda: ((x.to(device, non_blocking=True), y) for x, y in loader)
 
-    sets = _eval_sets(splits)
-    return Inputs(
-        in_features=backbone.num_features,
-        backbone=backbone,
-        train_batches=train_batches,
-        eval_batches={name: eval_batches(images) for name, images in sets.items()},
-        eval_labels={name: images.labels for name, images in sets.items()},
-    )
+    return _image_inputs(backbone, splits, train_batches, eval_batches)
 
 
 def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
@@ -199,14 +209,7 @@ def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device
         # What eval_transform makes from the same files: its uint8 square, scaled to float.
         return lambda: ((to_float(chunk), None) for chunk in stored.split(chunks))
 
-    sets = _eval_sets(splits)
-    return Inputs(
-        in_features=backbone.num_features,
-        backbone=backbone,
-        train_batches=train_batches,
-        eval_batches={name: eval_batches(images) for name, images in sets.items()},
-        eval_labels={name: images.labels for name, images in sets.items()},
-    )
+    return _image_inputs(backbone, splits, train_batches, eval_batches)
 
 
 def build_optimizer(
