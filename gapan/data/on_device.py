@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.ops import roi_align
 
-from gapan.data.imageset import ImageSet
+from gapan.data.imageset import DataError, ImageSet
 from gapan.data.transforms import square_uint8
 
 STORED_SCALE = 8 / 7  # the stored side over the training crop's side
@@ -50,6 +50,15 @@ def decoded(
     if key in _decoded:
         _decoded.move_to_end(key)
         return _decoded[key]
+    needed = len(images) * 3 * side * side
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if needed > free // 2:  # leave the model and its activations at least as much
+            raise DataError(
+                f"data.pipeline=device would keep {len(images)} images of {side}x{side} px on "
+                f"the GPU: {needed / 2**30:.1f} GiB of its {free / 2**30:.1f} GiB free. Use "
+                "data.pipeline=workers, a smaller data.image_size, or fewer trials per GPU."
+            )
     loader = DataLoader(
         images.with_transform(square_uint8(side)), batch_size=64, num_workers=num_workers
     )
