@@ -21,6 +21,12 @@ def study_command(space_file: Path, results: Path, name: str, resume: bool) -> l
     return [sys.executable, "-c", code]
 
 
+# Tune copies trial results and its own state from a staging folder into the study folder every
+# few seconds; a test that watches the study folder to time its kill asks for 0.5 s, so that what
+# it sees is at most that old whatever the machine's speed.
+WATCHED_STATE_PERIOD_S = "0.5"
+
+
 def start_study(space_file: Path, results: Path, name: str) -> subprocess.Popen:
     """Start a study in a new process session, so `kill_study` can take its Ray instance too."""
     return subprocess.Popen(
@@ -29,6 +35,7 @@ def start_study(space_file: Path, results: Path, name: str) -> subprocess.Popen:
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": WATCHED_STATE_PERIOD_S},
     )
 
 

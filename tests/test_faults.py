@@ -153,7 +153,7 @@ KIND = "search"
 METRIC = "val_map_at_r"
 MODE = "max"
 NUM_SAMPLES = 6
-FIXED = {"train.epochs": 2, "data.max_classes": 24, "flow.hidden": 32, "flow.depth": 1,
+FIXED = {"train.epochs": 3, "data.max_classes": 24, "flow.hidden": 32, "flow.depth": 1,
          "model.embed_dim": 64}
 SEARCH = {
     "prior.variance": {"type": "float", "low": 0.05, "high": 5.0, "log": True},

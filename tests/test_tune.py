@@ -88,8 +88,8 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
     assert build_report(study_dir).stat().st_size > 100_000
 
 
-# Tune copies finished trials' results into the study folder every couple of seconds; trials of
-# three epochs leave the kill below several trials to land in, however fast the machine.
+# Trials of three epochs leave the kill below several trials to land in, however fast the machine
+# (the study folder it watches is at most 0.5 s behind: conftest.start_study).
 FINETUNE_ABLATION = TINY_ABLATION.replace(
     '"flow.hidden": 32}',
     '"flow.hidden": 32, "model.backbone_mode": "finetune", "data.image_size": 64, '
