@@ -247,10 +247,14 @@ class StudySearch(OptunaSearch):
       that the restored searcher does not know. Its next suggestion takes that trial over
       instead of asking for another: every Tune trial keeps exactly one Optuna trial, a grid
       keeps each point once, and TPE's history holds no phantom trials.
+    - Optuna records a trial's end at once, Tune in its next snapshot: a driver killed in
+      between leaves a trial that Optuna has finished and Tune resumes from its last
+      checkpoint. Its Optuna record stands (the rerun of the last epoch repeats it); the
+      resumed trial's reports are not sent to Optuna, which would refuse them.
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self._adopt(trial_id, result):
+        if self._adopt(trial_id, result) and not self._finished_in_optuna(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
@@ -258,6 +262,8 @@ class StudySearch(OptunaSearch):
     ) -> None:
         if not self._adopt(trial_id, result or {}):
             return  # no Optuna trial to close; run_study closes leftovers at the end
+        if self._finished_in_optuna(trial_id):
+            return
         value = (result or {}).get(self.metric)
         if isinstance(value, float) and not math.isfinite(value):
             result, error = None, True
@@ -276,11 +282,19 @@ class StudySearch(OptunaSearch):
                 return True
         return False
 
+    def _finished_in_optuna(self, trial_id: str) -> bool:
+        return self._ot_trials[trial_id].number in getattr(self, "_finished_numbers", ())
+
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         known = {trial.number for trial in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [trial for trial in running if trial.number not in known]
+        # Trials the restored searcher still has open but Optuna had closed before the kill.
+        finished = self._ot_study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        )
+        self._finished_numbers = {trial.number for trial in finished} & known
 
     def suggest(self, trial_id: str) -> dict | None:
         orphans = getattr(self, "_orphans", [])

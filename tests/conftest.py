@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import json
 import os
 import signal
 import subprocess
@@ -65,3 +66,20 @@ def trial_results(study_dir: Path, completed_only: bool = False) -> dict[str, st
     if completed_only:
         return {name: text for name, text in reported.items() if '"status": "completed"' in text}
     return reported
+
+
+def assert_finished_trials_kept(before: dict[str, str], after: dict[str, str]) -> None:
+    """Trials that had finished before a kill keep their results.
+
+    Tune snapshots its state every few seconds, Optuna records a trial's end at once: a trial
+    that ended just after Tune's last snapshot is resumed from its last checkpoint and repeats
+    only its last epoch, with the same results. Anything more means it ran again.
+    """
+    for name, text in before.items():
+        assert after[name].startswith(text), f"{name}: its reported results were rewritten"
+        added = after[name][len(text) :].splitlines()
+        assert len(added) <= 1, f"{name} ran again ({len(added)} more reports)"
+        if added:
+            last, repeated = json.loads(text.splitlines()[-1]), json.loads(added[0])
+            for key in ("epoch", "val_map_at_r", "test_map_at_r", "status"):
+                assert repeated[key] == last[key], f"{name}: its repeated last epoch differs"

@@ -18,7 +18,13 @@ import optuna
 import pandas as pd
 import pytest
 import ray
-from conftest import kill_study, resume_study, start_study, trial_results
+from conftest import (
+    assert_finished_trials_kept,
+    kill_study,
+    resume_study,
+    start_study,
+    trial_results,
+)
 from PIL import Image
 
 from gapan.cli import run_study_script
@@ -189,9 +195,7 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
 
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 6 and set(trials["status"]) == {"completed"}
-    finished_after = trial_results(study_dir)
-    for name, reported in finished_before.items():
-        assert finished_after[name] == reported, f"{name} ran again"
+    assert_finished_trials_kept(finished_before, trial_results(study_dir))
 
     # The journal holds one finished Optuna trial per Tune trial: none lost, none doubled. A
     # trial Optuna handed out just before the kill and nobody ran is closed as failed.
@@ -210,6 +214,29 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     by_number = [tuple(t.params[k] for k in keys) for t in ot_trials]
     assert by_number[:2] == startup  # so the check below can fail
     assert not set(by_number[2:]) & set(startup)
+
+
+def test_a_trial_optuna_finished_after_tunes_last_snapshot_is_not_told_twice(tmp_path):
+    # The race a killed driver leaves, step by step: the searcher's state is saved while a trial
+    # runs; the trial ends (Optuna records it at once); the driver dies before the next save.
+    # The resumed searcher gets the rerun of its last epoch, which Optuna would refuse.
+    space = parse_space(TINY_SEARCH, "tiny_search")
+    searcher = _searcher(space, tmp_path)
+    config = searcher.suggest("trial_a")
+    snapshot = str(tmp_path / "searcher.pkl")
+    searcher.save(snapshot)
+    result = {"val_map_at_r": 0.5, "training_iteration": 3}
+    result.update({f"config/{key}": value for key, value in config.items()})
+    searcher.on_trial_result("trial_a", result)
+    searcher.on_trial_complete("trial_a", result)
+
+    resumed = _searcher(space, tmp_path)
+    resumed.restore(snapshot)
+    resumed.on_trial_result("trial_a", {**result, "val_map_at_r": 0.25})
+    resumed.on_trial_complete("trial_a", {**result, "val_map_at_r": 0.25})
+    (trial,) = optuna_trials(tmp_path, "tiny_search")
+    assert trial.state.name == "COMPLETE" and trial.value == 0.5  # the first record stands
+    assert resumed.suggest("trial_b") is not None  # the search goes on
 
 
 # Bad input: refused before Ray starts, in seconds, with the exit status 2.

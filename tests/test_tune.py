@@ -6,7 +6,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import kill_study, resume_study, start_study, trial_results
+from conftest import (
+    assert_finished_trials_kept,
+    kill_study,
+    resume_study,
+    start_study,
+    trial_results,
+)
 
 from gapan.space import load_space, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
@@ -136,10 +142,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     pairs = sorted(zip(trials["config/flow.depth"], trials["seed"], strict=True))
     assert pairs == [(d, s) for d in (0, 1, 2) for s in (0, 1)]
     assert set(trials["status"]) == {"completed"}
-    # Trials that had finished were kept as they were, not run again.
-    finished_after = trial_results(study_dir, completed_only=True)
-    for name, reported in finished_before.items():
-        assert finished_after[name] == reported
+    assert_finished_trials_kept(finished_before, trial_results(study_dir, completed_only=True))
     # The Optuna history is intact: six completed trials, one per grid point.
     ot_trials = [
         t
