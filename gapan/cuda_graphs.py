@@ -103,7 +103,8 @@ def loss_function(criterion: GapanCriterion, device: torch.device, enabled: bool
     Graphs need a GPU and a loss without host-device waits; pytorch-metric-learning's losses
     (the baselines' `loss.metric`) select by masks of data-dependent size, so they stay eager.
     """
-    graphable = criterion.flow is not None and criterion.cfg.loss.metric == "none"
-    if enabled and device.type == "cuda" and graphable:
-        return GraphedCriterion(criterion)
-    return criterion
+    if not enabled or device.type != "cuda":
+        return criterion
+    if criterion.flow is None or criterion.cfg.loss.metric != "none":
+        return criterion
+    return GraphedCriterion(criterion)
