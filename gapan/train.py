@@ -94,7 +94,9 @@ def _batch_sampler(cfg: ExperimentConfig, labels: torch.Tensor) -> MPerClassBatc
     )
 
 
-def _to_device(labels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _labels_and_classes(
+    labels: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch's labels and its classes (sorted distinct labels, found here on the CPU)."""
     classes = torch.unique(labels)
     return labels.to(device, non_blocking=True), classes.to(device, non_blocking=True)
@@ -122,7 +124,7 @@ def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -
         for batch in sampler:
             labels = splits.train.labels[batch]
             index = torch.as_tensor(batch).to(device, non_blocking=True)
-            yield features["train"][index], *_to_device(labels, device)
+            yield features["train"][index], *_labels_and_classes(labels, device)
 
     def eval_batches(name: str) -> Callable[[], Batches]:
         size = cfg.train.eval_batch_size
@@ -173,7 +175,7 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
     def train_batches(epoch: int) -> TrainBatches:
         sampler.set_epoch(epoch)
         for images, labels in train_loader:
-            yield images.to(device, non_blocking=True), *_to_device(labels, device)
+            yield images.to(device, non_blocking=True), *_labels_and_classes(labels, device)
 
     def eval_batches(images: ImageSet) -> Callable[[], Batches]:
         loader = DataLoader(
@@ -201,7 +203,7 @@ def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device
             index = torch.as_tensor(batch)
             pixels = train_images[index.to(device, non_blocking=True)]
             crops = on_device.random_resized_crops(pixels, size, generator)
-            yield crops, *_to_device(splits.train.labels[index], device)
+            yield crops, *_labels_and_classes(splits.train.labels[index], device)
 
     def eval_batches(images: ImageSet) -> Callable[[], Batches]:
         stored = on_device.decoded(images, size, device, workers)
