@@ -51,13 +51,6 @@ class GraphedCriterion:
         self._graphed: nn.Module | None = None
         self._signature: tuple | None = None
 
-    def train(self, mode: bool = True) -> GraphedCriterion:
-        self.criterion.train(mode)
-        return self
-
-    def eval(self) -> GraphedCriterion:
-        return self.train(False)
-
     @staticmethod
     def _signature_of(*tensors: torch.Tensor) -> tuple:
         return tuple((t.shape, t.dtype, t.requires_grad) for t in tensors)
