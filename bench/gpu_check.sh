@@ -14,9 +14,10 @@
 #
 # Settings (environment): OUT (default: a new temporary folder), PYTHON (python3), BUDGET_S (450),
 # SKIP_INSTALL=1 (use the packages already importable), SMALL=1 (tiny CPU-sized runs: checks
-# this script itself on a machine without a GPU), QUICK=1 (a short lease: the CUDA tests and the
-# step benches at depths 0 and 8 only; it needs only the nflows and pytorch-metric-learning
-# wheels of the bundle, so a call can carry those two files alone).
+# this script itself on a machine without a GPU), QUICK=1 (a short lease: the CUDA tests, the
+# step benches at depths 0 and 8, and the input pipeline with 15 workers against data.pipeline=
+# device; it needs only the nflows and pytorch-metric-learning wheels of the bundle, so a call
+# can carry those two files alone).
 set -u
 
 cd "$(dirname "$0")/.."
@@ -127,6 +128,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -15 | tee -a "$LOG"
   run step-eager 70 step --backbones resnet50 --depths 0,8 --breakdown
   run step-compiled 90 step --backbones resnet50 --depths 0,8 --compile
+  run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"
 elif [ "${SMALL:-0}" = 1 ]; then
   run step-eager 300 step --device cpu --depths 0,2 --batch 16 --image-size 32 --steps 1 --warmup 1 --breakdown
   run input 300 input_pipeline --device cpu --images 120 --classes 6 --batch 16 --image-size 32 --workers 1 --steps 2 --warmup 1 --data-dir "$BENCH_DATA"
