@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -31,6 +32,40 @@ def add_output_argument(parser: argparse.ArgumentParser) -> None:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bench_parser(module: str, description: str | None) -> argparse.ArgumentParser:
+    """A bench's argument parser, with the flags every device bench has: --device, --json-out."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{module}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device", default=default_device(), help="cuda or cpu (default: cuda if there is one)"
+    )
+    add_output_argument(parser)
+    return parser
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "gapan-bench-jpeg",
+        help="where the synthetic JPEG files go, kept for the next run (default: %(default)s)",
+    )
+
+
+def fill_device_defaults(
+    args: argparse.Namespace, **defaults: tuple[Any, Any]
+) -> argparse.Namespace:
+    """Set each option left unset (None) to its default for the device: (on CUDA, on the CPU)."""
+    on_cuda = torch.device(args.device).type == "cuda"
+    for name, (cuda_value, cpu_value) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, cuda_value if on_cuda else cpu_value)
+    return args
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from bench.common import (
-    add_output_argument,
-    default_device,
+    bench_parser,
     emit,
     environment,
+    fill_device_defaults,
     print_table,
     rounded,
     time_device,
@@ -53,12 +53,7 @@ def time_metrics(
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.evaluation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--device", default=default_device())
+    parser = bench_parser("evaluation", __doc__)
     parser.add_argument(
         "--count", type=int, help="embeddings (default 60,000 on CUDA, 20,000 on the CPU)"
     )
@@ -69,10 +64,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="images per class of each layout (default 5,60: SOP-like, CUB-like)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up")
-    add_output_argument(parser)
-    args = parser.parse_args(argv)
-    args.count = args.count or (60_000 if torch.device(args.device).type == "cuda" else 20_000)
-    return args
+    return fill_device_defaults(parser.parse_args(argv), count=(60_000, 20_000))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,10 +27,8 @@ import argparse
 import functools
 import itertools
 import os
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,10 +36,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from bench.common import (
-    add_output_argument,
-    default_device,
+    add_data_dir_argument,
+    bench_parser,
     emit,
     environment,
+    fill_device_defaults,
     print_table,
     rounded,
     synchronize,
@@ -119,12 +118,7 @@ def for_seconds(
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.input_pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--device", default=default_device())
+    parser = bench_parser("input_pipeline", __doc__)
     parser.add_argument(
         "--backbone", help="timm name (default resnet50 on CUDA, mobilenetv2_100 on the CPU)"
     )
@@ -161,22 +155,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--gpu-decode", action="store_true", help="also measure nvJPEG decoding (CUDA)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where the JPEG files go (default: a folder "
-        "under the temporary directory, kept for the next run)",
+    add_data_dir_argument(parser)
+    args = fill_device_defaults(
+        parser.parse_args(argv),
+        backbone=("resnet50", "mobilenetv2_100"),
+        batch=(128, 32),
+        image_size=(224, 64),
+        steps=(30, 3),
+        warmup=(5, 1),
     )
-    add_output_argument(parser)
-    args = parser.parse_args(argv)
-    on_cuda = torch.device(args.device).type == "cuda"
-    args.backbone = args.backbone or ("resnet50" if on_cuda else "mobilenetv2_100")
-    args.batch = args.batch or (128 if on_cuda else 32)
-    args.image_size = args.image_size or (224 if on_cuda else 64)
-    args.steps = args.steps or (30 if on_cuda else 3)
-    args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
     args.workers = args.workers or ",".join(sorted({"2", str(max(1, (os.cpu_count() or 2) - 1))}))
-    args.data_dir = args.data_dir or Path(tempfile.gettempdir()) / "gapan-bench-jpeg"
     return args
 
 

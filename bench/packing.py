@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 
 from bench.common import (
-    add_output_argument,
-    default_device,
+    add_data_dir_argument,
+    bench_parser,
     emit,
     environment,
+    fill_device_defaults,
     print_table,
     rounded,
     write_image_folder,
@@ -171,12 +172,7 @@ def run_phase(
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.packing",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--device", default=default_device())
+    parser = bench_parser("packing", __doc__)
     parser.add_argument(
         "--trials", type=int, help="N, trials packed together (default 4 on CUDA, 2 on the CPU)"
     )
@@ -196,23 +192,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, help="DataLoader workers per trial (default: CPUs per trial - 1)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where the JPEG files go (default: a folder "
-        "under the temporary directory, kept for the next run)",
+    add_data_dir_argument(parser)
+    args = fill_device_defaults(
+        parser.parse_args(argv), trials=(4, 2), batch=(64, 16), steps=(40, 3)
     )
-    add_output_argument(parser)
-    args = parser.parse_args(argv)
-    on_cuda = torch.device(args.device).type == "cuda"
-    args.trials = args.trials or (4 if on_cuda else 2)
-    args.batch = args.batch or (64 if on_cuda else 16)
-    args.steps = args.steps or (40 if on_cuda else 3)
     cpus = os.cpu_count() or 1
     args.cpus_per_trial = args.cpus_per_trial or float(max(1, cpus // args.trials))
     if args.workers is None:
         args.workers = max(0, int(args.cpus_per_trial) - 1)
-    args.data_dir = args.data_dir or Path(tempfile.gettempdir()) / "gapan-bench-jpeg"
     return args
 
 

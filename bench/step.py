@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.common import (
-    add_output_argument,
-    default_device,
+    bench_parser,
     emit,
     environment,
+    fill_device_defaults,
     print_table,
     rounded,
     time_device,
@@ -332,14 +332,7 @@ def _short_path(filename: str) -> str:
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.step",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--device", default=default_device(), help="cuda or cpu (default: cuda if there is one)"
-    )
+    parser = bench_parser("step", __doc__)
     parser.add_argument(
         "--backbones",
         help="comma-separated timm names (default: resnet50 on CUDA, mobilenetv2_100 on the CPU)",
@@ -363,15 +356,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--breakdown", action="store_true", help="time the loss's parts and find syncs"
     )
-    add_output_argument(parser)
-    args = parser.parse_args(argv)
-    on_cuda = torch.device(args.device).type == "cuda"
-    args.backbones = args.backbones or ("resnet50" if on_cuda else "mobilenetv2_100")
-    args.batch = args.batch or (128 if on_cuda else 32)
-    args.image_size = args.image_size or (224 if on_cuda else 64)
-    args.steps = args.steps or (30 if on_cuda else 3)
-    args.warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
-    return args
+    return fill_device_defaults(
+        parser.parse_args(argv),
+        backbones=("resnet50", "mobilenetv2_100"),
+        batch=(128, 32),
+        image_size=(224, 64),
+        steps=(30, 3),
+        warmup=(10, 2),
+    )
 
 
 def bench_backbone(
