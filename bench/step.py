@@ -171,22 +171,13 @@ def step_runner(
 
 
 def time_steps(
-    kind: str,
-    cfg: ExperimentConfig,
-    model: EmbeddingModel,
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    batch: tuple[torch.Tensor, ...],
-    device: torch.device,
-    warmup: int,
-    steps: int,
+    run: Callable[[int], None], device: torch.device, warmup: int, steps: int
 ) -> dict[str, Any]:
-    """Milliseconds per step of `kind` through `gapan.train.train_epoch`, after `warmup` steps.
+    """Milliseconds per step of a `step_runner`, after `warmup` steps; peak GPU memory on CUDA.
 
     On CUDA the mean over `steps` consecutive steps (CUDA events); on the CPU the median of
     `steps` steps timed one by one. The warm-up includes the CUDA graph's capture.
     """
-    run = step_runner(kind, cfg, model, forward, batch, device)
-
     run(max(warmup, 1))  # the first step captures the CUDA graph
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -196,12 +187,7 @@ def time_steps(
         milliseconds = 1000 * statistics.median(
             time_device(device, lambda: run(1))[0] for _ in range(steps)
         )
-    row = {
-        "step": kind,
-        "depth": cfg.flow.depth if kind != "bare" else None,
-        "ms": rounded(milliseconds),
-        "img_per_s": rounded(len(batch[0]) * 1000 / milliseconds),
-    }
+    row = {"ms": rounded(milliseconds)}
     if device.type == "cuda":
         row["peak_gib"] = rounded(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return row
@@ -279,20 +265,11 @@ def breakdown(
     return rows
 
 
-def sync_points(
-    kind: str,
-    cfg: ExperimentConfig,
-    model: EmbeddingModel,
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    batch: tuple[torch.Tensor, ...],
-    device: torch.device,
-) -> dict[str, int]:
-    """Where two steps of `kind` make the host wait for the device: code location -> count.
+def sync_points(run: Callable[[int], None], device: torch.device) -> dict[str, int]:
+    """Where two steps of a `step_runner` make the host wait for the device: location -> count.
 
     A location counted twice is paid every step; once, every epoch (the loss read at its end).
     """
-    run = step_runner(kind, cfg, model, forward, batch, device)
-
     run(2)  # initialisation (ActNorm, optimizer state) is not what a step costs
     found: Counter[str] = Counter()
 
@@ -389,9 +366,17 @@ def bench_backbone(
     batch = random_batch(base, device)
 
     def measure(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
-        row = time_steps(kind, cfg, model, forward, batch, device, args.warmup, args.steps)
+        run = step_runner(kind, cfg, model, forward, batch, device)
+        timed = time_steps(run, device, args.warmup, args.steps)
         release(device)
-        row.update(backbone=backbone, compiled=args.compile)
+        row = {
+            "step": kind,
+            "depth": cfg.flow.depth if kind != "bare" else None,
+            **timed,
+            "img_per_s": rounded(len(batch[0]) * 1000 / timed["ms"]),
+            "backbone": backbone,
+            "compiled": args.compile,
+        }
         print(f"  {backbone} {kind} depth={row['depth']}: {row['ms']} ms/step", flush=True)
         return row
 
@@ -416,7 +401,8 @@ def bench_backbone(
         deepest = config(max(depths, default=0))
         for kind in ["bare", *step_kinds(device)]:
             key = f"{backbone} {kind} depth={deepest.flow.depth}"
-            syncs[key] = sync_points(kind, deepest, model, forward, batch, device)
+            run = step_runner(kind, deepest, model, forward, batch, device)
+            syncs[key] = sync_points(run, device)
             release(device)
     return bare_rows + gapan_rows, parts, syncs
 
