@@ -58,7 +58,7 @@ class StudySpace:
         return None if self.kind == "search" else next(iter(self.search))
 
     def grid(self) -> dict[str, list[Any]]:
-        """Every (setting, seed) pair of an ablation or comparison, for Optuna's GridSampler."""
+        """Every (setting, seed) pair of an ablation or comparison."""
         return {self.knob: list(self.search[self.knob]["values"]), "train.seed": self.seed_list()}
 
     def seed_list(self) -> list[int]:

@@ -9,6 +9,7 @@ study folder, so optuna-dashboard can open it and a resumed study keeps the samp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -37,6 +38,7 @@ from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
 from gapan.space import StudySpace, check_space, optuna_distributions
 from gapan.train import train
+from gapan.trial_order import SECONDS_ATTR, next_grid_point
 
 TUNE_DIR = "tune"  # Tune's own experiment folder inside the study folder
 OPTUNA_FILE = "optuna.journal"
@@ -251,7 +253,15 @@ class StudySearch(OptunaSearch):
       between leaves a trial that Optuna has finished and Tune resumes from its last
       checkpoint. Its Optuna record stands (the rerun of the last epoch repeats it); the
       resumed trial's reports are not sent to Optuna, which would refuse them.
+
+    An ablation or comparison (`grid_space` given) runs its grid in the order of
+    `gapan.trial_order`: seed by seed, the longest settings first. Each point is enqueued in
+    Optuna just before Tune asks for it, so the order follows the running times measured so far.
     """
+
+    def __init__(self, *args, grid_space: StudySpace | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._grid_space = grid_space
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self._adopt(trial_id, result) and not self._finished_in_optuna(trial_id):
@@ -267,6 +277,8 @@ class StudySearch(OptunaSearch):
         value = (result or {}).get(self.metric)
         if isinstance(value, float) and not math.isfinite(value):
             result, error = None, True
+        if result and SECONDS_ATTR in result:
+            self._ot_trials[trial_id].set_user_attr(SECONDS_ATTR, result[SECONDS_ATTR])
         super().on_trial_complete(trial_id, result, error)
 
     def _adopt(self, trial_id: str, result: dict) -> bool:
@@ -301,6 +313,11 @@ class StudySearch(OptunaSearch):
         if trial_id not in self._ot_trials and orphans:
             # Optuna's Trial takes the storage's trial id, which FrozenTrial keeps private.
             self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphans.pop(0)._trial_id)
+        if trial_id not in self._ot_trials and getattr(self, "_grid_space", None) is not None:
+            waiting = self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            point = None if waiting else next_grid_point(self._ot_study, self._grid_space)
+            if point is not None:
+                self._ot_study.enqueue_trial(point)
         return super().suggest(trial_id)
 
 
@@ -314,7 +331,10 @@ def _searcher(space: StudySpace, study_dir: Path) -> OptunaSearch:
             n_startup_trials=min(10, max(2, space.num_samples // 3)),
         )
     else:
-        sampler = optuna.samplers.GridSampler(space.grid(), seed=0)
+        # StudySearch enqueues every point of the grid in its own order (gapan.trial_order), so
+        # the sampler never samples. Not Optuna's GridSampler: it looks for a grid id of its
+        # own in every finished trial, which enqueued trials do not have.
+        sampler = optuna.samplers.RandomSampler(seed=0)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(study_dir / OPTUNA_FILE))
     )
@@ -325,6 +345,7 @@ def _searcher(space: StudySpace, study_dir: Path) -> OptunaSearch:
         sampler=sampler,
         storage=storage,
         study_name=space.name,
+        grid_space=None if space.kind == "search" else space,
     )
 
 
@@ -391,6 +412,36 @@ def _start_ray(options: StudyOptions) -> None:
         else "Ray dashboard: not running (install ray[default])",
         flush=True,
     )
+
+
+def _trial_slots(options: StudyOptions) -> int:
+    """How many trials the cluster runs at once, as it is now."""
+    resources = ray.cluster_resources()
+    limits = [options.max_concurrent] if options.max_concurrent else []
+    for name, per_trial in (("CPU", options.cpus_per_trial), ("GPU", options.gpus_per_trial)):
+        if per_trial:
+            limits.append(resources.get(name, 0.0) / per_trial)
+    return max(1, int(min(limits, default=1)))
+
+
+@contextlib.contextmanager
+def _pending_trials_limit(slots: int):
+    """Let Tune prepare a trial for every slot, not one at a time.
+
+    With a searcher, Tune keeps one pending trial: the second slot's trial is created only once
+    the first one runs, and its worker (importing torch, loading the data) starts seconds later.
+    A limit of one per slot starts them all together. It caps pending trials only, so a cluster
+    that grows still gets more trials. A value the user set is kept.
+    """
+    name = "TUNE_MAX_PENDING_TRIALS_PG"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = str(slots)
+    try:
+        yield
+    finally:
+        del os.environ[name]
 
 
 def _check_before_ray(options: StudyOptions) -> None:
@@ -632,7 +683,8 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             ),
         )
-    grid = tuner.fit()
+    with _pending_trials_limit(_trial_slots(options)):
+        grid = tuner.fit()
     records = _records(grid, options.gpus_per_trial)
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))

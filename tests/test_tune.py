@@ -1,5 +1,6 @@
 """Studies on real Ray Tune and Optuna: a small end-to-end ablation, and resuming a killed one."""
 
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from conftest import (
 )
 
 from gapan.space import load_space, parse_space
-from gapan.tune import StudyError, StudyOptions, run_study
+from gapan.tune import StudyError, StudyOptions, _pending_trials_limit, _trial_slots, run_study
 
 TINY_ABLATION = '''"""Does a flow help on a tiny slice?"""
 KIND = "ablation"
@@ -69,6 +70,9 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
     ot_trials = optuna_trials(study_dir, "tiny_ablation")
     assert [t.state for t in ot_trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert sorted(t.value for t in ot_trials) == sorted(trials["val_map_at_r"])
+    # Seed by seed (gapan.trial_order), each trial's running time kept for the order.
+    assert [t.params["train.seed"] for t in ot_trials] == [0, 0, 1, 1]
+    assert sorted(t.user_attrs["time_total_s"] for t in ot_trials) == sorted(trials["time_total_s"])
     for name in ("study.json", "environment.json"):
         assert (study_dir / name).stat().st_size > 0
 
@@ -150,3 +154,14 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
         if t.state == optuna.trial.TrialState.COMPLETE
     ]
     assert sorted((t.params["flow.depth"], t.params["train.seed"]) for t in ot_trials) == pairs
+
+
+def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):
+    # Two CPUs, no GPU (the module's Ray instance).
+    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=1)) == 2
+    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5)) == 4
+    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5, max_concurrent=3)) == 3
+    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=4)) == 1
+    with _pending_trials_limit(3):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
