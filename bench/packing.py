@@ -176,7 +176,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--trials", type=int, help="N, trials packed together (default 4 on CUDA, 2 on the CPU)"
     )
-    parser.add_argument("--alone-trials", type=int, default=2, help="trials run alone (default 2)")
+    parser.add_argument("--alone-trials", type=int, default=1, help="trials run alone (default 1)")
     parser.add_argument("--backbone", default="mobilenetv2_100")
     parser.add_argument(
         "--image-size", type=int, default=96, help="pixels (default 96, the config default)"
