@@ -125,9 +125,9 @@ stop_ray() {
 
 if [ "${QUICK:-0}" = 1 ]; then
   say "cuda-tests: python -m pytest tests/test_cuda_graphs.py"
-  timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -15 | tee -a "$LOG"
+  timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -15 | tee -a "$LOG"
   run step-eager 70 step --backbones resnet50 --depths 0,8 --breakdown
-  run step-compiled 90 step --backbones resnet50 --depths 0,8 --compile
+  run step-compiled 150 step --backbones resnet50 --depths 0,8 --compile
   run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"
 elif [ "${SMALL:-0}" = 1 ]; then
   run step-eager 300 step --device cpu --depths 0,2 --batch 16 --image-size 32 --steps 1 --warmup 1 --breakdown
@@ -142,7 +142,7 @@ else
   stop_ray
   run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"
   run step-eager 80 step --backbones resnet50 --depths 0,8 --breakdown
-  run step-compiled 90 step --backbones resnet50 --depths 0,8 --compile
+  run step-compiled 150 step --backbones resnet50 --depths 0,8 --compile
   run evaluation 30 evaluation --count 60000
   run step-backbones 60 step --backbones mobilenetv2_100,vit_small_patch16_224 --depths 0,8 --steps 20
 fi

@@ -6,11 +6,12 @@ trivial loss, the mean squared embedding, and AdamW. The GAPan step is the train
 `ExperimentConfig` as `gapan.train.train` builds them (finetune mode, 16 anchors per class, 32
 classes x 4 images per batch by default). On CUDA it is timed twice: with the loss as one CUDA
 graph, as the trainer runs it (``train.cuda_graphs=true``, step `gapan`), and eagerly, kernel by
-kernel (``train.cuda_graphs=false``, step `gapan-eager`). All share one model per backbone (one
-compiled module with --compile, as ``train.compile`` compiles the model), the same random images
-already on the device, batch and image size; on CUDA in bfloat16 autocast with channels-last
-memory, as the trainer runs. The ratio is GAPan's step time over the bare step's, measured in
-the same run.
+kernel (``train.cuda_graphs=false``, step `gapan-eager`); with --compile also with the loss
+compiled by torch.compile inside the graph (step `gapan-fused`, a candidate for the trainer).
+All share one model per backbone (one compiled module with --compile, as ``train.compile``
+compiles the model), the same random images already on the device, batch and image size; on
+CUDA in bfloat16 autocast with channels-last memory, as the trainer runs. The ratio is GAPan's
+step time over the bare step's, measured in the same run.
 
     python -m bench.step                          # GPU: resnet50, batch 128, 224 px, depths 0-16
     python -m bench.step --compile --breakdown
@@ -133,7 +134,7 @@ def random_batch(
 def make_criterion(kind: str, cfg: ExperimentConfig, device: torch.device) -> nn.Module:
     if kind == "bare":
         return SquaredEmbedding().to(device)
-    if kind in ("gapan", "gapan-eager"):
+    if kind in ("gapan", "gapan-eager", "gapan-fused"):
         return GapanCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).to(device)
     raise ValueError(f"unknown step {kind!r}")
 
@@ -141,12 +142,15 @@ def make_criterion(kind: str, cfg: ExperimentConfig, device: torch.device) -> nn
 def step_config(kind: str, cfg: ExperimentConfig) -> ExperimentConfig:
     if kind == "bare":  # forward, backward and AdamW only: no gradient clipping
         return from_flat({"optim.grad_clip": 0.0, "train.cuda_graphs": False}, cfg)
-    return from_flat({"train.cuda_graphs": kind == "gapan"}, cfg)
+    return from_flat({"train.cuda_graphs": kind != "gapan-eager"}, cfg)
 
 
-def step_kinds(device: torch.device) -> list[str]:
-    """GAPan's steps to time: as the trainer runs it, and (on CUDA) without the CUDA graph."""
-    return ["gapan-eager", "gapan"] if device.type == "cuda" else ["gapan"]
+def step_kinds(device: torch.device, compiled: bool) -> list[str]:
+    """GAPan's steps to time: as the trainer runs it, and on CUDA without the CUDA graph and,
+    with --compile, with the loss compiled inside the graph (a candidate, not the trainer's)."""
+    if device.type != "cuda":
+        return ["gapan"]
+    return ["gapan-eager", "gapan", "gapan-fused"] if compiled else ["gapan-eager", "gapan"]
 
 
 def step_runner(
@@ -161,7 +165,10 @@ def step_runner(
     cfg = step_config(kind, cfg)
     criterion = make_criterion(kind, cfg, device)
     optimizer = build_optimizer(cfg, model, criterion)
-    loss_function = cuda_graphs.loss_function(criterion, device, cfg.train.cuda_graphs)
+    if kind == "gapan-fused":
+        loss_function = cuda_graphs.GraphedCriterion(criterion, fuse=True)
+    else:
+        loss_function = cuda_graphs.loss_function(criterion, device, cfg.train.cuda_graphs)
 
     def run(count: int) -> None:
         batches = itertools.repeat(batch, count)
@@ -386,7 +393,7 @@ def bench_backbone(
     gapan_rows = []
     parts: list[dict[str, Any]] = []
     for depth in depths:
-        for kind in step_kinds(device):
+        for kind in step_kinds(device, args.compile):
             gapan_rows.append(measure(kind, config(depth)))
         if args.breakdown and depth > 0:
             found = breakdown(config(depth), model, device, 5)
@@ -399,7 +406,7 @@ def bench_backbone(
     syncs: dict[str, dict[str, int]] = {}
     if args.breakdown and device.type == "cuda":
         deepest = config(max(depths, default=0))
-        for kind in ["bare", *step_kinds(device)]:
+        for kind in ["bare", *step_kinds(device, args.compile)]:
             key = f"{backbone} {kind} depth={deepest.flow.depth}"
             run = step_runner(kind, deepest, model, forward, batch, device)
             syncs[key] = sync_points(run, device)

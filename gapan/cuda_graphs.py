@@ -46,8 +46,11 @@ class GraphedCriterion:
     autograd, so the optimizer, gradient clipping and checkpoints see no difference.
     """
 
-    def __init__(self, criterion: GapanCriterion):
+    def __init__(self, criterion: GapanCriterion, fuse: bool = False):
+        """`fuse`: capture the loss compiled by torch.compile (fewer, fused kernels) instead of
+        kernel by kernel. Measured by `bench.step` (step `gapan-fused`); not yet the trainer's."""
         self.criterion = criterion
+        self.fuse = fuse
         self._graphed: nn.Module | None = None
         self._signature: tuple | None = None
 
@@ -74,6 +77,8 @@ class GraphedCriterion:
         with torch.no_grad():  # ActNorm initialises itself from this batch; the names of the parts
             names = tuple(self.criterion(*sample))
         parts = _LossParts(self.criterion, names)
+        if self.fuse:  # compiled in the warm-up passes below, before the capture
+            parts = torch.compile(parts, dynamic=False)
         # Warm-up passes (on a side stream, as capture needs) compute gradients with
         # torch.autograd.grad: the parameters' .grad fields stay untouched.
         try:

@@ -28,12 +28,16 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @needs_cuda
-def test_the_graphed_loss_and_its_gradients_match_the_eager_ones():
+@pytest.mark.parametrize("fuse", [False, True], ids=["kernel-by-kernel", "compiled"])
+def test_the_graphed_loss_and_its_gradients_match_the_eager_ones(fuse):
     device = torch.device("cuda")
     # No input noise: the likelihood part is deterministic, so both must agree to rounding.
     criterion, labels, classes = criterion_and_batch(device, **{"flow.input_noise": 0.0})
-    graphed = cuda_graphs.loss_function(criterion, device, True)
-    assert isinstance(graphed, cuda_graphs.GraphedCriterion)
+    if fuse:
+        graphed = cuda_graphs.GraphedCriterion(criterion, fuse=True)
+    else:
+        graphed = cuda_graphs.loss_function(criterion, device, True)
+        assert isinstance(graphed, cuda_graphs.GraphedCriterion)
     generator = torch.Generator().manual_seed(1)
     batches = [torch.randn(len(labels), DIM, generator=generator) for _ in range(6)]
     for batch in batches:
