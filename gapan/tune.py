@@ -313,6 +313,8 @@ class StudySearch(OptunaSearch):
         if trial_id not in self._ot_trials and orphans:
             # Optuna's Trial takes the storage's trial id, which FrozenTrial keeps private.
             self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphans.pop(0)._trial_id)
+        # getattr: a searcher pickled before the grid order existed has no _grid_space; it keeps
+        # the GridSampler it was saved with.
         if trial_id not in self._ot_trials and getattr(self, "_grid_space", None) is not None:
             waiting = self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             point = None if waiting else next_grid_point(self._ot_study, self._grid_space)
