@@ -11,7 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from gapan.config import ConfigError, ModelConfig
-from gapan.weights import WeightsInfo, load_pretrained
+from gapan.weights import WeightsInfo, backbone_identity, load_pretrained
 
 
 class Backbone(nn.Module):
@@ -42,7 +42,7 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.num_features: int = self.model.num_features
-        self.identity = f"{name}@{self.weights.identity}"
+        self.identity = backbone_identity(name, self.weights.identity)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, num_features) of float images (B, 3, H, W) in [0, 1]."""

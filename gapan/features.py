@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors
 import safetensors.torch
@@ -24,10 +25,11 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from gapan.backbone import Backbone
 from gapan.data.imageset import ImageSet
-from gapan.data.transforms import eval_transform
 from gapan.weights import cache_root, save_safetensors_atomic
+
+if TYPE_CHECKING:  # imported where a backbone runs: timm and torchvision take seconds to import
+    from gapan.backbone import Backbone
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def extract_features(
     Returns:
         float32 tensor (N, backbone.num_features) on the CPU.
     """
+    from gapan.data.transforms import eval_transform
+
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     loader = DataLoader(
@@ -98,10 +102,10 @@ def cached_features(
     Returns:
         float32 tensors (N, num_features) on the CPU, by set name.
     """
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "features"
+    folder = _folder(cache_dir)
     features = {}
     for name, images in sets.items():
-        path = folder / _entry_name(backbone, images, image_size)
+        path = folder / _entry_name(backbone.identity, images, image_size)
         cached = _read_entry(path, len(images))
         if cached is None:
             with FileLock(f"{path}.lock"):
@@ -115,10 +119,36 @@ def cached_features(
     return features
 
 
-def _entry_name(backbone: Backbone, images: ImageSet, image_size: int) -> str:
-    key = f"{backbone.identity}|{images.fingerprint}|{image_size}|{TRANSFORM_VERSION}"
+def read_cached_features(
+    backbone_identity: str,
+    sets: Mapping[str, ImageSet],
+    image_size: int,
+    cache_dir: str | Path | None = None,
+) -> dict[str, torch.Tensor] | None:
+    """What `cached_features` returns when every set is cached, without the backbone; else None.
+
+    `backbone_identity` is the `Backbone.identity` the entries were built with.
+    """
+    folder = _folder(cache_dir)
+    features = {}
+    for name, images in sets.items():
+        path = folder / _entry_name(backbone_identity, images, image_size)
+        cached = _read_entry(path, len(images))
+        if cached is None:
+            return None
+        features[name] = cached
+    return features
+
+
+def _folder(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir is not None else cache_root() / "features"
+
+
+def _entry_name(backbone_identity: str, images: ImageSet, image_size: int) -> str:
+    key = f"{backbone_identity}|{images.fingerprint}|{image_size}|{TRANSFORM_VERSION}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    readable = re.sub(r"[^\w.-]", "_", backbone.name)
+    backbone_name = backbone_identity.partition("@")[0]
+    readable = re.sub(r"[^\w.-]", "_", backbone_name)
     return f"{readable}-{image_size}px-{images.fingerprint}-{digest}.safetensors"
 
 

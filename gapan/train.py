@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from gapan import cuda_graphs
-from gapan.backbone import build_backbone
 from gapan.config import (
     ConfigError,
     ExperimentConfig,
@@ -38,13 +37,17 @@ from gapan.config import (
     save_config,
     to_flat,
 )
-from gapan.data import DataError, ImageSet, Splits, build_splits, on_device
+from gapan.data import DataError, ImageSet, Splits, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
-from gapan.data.transforms import eval_transform, to_float, train_transform
-from gapan.features import cached_features
+from gapan.features import cached_features, read_cached_features
 from gapan.losses import GapanCriterion
 from gapan.metrics import retrieval_metrics
 from gapan.model import EmbeddingModel
+from gapan.weights import backbone_identity, weights_identity
+
+# The backbone (timm) and the image transforms (torchvision) are imported by the input builders
+# that use them: they take seconds to import in every new trial worker, and a frozen trial whose
+# features are cached needs neither.
 
 Report = Callable[[dict[str, Any]], None]
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -110,12 +113,23 @@ def _eval_sets(splits: Splits) -> dict:
 
 
 def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
-    """Backbone features computed once per data set, backbone and image size, then reused."""
-    backbone = build_backbone(cfg.model)
+    """Backbone features computed once per data set, backbone and image size, then reused.
+
+    When the weights' identity is known without loading them (a weight package or file) and
+    every set is cached, the backbone is never built.
+    """
     sets = {"train": splits.train, **_eval_sets(splits)}
-    features = cached_features(
-        backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device
-    )
+    weights = weights_identity(cfg.model.pretrained)
+    features = None
+    if weights is not None:
+        identity = backbone_identity(cfg.model.backbone, weights)
+        features = read_cached_features(identity, sets, cfg.data.image_size)
+    if features is None:
+        from gapan.backbone import build_backbone
+
+        features = cached_features(
+            build_backbone(cfg.model), sets, cfg.data.image_size, cfg.train.eval_batch_size, device
+        )
     features = {name: value.to(device) for name, value in features.items()}
     sampler = _batch_sampler(cfg, splits.train.labels)
 
@@ -159,6 +173,9 @@ def _image_inputs(
 
 def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
     """Decoded and augmented images, end to end through the backbone."""
+    from gapan.backbone import build_backbone
+    from gapan.data.transforms import eval_transform, train_transform
+
     backbone = build_backbone(cfg.model)
     sampler = _batch_sampler(cfg, splits.train.labels)
     loader_args = {
@@ -190,6 +207,10 @@ def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device)
 
 def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
     """Images decoded once onto the device; each batch cropped and flipped there."""
+    from gapan.backbone import build_backbone
+    from gapan.data import on_device
+    from gapan.data.transforms import to_float
+
     backbone = build_backbone(cfg.model)
     size, workers = cfg.data.image_size, cfg.data.num_workers
     train_images = on_device.decoded(splits.train, on_device.stored_side(size), device, workers)

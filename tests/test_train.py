@@ -2,6 +2,8 @@
 cleanly on a non-finite loss."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from gapan.data import build_splits
 from gapan.features import cached_features
 from gapan.metrics import retrieval_metrics
 from gapan.train import CHECKPOINT, CONFIG, load_checkpoint, main, train
+from tests.conftest import ROOT
 
 SLICE = {"data.max_classes": 30, "flow.hidden": 64}
 
@@ -63,6 +66,26 @@ def test_a_stopped_run_resumes_where_it_stopped_and_ends_identically(tmp_path):
     assert resumed_epochs == [3]
     for key in ("val_map_at_r", "test_map_at_r", "test_recall_at_1", "train_loss"):
         assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key
+
+
+def test_a_frozen_run_on_cached_features_loads_neither_timm_nor_torchvision():
+    # A new trial worker would spend seconds importing them; with its features cached a frozen
+    # trial needs no backbone, and must train exactly as one that builds it.
+    overrides = {**SLICE, "train.epochs": 1}
+    in_this_process = train(from_flat(overrides), quiet)  # builds the features, or finds them
+    code = (
+        "import sys; from gapan.config import from_flat; from gapan.train import train; "
+        f"metrics = train(from_flat({overrides!r}), lambda m: None); "
+        "print([name for name in ('timm', 'torchvision') if name in sys.modules]); "
+        "print(metrics['val_map_at_r'])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    loaded, val_map_at_r = run.stdout.splitlines()[-2:]
+    assert loaded == "[]"
+    assert float(val_map_at_r) == pytest.approx(in_this_process["val_map_at_r"], abs=1e-6)
 
 
 def test_resolved_config_is_saved_and_a_different_config_is_refused(tmp_path):
