@@ -1,0 +1,53 @@
+"""The GPU-decode prototype of bench.input_pipeline, run on the CPU."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from bench.common import write_image_folder
+from bench.input_pipeline import EncodedImages, collate_encoded, gpu_decoded_batches
+from gapan.config import ExperimentConfig, from_flat
+from gapan.data import ImageSet, build_splits
+
+
+@pytest.fixture(scope="module")
+def folder_set(tmp_path_factory) -> tuple[ExperimentConfig, ImageSet]:
+    root = tmp_path_factory.mktemp("jpeg")
+    split_file = write_image_folder(root, 4, 4, 2, 4, width=64, height=48, processes=1)
+    cfg = from_flat(
+        {
+            "data.name": "folder",
+            "data.root": str(root),
+            "data.split_file": str(split_file),
+            "data.image_size": 32,
+            "data.val_fraction": 0.0,
+            "data.classes_per_batch": 4,
+            "data.samples_per_class": 2,
+        }
+    )
+    return cfg, build_splits(cfg.data).train
+
+
+def test_a_batch_of_files_leaves_its_worker_as_one_tensor(folder_set):
+    _, images = folder_set
+    encoded = EncodedImages(images)
+    batches = list(DataLoader(encoded, batch_size=6, num_workers=2, collate_fn=collate_encoded))
+    assert len(batches) == 3
+    for start, (data, lengths, labels) in zip(range(0, len(images), 6), batches, strict=True):
+        indices = list(range(start, min(start + 6, len(images))))
+        files = [bytes(file.numpy()) for file in data.split(lengths.tolist())]
+        assert files == [Path(images.paths[index]).read_bytes() for index in indices]
+        assert labels.tolist() == images.labels[indices].tolist()
+
+
+def test_the_prototype_decodes_and_augments_sampled_batches(folder_set):
+    cfg, images = folder_set
+    batches = gpu_decoded_batches(cfg, images, torch.device("cpu"), workers=2)
+    for _ in range(2):
+        pixels, labels, classes = next(batches)
+        assert pixels.shape == (8, 3, 32, 32) and pixels.dtype == torch.float32
+        assert 0 <= pixels.min() and pixels.max() <= 1 and pixels.std() > 0.01
+        assert labels.bincount().tolist() == [2, 2, 2, 2]  # 4 classes x 2 images
+        assert classes.tolist() == [0, 1, 2, 3]
