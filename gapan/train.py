@@ -112,24 +112,30 @@ def _eval_sets(splits: Splits) -> dict:
     return sets
 
 
-def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
-    """Backbone features computed once per data set, backbone and image size, then reused.
+def frozen_features(
+    cfg: ExperimentConfig, splits: Splits, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Backbone features of every split (CPU tensors by name), from the cache or computed into it.
 
     When the weights' identity is known without loading them (a weight package or file) and
-    every set is cached, the backbone is never built.
+    every split is cached, the backbone is never built.
     """
     sets = {"train": splits.train, **_eval_sets(splits)}
     weights = weights_identity(cfg.model.pretrained)
-    features = None
     if weights is not None:
         identity = backbone_identity(cfg.model.backbone, weights)
         features = read_cached_features(identity, sets, cfg.data.image_size)
-    if features is None:
-        from gapan.backbone import build_backbone
+        if features is not None:
+            return features
+    from gapan.backbone import build_backbone
 
-        features = cached_features(
-            build_backbone(cfg.model), sets, cfg.data.image_size, cfg.train.eval_batch_size, device
-        )
+    backbone = build_backbone(cfg.model)
+    return cached_features(backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device)
+
+
+def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
+    """Backbone features computed once per data set, backbone and image size, then reused."""
+    features = frozen_features(cfg, splits, device)
     features = {name: value.to(device) for name, value in features.items()}
     sampler = _batch_sampler(cfg, splits.train.labels)
 
@@ -144,13 +150,13 @@ def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -
         size = cfg.train.eval_batch_size
         return lambda: ((chunk, None) for chunk in features[name].split(size))
 
-    names = list(_eval_sets(splits))
+    sets = _eval_sets(splits)
     return Inputs(
         in_features=features["train"].shape[1],
         backbone=None,
         train_batches=train_batches,
-        eval_batches={name: eval_batches(name) for name in names},
-        eval_labels={name: sets[name].labels for name in names},
+        eval_batches={name: eval_batches(name) for name in sets},
+        eval_labels={name: images.labels for name, images in sets.items()},
     )
 
 

@@ -36,8 +36,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
+from gapan.data import build_splits
 from gapan.space import StudySpace, check_space, optuna_distributions
-from gapan.train import train
+from gapan.train import frozen_features, resolve_device, train
 from gapan.trial_order import SECONDS_ATTR, next_grid_point
 
 TUNE_DIR = "tune"  # Tune's own experiment folder inside the study folder
@@ -496,23 +497,9 @@ def _check_resources(options: StudyOptions) -> None:
 
 def prepare_data(cfg: ExperimentConfig) -> None:
     """Fail on bad data, and build the frozen-feature cache, once, before any trial starts."""
-    from gapan.backbone import build_backbone
-    from gapan.data import build_splits
-    from gapan.features import cached_features
-    from gapan.train import resolve_device
-
     splits = build_splits(cfg.data)
     if cfg.model.backbone_mode == "frozen":
-        sets = {"train": splits.train, "val": splits.val, "test": splits.test}
-        if splits.test_gallery is not None:
-            sets["gallery"] = splits.test_gallery
-        cached_features(
-            build_backbone(cfg.model),
-            sets,
-            cfg.data.image_size,
-            cfg.train.eval_batch_size,
-            resolve_device(cfg.train.device),
-        )
+        frozen_features(cfg, splits, resolve_device(cfg.train.device))
 
 
 def _started(study_dir: Path) -> bool:
