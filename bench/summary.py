@@ -63,6 +63,12 @@ def summarize(lines: list[dict[str, Any]]) -> None:
                     "setup_s",
                 ],
             )
+        elif bench == "loss_ops":
+            _table(
+                f"loss operations ({result['counted']}), batch {result['batch']}, {where}",
+                result["rows"],
+                ["depth", "flow", "operations", "generated_kernels", "ratio", "ms", "ms_ratio"],
+            )
         elif bench == "evaluation":
             _table(
                 f"evaluation, {where}",

@@ -51,3 +51,35 @@ def test_the_prototype_decodes_and_augments_sampled_batches(folder_set):
         assert 0 <= pixels.min() and pixels.max() <= 1 and pixels.std() > 0.01
         assert labels.bincount().tolist() == [2, 2, 2, 2]  # 4 classes x 2 images
         assert classes.tolist() == [0, 1, 2, 3]
+
+
+def test_the_loss_bench_compares_the_flow_with_its_nflows_twin():
+    from bench.loss_ops import measure, nflows_twin
+    from bench.step import SEEN_CLASSES, experiment_config, random_batch
+    from gapan.losses import GapanCriterion
+
+    cpu = torch.device("cpu")
+    cfg = experiment_config("resnet18", 2, 16, 4, 32, 3, cpu, False)
+    criterion = GapanCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).train()
+    _, labels, classes = random_batch(cfg, cpu)
+    embeddings = torch.randn(len(labels), cfg.model.embed_dim)
+    criterion(embeddings, labels, classes)  # ActNorm's initialisation, which the twin copies
+    twin = nflows_twin(criterion)
+    blocks = twin.flow._transform.modules()
+    assert not any(type(block).__module__.startswith("gapan") for block in blocks)
+    parts = []
+    for loss in (criterion, twin):
+        torch.manual_seed(5)  # the same anchors
+        parts.append(loss(embeddings, labels, classes))
+    for name in ("nll", "align", "loss"):
+        torch.testing.assert_close(parts[0][name], parts[1][name])
+
+    rows = {
+        (row["depth"], row["flow"]): row
+        for depth in (0, 2)
+        for row in measure(
+            experiment_config("resnet18", depth, 16, 4, 32, 3, cpu, False), cpu, 1, False
+        )
+    }
+    assert rows[0, "gapan"]["operations"] == rows[0, "nflows"]["operations"]  # no flow: same
+    assert rows[2, "gapan"]["operations"] < 0.85 * rows[2, "nflows"]["operations"]
