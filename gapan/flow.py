@@ -196,8 +196,9 @@ class SyncFreeLULinear(LULinear):
         """L, U and U's diagonal."""
         diagonal = self.upper_diag
         entries = torch.cat([self.lower_entries, self.ones, self.upper_entries, diagonal])
-        pair = entries.new_zeros(2, self.features, self.features)
-        lower, upper = pair.view(-1).scatter(0, self.positions, entries).view_as(pair)
+        pair = entries.new_zeros(2 * self.features * self.features)
+        pair.scatter_(0, self.positions, entries)  # in place: no copy of 2 D^2 zeros
+        lower, upper = pair.view(2, self.features, self.features)
         return lower, upper, diagonal
 
     def _create_lower_upper(self) -> tuple[torch.Tensor, torch.Tensor]:
