@@ -109,8 +109,9 @@ class ClassConditionalFlow(Flow):
 def inverse_outputs(transform: Transform, inputs: torch.Tensor) -> torch.Tensor:
     """`transform.inverse(inputs)` without the log-determinant, which anchors never use.
 
-    Every nflows block computes its inverse's log-determinant too, a fifth of the kernels of an
-    anchor pass. The blocks built here skip it; any other block runs its full inverse.
+    Every nflows block computes its inverse's log-determinant too: at depth 8, 90 of the 330
+    operations of an anchor pass. The blocks built here skip it; any other block runs its full
+    inverse.
     """
     if hasattr(transform, "inverse_outputs"):
         return transform.inverse_outputs(inputs)
