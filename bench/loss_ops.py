@@ -66,7 +66,7 @@ def nflows_twin(criterion: GapanCriterion) -> GapanCriterion:
     if twin.flow is not None and isinstance(twin.flow._transform, Blocks):
         blocks = [_nflows_block(block) for block in twin.flow._transform._transforms]
         twin.flow._transform = CompositeTransform(blocks)
-    return twin.to(twin.flow.prior.means.device if twin.flow is not None else "cpu")
+    return twin
 
 
 def _nflows_block(block: Transform) -> Transform:
@@ -80,7 +80,7 @@ def _nflows_block(block: Transform) -> Transform:
     else:
         return block
     twin.load_state_dict(block.state_dict())
-    return twin
+    return twin.to(next(block.parameters()).device)
 
 
 class _CountOperations(TorchDispatchMode):
@@ -164,7 +164,7 @@ def measure(
             1000 * statistics.median(time_device(device, run)[0] for _ in range(repeats))
         )
         rows.append(row)
-    reference = rows[1]
+    reference = next(row for row in rows if row["flow"] == "nflows")
     for row in rows:
         if "operations" in row:
             row["ratio"] = rounded(row["operations"] / reference["operations"], 3)
