@@ -15,9 +15,9 @@
 # Settings (environment): OUT (default: a new temporary folder), PYTHON (python3), BUDGET_S (540),
 # SKIP_INSTALL=1 (use the packages already importable), SMALL=1 (tiny CPU-sized runs: checks
 # this script itself on a machine without a GPU), QUICK=1 (a short lease: the CUDA tests, the
-# loss's kernel counts, the step benches at depths 0 and 8, and the input pipeline with 15
-# workers against data.pipeline=device; it needs only the nflows and pytorch-metric-learning
-# wheels of the bundle, so a call can carry those two files alone).
+# loss's kernel counts, the step benches at depths 0 and 8, the input pipeline with 15 workers
+# against data.pipeline=device, then the compiled loss's kernels; it needs only the nflows and
+# pytorch-metric-learning wheels of the bundle, so a call can carry those two files alone).
 set -u
 
 cd "$(dirname "$0")/.."
@@ -126,10 +126,11 @@ stop_ray() {
 if [ "${QUICK:-0}" = 1 ]; then
   say "cuda-tests: python -m pytest tests/test_cuda_graphs.py"
   timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -15 | tee -a "$LOG"
-  run loss-ops 90 loss_ops --depths 0,8 --compiled
+  run loss-ops 60 loss_ops --depths 0,8,16
   run step-eager 70 step --backbones resnet50 --depths 0,8 --breakdown
   run step-compiled 150 step --backbones resnet50 --depths 0,8 --compile
   run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"
+  run loss-ops-compiled 90 loss_ops --depths 8 --compiled
 elif [ "${SMALL:-0}" = 1 ]; then
   run step-eager 300 step --device cpu --depths 0,2 --batch 16 --image-size 32 --steps 1 --warmup 1 --breakdown
   run loss-ops 120 loss_ops --device cpu --depths 0,2 --classes 4 --anchors 3 --repeats 1
@@ -144,10 +145,11 @@ else
   stop_ray
   run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"
   run step-eager 80 step --backbones resnet50 --depths 0,8 --breakdown
-  run loss-ops 90 loss_ops --depths 0,8 --compiled
+  run loss-ops 60 loss_ops --depths 0,8,16
   run step-compiled 150 step --backbones resnet50 --depths 0,8 --compile
   run evaluation 30 evaluation --count 60000
   run step-backbones 60 step --backbones mobilenetv2_100,vit_small_patch16_224 --depths 0,8 --steps 20
+  run loss-ops-compiled 90 loss_ops --depths 8 --compiled
 fi
 
 say "finished; results in $JSONL"

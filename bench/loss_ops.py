@@ -101,7 +101,7 @@ def count_operations(work: Callable[[], Any], device: torch.device) -> int:
         from torch.profiler import ProfilerActivity, profile
 
         torch.cuda.synchronize(device)
-        with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
             work()
             torch.cuda.synchronize(device)
         return sum(event.device_type == DeviceType.CUDA for event in trace.events())
@@ -155,11 +155,17 @@ def measure(
     for name, (loss, owner) in flows.items():
         run = loss_pass(loss, owner, batch)
         row: dict[str, Any] = {"depth": cfg.flow.depth, "flow": name}
-        if name == "gapan-compiled" and device.type != "cuda":
-            row["generated_kernels"] = generated_kernels(run)
-        else:
-            run()  # warm-up (compilation, allocator, cuBLAS handles)
-            row["operations"] = count_operations(run, device)
+        try:
+            if name == "gapan-compiled" and device.type != "cuda":
+                row["generated_kernels"] = generated_kernels(run)
+            else:
+                run()  # warm-up (compilation, allocator, cuBLAS handles)
+                row["operations"] = count_operations(run, device)
+        except Exception as error:  # torch.compile needs a C compiler (and Triton on CUDA)
+            if name != "gapan-compiled":
+                raise
+            print(f"  depth {cfg.flow.depth} {name}: failed, {type(error).__name__}: {error}")
+            continue
         row["ms"] = rounded(
             1000 * statistics.median(time_device(device, run)[0] for _ in range(repeats))
         )
