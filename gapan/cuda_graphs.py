@@ -43,7 +43,12 @@ class GraphedCriterion:
 
     Training steps only: in eval mode, and for shapes other than the captured ones, the
     criterion runs eagerly. The criterion's parameters keep receiving their gradients through
-    autograd, so the optimizer, gradient clipping and checkpoints see no difference.
+    autograd, so the optimizer, gradient clipping and checkpoints see no difference, with one
+    caveat: autograd may install the graph's static gradient buffers as the parameters' `.grad`
+    (pytorch/pytorch#181723), and the next replay overwrites them. A step must use its gradients
+    before the next step's backward pass, as `gapan.train.train_epoch` does (one backward pass,
+    clipping, the optimizer step, then `zero_grad(set_to_none=True)`); accumulating gradients
+    over several graphed steps would need them cloned.
     """
 
     def __init__(self, criterion: GapanCriterion, fuse: bool = False):
