@@ -25,6 +25,7 @@ from gapan.data import (
     Splits,
     benchmarks,
     build_splits,
+    families,
     find_bad_images,
     read_image,
     select_classes,
@@ -601,19 +602,84 @@ def test_assign_images_follows_references_then_name_prefixes() -> None:
     }
 
 
-def test_class_split_is_by_name_hash() -> None:
-    names = [f"unit_{index}" for index in range(9)]
-    seen, unseen = wesnoth.split_classes(names)
-    assert len(seen) == 4 and len(unseen) == 5
-    assert set(seen) | set(unseen) == set(names)
-    assert wesnoth.split_classes(reversed(names)) == (seen, unseen)
+def test_unit_relations_follow_advancements_bases_and_shared_sprites() -> None:
+    configs = {
+        "a.cfg": "[unit_type]\n    id=Squire # a comment\n    advances_to=Knight,Lancer\n"
+        '    image="units/squire.png"\n[/unit_type]\n'
+        '[unit_type]\n    id=Knight\n    advances_to=null\n    image="units/knight.png"\n'
+        "[/unit_type]\n",
+        "b.cfg": "[unit_type]\n    id=Dark Knight\n    [base_unit]\n        id=Knight\n"
+        '    [/base_unit]\n    image="units/dark.png"\n[/unit_type]\n'
+        '[unit_type]\n    id=Zombie\n    image="units/zombie.png"\n'
+        '    [variation]\n        image="units/knight.png"\n    [/variation]\n[/unit_type]\n',
+    }
+    images = ["units/squire.png", "units/knight.png", "units/dark.png", "units/zombie.png"]
+    relations = {frozenset(pair) for pair in wesnoth.unit_relations(configs, images)}
+    assert relations == {
+        frozenset({"Squire", "Knight"}),
+        frozenset({"Squire", "Lancer"}),
+        frozenset({"Dark Knight", "Knight"}),
+        frozenset({"Knight", "Zombie"}),
+    }
+
+
+def brute_force_pairs(points: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    distances = np.abs(points[:, None, :] - points[None, :, :]).mean(axis=2)
+    return [
+        (i, j)
+        for i in range(len(points))
+        for j in range(i + 1, len(points))
+        if distances[i, j] < threshold
+    ]
+
+
+@pytest.mark.parametrize("side", [16, 6])
+def test_near_pairs_equal_brute_force(side: int) -> None:
+    rng = np.random.default_rng(side)
+    base = rng.random((40, side * side * 3), dtype=np.float32)
+    # Near-copies at several distances around the threshold, and far images.
+    noise = rng.choice([-1.0, 1.0], base.shape).astype(np.float32)
+    near = np.clip(base + noise * rng.choice([0.005, 0.015, 0.025, 0.3], (40, 1)), 0, 1)
+    points = np.concatenate([base, near])
+    found = families.near_pairs(points, 0.02)
+    assert [(i, j) for i, j, _ in found] == brute_force_pairs(points, 0.02)
+    assert len(found) >= 10
+    for i, j, distance in found:
+        assert distance == pytest.approx(np.abs(points[i] - points[j]).mean(), abs=1e-6)
+
+
+def test_drop_near_copies_keeps_the_first_of_each_group() -> None:
+    labels = ["a", "a", "a", "b", "b"]
+    # 1 copies 0; 2 copies 1 only (1 is dropped, so 2 stays); 3 copies 0 across classes.
+    pairs = [(0, 1, 0.001), (1, 2, 0.005), (0, 3, 0.0), (2, 4, 0.015)]
+    assert families.drop_near_copies(labels, pairs, 0.01) == [0, 2, 4]
+
+
+def test_split_families_keeps_every_family_on_one_side() -> None:
+    family_of = {f"unit{index}": f"unit{index - index % 3}" for index in range(30)}
+    seen, unseen = families.split_families(family_of)
+    assert sorted(seen + unseen) == sorted(family_of)
+    assert len(unseen) >= 15 and len(seen) >= 12
+    assert not {family_of[name] for name in seen} & {family_of[name] for name in unseen}
+    reordered = dict(reversed(list(family_of.items())))
+    assert families.split_families(reordered) == (seen, unseen)
+
+
+def test_validation_is_cut_at_a_family_boundary() -> None:
+    names = ["a1", "a2", "a3", "b1", "b2", "c1", "d1", "d2", "d3"]
+    family_of = {name: name[0] for name in names}
+    # 2 wanted: the boundary before d (3 classes) and the one before c1 (4) are nearest.
+    assert families.validation_cut(names, family_of, 2) == 6
+    assert families.validation_cut(names, family_of, 4) == 5
+    assert families.validation_cut(names, {}, 2) == 7
+    assert families.validation_cut(names, family_of, 0) == 9
 
 
 # ----------------------------------------------------------------------------- Wesnoth: preparing
 
 
-def fake_package(directory: Path, units: int = 8, frames: int = 10) -> Path:
-    """A tiny .deb laid out like wesnoth-1.16-data: `units` units with `frames` sprites each."""
+def write_package(directory: Path, configs: dict[str, str], sprites: dict[str, np.ndarray]) -> Path:
+    """A .deb laid out like wesnoth-1.16-data, with these unit .cfg texts and RGBA sprites."""
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
     tree = directory / "tree"
@@ -622,23 +688,12 @@ def fake_package(directory: Path, units: int = 8, frames: int = 10) -> Path:
         "Package: wesnoth-1.16-data\nVersion: 1:1.16.0-test\nArchitecture: all\n"
         "Maintainer: Test <test@example.org>\nDescription: test package\n"
     )
-    configs = tree / wesnoth.UNIT_CONFIGS / "monsters"
-    images = tree / wesnoth.UNIT_IMAGES / "units" / "monsters"
-    configs.mkdir(parents=True)
-    images.mkdir(parents=True)
-    for unit in range(units):
-        (configs / f"Beast{unit}.cfg").write_text(
-            f'[unit_type]\n    id=Beast {unit}\n    image="units/monsters/beast{unit}.png"\n'
-            f'    [frame]\n        image="units/monsters/beast{unit}-idle-[1~{frames - 1}].png"\n'
-            "    [/frame]\n[/unit_type]\n"
-        )
-        for frame in range(frames):
-            name = f"beast{unit}.png" if frame == 0 else f"beast{unit}-idle-{frame}.png"
-            pixels = np.full((16, 16, 4), 255, dtype=np.uint8)
-            pixels[..., 0] = unit * 20
-            pixels[..., 1] = frame * 20
-            pixels[0, 0, 3] = 0  # one transparent pixel, which must come out white
-            Image.fromarray(pixels, "RGBA").save(images / name)
+    for name, text in configs.items():
+        (tree / wesnoth.UNIT_CONFIGS / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / wesnoth.UNIT_CONFIGS / name).write_text(text)
+    for name, pixels in sprites.items():
+        (tree / wesnoth.UNIT_IMAGES / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "RGBA").save(tree / wesnoth.UNIT_IMAGES / name)
     deb = directory / "wesnoth-1.16-data_1%3a1.16.0-test_all.deb"
     subprocess.run(
         ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)],
@@ -648,16 +703,120 @@ def fake_package(directory: Path, units: int = 8, frames: int = 10) -> Path:
     return deb
 
 
+def unit_config(unit: str, images: list[str], advances_to: str = "null") -> str:
+    frames = "".join(f'    [frame]\n        image="{image}"\n    [/frame]\n' for image in images)
+    return f"[unit_type]\n    id={unit}\n    advances_to={advances_to}\n{frames}[/unit_type]\n"
+
+
+def sprite(red: int, green: int, blue: int = 255) -> np.ndarray:
+    """A 16x16 sprite of one colour with one transparent pixel, which must come out white."""
+    pixels = np.full((16, 16, 4), 255, dtype=np.uint8)
+    pixels[..., :3] = (red, green, blue)
+    pixels[0, 0, 3] = 0
+    return pixels
+
+
+def fake_package(directory: Path, units: int = 8, frames: int = 10) -> Path:
+    """A tiny package: `units` unrelated units with `frames` distinct sprites each."""
+    configs, sprites = {}, {}
+    for unit in range(units):
+        names = [f"units/monsters/beast{unit}-{frame}.png" for frame in range(frames)]
+        configs[f"monsters/Beast{unit}.cfg"] = unit_config(f"Beast {unit}", names)
+        sprites |= {name: sprite(unit * 20, frame * 20) for frame, name in enumerate(names)}
+    return write_package(directory, configs, sprites)
+
+
+def related_units_package(directory: Path) -> Path:
+    """Units that a hash split would scatter: an advancement chain (Squire -> Knight ->
+    Paladin), a recolour (Ghast is Ghoul a shade greener), two sprites shared pixel for pixel
+    under two names (Zombie and Bat), near-copy frames in every class, and unrelated fillers."""
+    colours = ["Squire", "Knight", "Paladin", "Ghoul", "Bat", "Zombie"]
+    colours += [f"Beast{index}" for index in range(6)]
+    configs, sprites = {}, {}
+    for number, unit in enumerate(colours):
+        frames = {
+            f"units/{unit}-{frame}.png": sprite(number * 20, frame * 20) for frame in range(10)
+        }
+        for copy in range(2):  # frames four pixels apart from frame `copy`
+            pixels = sprite(number * 20, copy * 20)
+            pixels[5, 5 + copy : 9 + copy, 1] ^= 255
+            frames[f"units/{unit}-copy-{copy}.png"] = pixels
+        sprites |= frames
+        advances = {"Squire": "Knight", "Knight": "Paladin"}.get(unit, "null")
+        configs[f"{unit}.cfg"] = unit_config(unit, list(frames), advances)
+    ghast = {
+        name.replace("Ghoul", "Ghast"): np.dstack(
+            [pixels[..., :1], pixels[..., 1:2] + 11, pixels[..., 2:]]
+        )
+        for name, pixels in sprites.items()
+        if name.startswith("units/Ghoul")
+    }
+    sprites |= ghast
+    configs["Ghast.cfg"] = unit_config("Ghast", list(ghast))
+    shared = {
+        f"units/Zombie-bat-{index}.png": sprites[f"units/Bat-{index}.png"] for index in range(2)
+    }
+    sprites |= shared
+    configs["Zombie.cfg"] = unit_config(
+        "Zombie", [name for name in sprites if name.startswith("units/Zombie-")]
+    )
+    return write_package(directory, configs, sprites)
+
+
+def test_prepared_splits_keep_families_together_and_drop_near_copies(tmp_path: Path) -> None:
+    root = wesnoth.prepare(tmp_path / "cache", deb=related_units_package(tmp_path / "package"))
+    manifest = wesnoth.read_manifest(root)
+    classes = manifest["classes"]
+    assert len(classes) == 13 and all(len(files) == 10 for files in classes.values())
+    assert not any(
+        "copy" in file or "Zombie-bat" in file for files in classes.values() for file in files
+    )
+    assert manifest["counts"]["near-copies of a sprite of the same class, removed"] == 26
+    assert manifest["counts"]["near-copies of a sprite of another class, removed"] == 2
+
+    family = {name: family for family, names in manifest["families"].items() for name in names}
+    assert family["squire"] == family["knight"] == family["paladin"]
+    assert family["ghoul"] == family["ghast"] != family["squire"]
+    assert family["bat"] == family["zombie"]
+    assert len(manifest["families"]) == 13 - 2 - 1 - 1
+
+    splits = build_splits(config("wesnoth", root, val_fraction=0.3))
+    sides = [splits.train.class_names, splits.val.class_names, splits.test.class_names]
+    assert sorted(name for side in sides for name in side) == sorted(classes)
+    families_by_side = [{family[name] for name in side} for side in sides]
+    for first in range(3):
+        for second in range(first + 1, 3):
+            assert not families_by_side[first] & families_by_side[second]
+    assert all(families_by_side)
+
+    # The same package prepares to the same split, images and families.
+    again = wesnoth.prepare(
+        tmp_path / "again", deb=tmp_path / "package" / "wesnoth-1.16-data_1%3a1.16.0-test_all.deb"
+    )
+    assert wesnoth.read_manifest(again) == manifest
+    readme = (root / "README.md").read_text()
+    assert "| squire | " in readme or "| knight | " in readme
+    assert "near-copies of a sprite of the same class, removed | 26" in readme
+
+
+def test_an_older_format_is_refused_with_advice(tmp_path: Path) -> None:
+    root = wesnoth.prepare(tmp_path / "cache", deb=fake_package(tmp_path, units=4))
+    manifest = json.loads((root / "classes.json").read_text())
+    (root / "classes.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(DataError, match=f"format 1.*delete {root}"):
+        build_splits(config("wesnoth", root))
+
+
 def test_prepare_builds_a_complete_cache_from_a_package(tmp_path: Path) -> None:
     deb = fake_package(tmp_path)
     root = wesnoth.prepare(tmp_path / "cache", deb=deb)
     manifest = json.loads((root / "classes.json").read_text())
     assert manifest["num_classes"] == 8 and manifest["num_images"] == 80
     assert manifest["source"]["version"] == "1:1.16.0-test"
-    assert manifest["classes"]["beast_3"][:2] == ["beast3-idle-1.png", "beast3-idle-2.png"]
-    sprite = Image.open(root / "images" / "beast_3" / "beast3.png")
-    assert sprite.mode == "RGB" and sprite.getpixel((0, 0)) == (255, 255, 255)
-    assert sprite.getpixel((1, 1)) == (60, 0, 255)
+    assert manifest["classes"]["beast_3"][:2] == ["beast3-0.png", "beast3-1.png"]
+    image = Image.open(root / "images" / "beast_3" / "beast3-0.png")
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
+    assert image.getpixel((1, 1)) == (60, 0, 255)
     readme = (root / "README.md").read_text()
     assert "GPL-2+" in readme and "wesnoth-1.16-data" in readme and "1:1.16.0-test" in readme
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
@@ -668,9 +827,8 @@ def test_prepare_builds_a_complete_cache_from_a_package(tmp_path: Path) -> None:
     assert (root / "classes.json").stat().st_mtime_ns == stamp
 
     splits = build_splits(config("wesnoth", root, val_fraction=0.5))
-    seen, unseen = wesnoth.split_classes(manifest["classes"])
-    assert set(splits.train.class_names) | set(splits.val.class_names) == set(seen)
-    assert splits.test.class_names == tuple(unseen)
+    assert splits.train.class_names + splits.val.class_names == tuple(manifest["seen"])
+    assert splits.test.class_names == tuple(manifest["unseen"])
     assert (splits.train.num_classes, splits.val.num_classes, len(splits.train)) == (2, 2, 20)
     assert splits.recall_ks == (1, 2, 4, 8)
 
@@ -678,7 +836,7 @@ def test_prepare_builds_a_complete_cache_from_a_package(tmp_path: Path) -> None:
 def test_prepare_uses_the_default_root(tmp_path: Path) -> None:
     deb = fake_package(tmp_path, units=2)
     root = wesnoth.prepare(deb=deb)
-    assert root == Path(os.environ["GAPAN_DATA_HOME"]) / "wesnoth" == wesnoth.default_root()
+    assert root == Path(os.environ["GAPAN_DATA_HOME"]) / "wesnoth-v2" == wesnoth.default_root()
     assert wesnoth.is_prepared(root)
 
 
@@ -716,7 +874,7 @@ def test_command_line_prints_counts(tmp_path: Path, capsys: pytest.CaptureFixtur
     deb = fake_package(tmp_path, units=3)
     wesnoth.main(["--root", str(tmp_path / "cache"), "--deb", str(deb)])
     out = capsys.readouterr().out
-    assert str(tmp_path / "cache") in out and "3 classes, 30 images" in out
+    assert str(tmp_path / "cache") in out and "3 classes in 3 families, 30 images" in out
 
 
 @pytest.mark.slow
@@ -727,11 +885,15 @@ def test_prepare_the_real_package(tmp_path: Path) -> None:
     started = time.perf_counter()
     root = wesnoth.prepare(tmp_path / "wesnoth")
     manifest = wesnoth.read_manifest(root)
-    assert 150 <= manifest["num_classes"] <= 200
-    assert 4500 <= manifest["num_images"] <= 6000
+    assert 140 <= manifest["num_classes"] <= 200
+    assert 3500 <= manifest["num_images"] <= 6000
     assert manifest["source"]["package"] == "wesnoth-1.16-data"
     assert all(len(files) >= wesnoth.MIN_IMAGES for files in manifest["classes"].values())
     assert time.perf_counter() - started < 300
     splits = build_splits(dataclasses.replace(DataConfig(), root=str(root)))
-    assert splits.train.num_classes + splits.val.num_classes == manifest["num_classes"] // 2
+    family = {name: family for family, names in manifest["families"].items() for name in names}
+    sides = [splits.train.class_names, splits.val.class_names, splits.test.class_names]
+    families_by_side = [{family[name] for name in side} for side in sides]
+    assert sum(map(len, families_by_side)) == len(manifest["families"])  # none spans two sides
+    assert splits.test.num_classes >= 60 and splits.val.num_classes >= 10
     assert read_image(splits.test.paths[0]).shape[0] == 3

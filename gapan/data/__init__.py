@@ -25,6 +25,7 @@ from PIL import Image
 from gapan.config import DataConfig
 from gapan.data import benchmarks
 from gapan.data.benchmarks import Source
+from gapan.data.families import validation_cut
 from gapan.data.imageset import (
     BadImageError,
     DataError,
@@ -86,6 +87,8 @@ LOADERS: dict[str, Callable[[DataConfig], Source]] = {
 def build_splits(cfg: DataConfig) -> Splits:
     """Train, validation and test splits of the data set `cfg` names, checked and ready to sample.
 
+    Validation classes are the last ``data.val_fraction`` of the seen classes, cut at a family
+    boundary where the data set knows its families (no family spans training and validation).
     Labels are 0..C-1 within each split; the test query set and gallery (In-Shop) share labels.
 
     Raises:
@@ -105,9 +108,10 @@ def build_splits(cfg: DataConfig) -> Splits:
             f"data.val_fraction={cfg.val_fraction} holds out all {len(seen)} seen classes of "
             f"{cfg.name}; lower data.val_fraction."
         )
+    cut = validation_cut(seen, source.families or {}, num_val)
     limit = cfg.max_classes or None
-    train_names = seen[: len(seen) - num_val][:limit]
-    val_names = seen[len(seen) - num_val :][:limit]
+    train_names = seen[:cut][:limit]
+    val_names = seen[cut:][:limit]
     test_names = list(source.unseen.class_names)[:limit]
     if 0 < len(val_names) < 2:
         raise DataError(

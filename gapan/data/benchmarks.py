@@ -11,7 +11,7 @@ A loader accepts the data set folder itself or its parent holding the folder und
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,9 @@ class Source:
         recall_ks: The Recall@K cut-offs this benchmark reports.
         verified: The files were written by this package and are known to decode, so the
             bad-image scan may skip them.
+        families: Class name -> family name, where related classes are known: the validation
+            classes are then cut from the seen ones at a family boundary. The seen classes are
+            listed family by family. Without it every class is its own family.
     """
 
     seen: ImageSet
@@ -60,6 +63,7 @@ class Source:
     gallery: ImageSet | None = None
     recall_ks: tuple[int, ...] = (1, 2, 4, 8)
     verified: bool = False
+    families: Mapping[str, str] | None = None
 
 
 def find_dataset_dir(

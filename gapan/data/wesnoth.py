@@ -7,9 +7,10 @@ The sprites come from Debian's ``wesnoth-1.16-data`` package (GPL-2+), fetched w
     <root>/classes.json                class -> files, counts, source package and version
     <root>/README.md                   provenance, licence and how the set was made
 
-How sprites become classes (a unit type is a class) is `METHOD`, also written into the README.
-Splits: classes sorted by the SHA-1 of their name (a fixed order that mixes factions); the first
-half are seen (train and validation), the rest unseen (test).
+How sprites become classes (a unit type is a class) and how the classes are split is `METHOD`,
+also written into the README. Related units (an advancement line, variations sharing sprites,
+recolours) form a family, and a family is never split: an unseen class must not be a recolour or
+an advancement of a seen one. Near-copies (animation frames a few pixels apart) are removed.
 
 Run ``python -m gapan.data.wesnoth [--root DIR] [--deb FILE]`` to prepare the cache.
 """
@@ -17,7 +18,7 @@ Run ``python -m gapan.data.wesnoth [--root DIR] [--deb FILE]`` to prepare the ca
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import io
 import itertools
 import json
@@ -28,12 +29,14 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from gapan.data import families
 from gapan.data.benchmarks import Source
 from gapan.data.imageset import DataError, make_imageset
 
@@ -44,11 +47,32 @@ LICENSE = "GPL-2+"
 CORE = "usr/share/games/wesnoth/1.16/data/core/"
 UNIT_CONFIGS = CORE + "units/"
 UNIT_IMAGES = CORE + "images/"  # image paths in the .cfg files are relative to this folder
-MIN_IMAGES = 10
-# Frames with fewer visible pixels (shadows, the last frames of a fade-out) show almost nothing.
-MIN_VISIBLE_PIXELS = 200
 RECALL_KS = (1, 2, 4, 8)
-FORMAT_VERSION = 1
+# Part of the cache's folder name and of classes.json: raise it whenever the prepared images or
+# splits change, so that old caches (and the features cached from them) are never reused.
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How sprites are filtered; written into classes.json and the README of every cache."""
+
+    # A unit keeps its class only with at least this many sprites left.
+    min_images: int = 10
+    # Frames with fewer visible pixels (shadows, the last frames of a fade-out) show almost nothing.
+    min_visible_pixels: int = 200
+    # Side of the RGB thumbnails (bilinear, values in [0, 1]) that near-copies are measured on.
+    thumbnail_size: int = 16
+    # Two sprites whose thumbnails differ by less than this (mean absolute difference per value)
+    # are copies: only the first is kept, within a class and across classes.
+    near_copy_distance: float = 0.01
+    # Sprites of two classes closer than this are a recolour or a close relative: their units join
+    # one family, so they never sit on both sides of a split.
+    related_distance: float = 0.02
+
+
+PREPARATION = Preparation()
+MIN_IMAGES = PREPARATION.min_images
 
 METHOD = f"""\
 1. Read `data/core/units/**.cfg` and the sprites `data/core/images/units/**.png` from the package.
@@ -61,11 +85,26 @@ METHOD = f"""\
    a frame goes to the unit owning the image in the same folder whose name is the longest
    `-`-separated prefix of the frame's name (`drakes/burner-fly-2.png` -> `drakes/burner.png`).
    Where a frame is also named explicitly, this rule gives the same unit for over 99% of frames.
-4. Frames with fewer than {MIN_VISIBLE_PIXELS} visible pixels (shadows, the end of a fade-out) and
-   pixel-exact copies of an earlier frame are left out; then units with fewer than {MIN_IMAGES}
-   sprites are left out. Walking Corpse and Soulless keep all their variations (bat, drake, ...)
-   as one class each, as the game does.
-5. Each sprite is composited on white and saved as an RGB PNG in `images/<class>/`.
+4. Frames with fewer than {PREPARATION.min_visible_pixels} visible pixels (shadows, the end of a
+   fade-out) are left out.
+5. Near-copies: each sprite is composited on white and shrunk to a {PREPARATION.thumbnail_size}x\
+{PREPARATION.thumbnail_size} bilinear RGB thumbnail (values in [0, 1]). Going through the classes
+   in name order and each class's sprites in name order, a sprite whose thumbnail differs from an
+   already kept one (of any class) by less than {PREPARATION.near_copy_distance} (mean absolute
+   difference per value) is left out: animation frames a few pixels apart would be trivial
+   matches, and copies across classes contradicting labels.
+6. Units with fewer than {PREPARATION.min_images} sprites left are left out (and step 5 is redone
+   without them). Walking Corpse and Soulless keep all their variations (bat, drake, ...) as one
+   class each, as the game does.
+7. Families: two units are related when one advances to the other (`advances_to`), one is based
+   on the other (`[base_unit]`), both name the same sprite (variations), or a sprite of one is
+   within {PREPARATION.related_distance} of a sprite of the other (a recolour). A family is a
+   connected component of these relations.
+8. Splits: families in the order of the SHA-1 of their names (the first member's class name) go to
+   the unseen (test) side until it holds at least half of the classes; the others are seen
+   (training and validation, where validation classes are also cut at a family boundary). No
+   family spans two splits.
+9. Each kept sprite is saved as an RGB PNG in `images/<class>/`.
 """
 
 _DEFINE = re.compile(r"^[ \t]*#define[ \t]+(\w+)([^\n]*)\n(.*?)#enddef", re.DOTALL | re.MULTILINE)
@@ -75,7 +114,12 @@ _ARGUMENT = re.compile(r'"[^"]*"|\([^()]*\)|\S+')
 _UNIT = re.compile(
     r"^[ \t]*\[unit_type\][ \t]*$(.*?)^[ \t]*\[/unit_type\]", re.DOTALL | re.MULTILINE
 )
-_UNIT_ID = re.compile(r"^[ \t]*id[ \t]*=[ \t]*\"?([^\"\n]+?)\"?[ \t]*$", re.MULTILINE)
+# A value may be followed by a comment (`id=Giant Stoat # wmllint: noconvert`).
+_UNIT_ID = re.compile(r"^[ \t]*id[ \t]*=[ \t]*\"?([^\"\n#]+?)\"?[ \t]*(?:#.*)?$", re.MULTILINE)
+_ADVANCES_TO = re.compile(r"^[ \t]*advances_to[ \t]*=[ \t]*\"?([^\"\n#]*)", re.MULTILINE)
+_BASE_UNIT = re.compile(
+    r"^[ \t]*\[base_unit\][ \t]*$(.*?)^[ \t]*\[/base_unit\]", re.DOTALL | re.MULTILINE
+)
 # An image path under units/, up to .png: anything after it (":100" timings, "~RC(...)" image
 # functions, ",next/frame.png") is not part of the file name.
 _IMAGE_PATH = re.compile(r"(?<![\w/.-])units/(?:[\w+./-]|\[[^\]\n]*\])+?\.png")
@@ -91,9 +135,14 @@ _IMAGE_FUNCTION = re.compile(r"~[A-Z_]+\(")
 
 
 def default_root() -> Path:
-    """``$GAPAN_DATA_HOME/wesnoth`` if that variable is set, else ``~/.cache/gapan/wesnoth``."""
+    """``wesnoth-v<FORMAT_VERSION>`` under ``$GAPAN_DATA_HOME``, else under ``~/.cache/gapan``.
+
+    The version in the name makes a new format prepare a new folder: an older cache, and the
+    features cached from its files, are never read as the new set.
+    """
     home = os.environ.get("GAPAN_DATA_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "gapan").expanduser() / "wesnoth"
+    home_dir = Path(home) if home else Path.home() / ".cache" / "gapan"
+    return home_dir.expanduser() / f"wesnoth-v{FORMAT_VERSION}"
 
 
 # ----------------------------------------------------------------------------- unit definitions
@@ -245,6 +294,44 @@ def assign_images(configs: Mapping[str, str], image_paths: Collection[str]) -> d
     return {unit: sorted(paths) for unit, paths in images.items()}
 
 
+def unit_relations(
+    configs: Mapping[str, str], image_paths: Collection[str]
+) -> set[tuple[str, str]]:
+    """Pairs of related units, as the unit definitions declare them.
+
+    Two units are related when one advances to the other (``advances_to``), one is based on the
+    other (``[base_unit]``), or both name the same existing sprite (a variation drawn with another
+    unit's frames).
+
+    Returns:
+        ``(unit, unit)`` pairs of unit ids; ids that no definition has are kept (harmless).
+    """
+    existing = set(image_paths)
+    relations: set[tuple[str, str]] = set()
+    namers: dict[str, set[str]] = {}
+    for name in sorted(configs):
+        units, _ = unit_image_references(configs[name])
+        for unit, paths in units:
+            for path in paths:
+                if path in existing:
+                    namers.setdefault(path, set()).add(unit)
+        for block in _UNIT.finditer(strip_image_functions(expand_macros(configs[name]))):
+            unit_id = _UNIT_ID.search(block[1])
+            if unit_id is None:
+                continue
+            unit = unit_id[1].strip()
+            for value in _ADVANCES_TO.findall(block[1]):
+                relations |= {(unit, other.strip()) for other in value.split(",")}
+            for base in _BASE_UNIT.finditer(block[1]):
+                base_id = _UNIT_ID.search(base[1])
+                if base_id is not None:
+                    relations.add((unit, base_id[1].strip()))
+    for units in namers.values():
+        first, *others = sorted(units)
+        relations |= {(first, other) for other in others}
+    return {(a, b) for a, b in relations if b and b != "null" and a != b}
+
+
 def class_folder_name(unit: str) -> str:
     """A unit id as a folder name: ``Drake Arbiter`` -> ``drake_arbiter``."""
     return re.sub(r"[^a-z0-9]+", "_", unit.lower()).strip("_")
@@ -381,69 +468,205 @@ def composite_on_white(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
 
 
-def _readme(version: str, num_classes: int, num_images: int) -> str:
+def _readme(manifest: dict) -> str:
+    source, counts = manifest["source"], manifest["counts"]
+    side = {name: "unseen" for name in manifest["unseen"]} | {
+        name: "seen" for name in manifest["seen"]
+    }
+    family_rows = "\n".join(
+        f"| {family} | {side[members[0]]} | {len(members)} | {', '.join(members)} |"
+        for family, members in sorted(manifest["families"].items())
+    )
+    count_rows = "\n".join(f"| {step} | {number} |" for step, number in counts.items())
     return f"""# Wesnoth unit sprites
 
-Unit sprites of {UPSTREAM}, from the Debian package `{PACKAGE}` version `{version}`.
+Unit sprites of {UPSTREAM}, from the Debian package `{PACKAGE}` version `{source["version"]}`.
 
 Licence: {LICENSE} (the art of The Battle for Wesnoth is distributed under the GNU General Public
 License, version 2 or later; see /usr/share/doc/{PACKAGE}/copyright in the package).
 
-{num_classes} classes (unit types), {num_images} images.
+{manifest["num_classes"]} classes (unit types) in {len(manifest["families"])} families,
+{manifest["num_images"]} images; {len(manifest["seen"])} seen classes (training and validation),
+{len(manifest["unseen"])} unseen classes (test). Format version {FORMAT_VERSION}.
 
 ## How this folder was made
 
-`python -m gapan.data.wesnoth` (module `gapan.data.wesnoth` of gapan-studies):
+`python -m gapan.data.wesnoth` (module `gapan.data.wesnoth` of gapan-studies), with the settings
+`{json.dumps(manifest["preparation"])}`:
 
 {METHOD}
-`classes.json` lists the files of each class. Splits: classes sorted by the SHA-1 of their name;
-the first half are seen (training and validation) classes, the rest unseen (test) classes.
+`classes.json` lists the files of each class, the families and the seen and unseen classes.
+
+## Counts
+
+| step | count |
+| --- | --- |
+{count_rows}
+
+## Families
+
+| family | side | classes | members |
+| --- | --- | --- | --- |
+{family_rows}
 """
 
 
-def build_cache(contents: PackageContents, directory: Path) -> dict:
+@dataclass(frozen=True)
+class _Sprite:
+    unit: str
+    path: str
+    image: Image.Image  # RGB, composited on white
+
+
+def _candidate_sprites(
+    contents: PackageContents, by_unit: Mapping[str, list[str]], preparation: Preparation
+) -> list[_Sprite]:
+    """Every visible sprite, by class name then file path."""
+    sprites = []
+    for unit in sorted(by_unit, key=class_folder_name):
+        for path in by_unit[unit]:
+            image = _decode(contents.images[path])
+            if visible_pixels(image) >= preparation.min_visible_pixels:
+                sprites.append(_Sprite(unit, path, composite_on_white(image)))
+    return sprites
+
+
+def _keep_distinct_sprites(
+    sprites: list[_Sprite], pairs: list[tuple[int, int, float]], preparation: Preparation
+) -> tuple[list[int], dict[str, int]]:
+    """The sprites left after near-copy removal and the class-size floor, and what each step took.
+
+    A class that falls below the floor no longer keeps its sprites out of other classes, so the
+    removal repeats without it until nothing changes.
+    """
+    units = sorted({sprite.unit for sprite in sprites})
+    while True:
+        alive = set(units)
+        candidates = [index for index, sprite in enumerate(sprites) if sprite.unit in alive]
+        position = {index: number for number, index in enumerate(candidates)}
+        local_pairs = [
+            (position[i], position[j], distance)
+            for i, j, distance in pairs
+            if i in position and j in position
+        ]
+        labels = [sprites[index].unit for index in candidates]
+        kept = [
+            candidates[number]
+            for number in families.drop_near_copies(
+                labels, local_pairs, preparation.near_copy_distance
+            )
+        ]
+        sizes: dict[str, int] = {}
+        for index in kept:
+            sizes[sprites[index].unit] = sizes.get(sprites[index].unit, 0) + 1
+        units = sorted(unit for unit in units if sizes.get(unit, 0) >= preparation.min_images)
+        if set(units) == alive:
+            break
+    kept_set = set(kept)
+    copy_of: dict[int, list[int]] = {}
+    for i, j, distance in pairs:
+        if distance < preparation.near_copy_distance and i in kept_set:
+            copy_of.setdefault(j, []).append(i)
+    removed = [index for index in candidates if index not in kept_set]
+    within = sum(
+        any(sprites[i].unit == sprites[j].unit for i in copy_of.get(j, ())) for j in removed
+    )
+    return kept, {
+        "near-copies of a sprite of the same class, removed": within,
+        "near-copies of a sprite of another class, removed": len(removed) - within,
+        "units with too few distinct sprites, left out": len(
+            {sprite.unit for sprite in sprites} - alive
+        ),
+    }
+
+
+def build_cache(
+    contents: PackageContents,
+    directory: Path,
+    preparation: Preparation = PREPARATION,
+    progress: Callable[[str], None] = print,
+) -> dict:
     """Write the class folders, classes.json (last) and README.md into `directory`.
+
+    Args:
+        contents: The package's unit definitions and sprites.
+        directory: An empty folder.
+        preparation: The filtering settings.
+        progress: Called with a line per step, with its counts.
 
     Returns:
         The classes.json content.
     """
     by_unit = assign_images(contents.configs, contents.images.keys())
-    classes: dict[str, list[str]] = {}
-    units: dict[str, str] = {}
-    # Some frames repeat another pixel for pixel; a copy would be a trivial retrieval match (in
-    # its class) or a contradicting label (in another), so only the first is kept.
-    known: set[bytes] = set()
-    for unit in sorted(by_unit, key=class_folder_name):
-        sprites: dict[str, Image.Image] = {}
-        digests: set[bytes] = set()
-        for path in by_unit[unit]:
-            image = _decode(contents.images[path])
-            digest = hashlib.sha1(f"{image.size}".encode() + image.tobytes()).digest()
-            if visible_pixels(image) >= MIN_VISIBLE_PIXELS and digest not in known | digests:
-                sprites[path] = image
-                digests.add(digest)
-        if len(sprites) < MIN_IMAGES:
-            continue
-        known |= digests
-        folder = class_folder_name(unit)
-        if folder in classes:
+    named = sum(map(len, by_unit.values()))
+    progress(f"Wesnoth sprites: {named} named by {len(by_unit)} units")
+    sprites = _candidate_sprites(contents, by_unit, preparation)
+    progress(f"  {len(sprites)} with at least {preparation.min_visible_pixels} visible pixels")
+    size = preparation.thumbnail_size
+    thumbnails = np.stack([families.thumbnail(sprite.image, size) for sprite in sprites])
+    pairs = families.near_pairs(
+        thumbnails, max(preparation.near_copy_distance, preparation.related_distance)
+    )
+    kept, removed = _keep_distinct_sprites(sprites, pairs, preparation)
+    for step, number in removed.items():
+        progress(f"  {number} {step}")
+
+    units: dict[str, str] = {}  # class folder name -> unit id
+    for unit in sorted({sprites[index].unit for index in kept}):
+        if units.setdefault(class_folder_name(unit), unit) != unit:
             raise DataError(
-                f"units {units[folder]!r} and {unit!r} share the folder name {folder!r}."
+                f"units {units[class_folder_name(unit)]!r} and {unit!r} share the folder name "
+                f"{class_folder_name(unit)!r}."
             )
-        names = _file_names(list(sprites))
-        (directory / "images" / folder).mkdir(parents=True)
-        for path, image in sprites.items():
-            composite_on_white(image).save(directory / "images" / folder / names[path])
-        classes[folder] = sorted(names.values())
-        units[folder] = unit
-    if len(classes) < 2:
+    if len(units) < 2:
         raise DataError(
-            f"only {len(classes)} units have at least {MIN_IMAGES} sprites in the package; "
-            f"expected the {PACKAGE} package."
+            f"only {len(units)} units have at least {preparation.min_images} distinct sprites in "
+            f"the package; expected the {PACKAGE} package."
         )
+    # Removed copies count (a sprite that two classes share is the strongest sign that they are
+    # related); sprites of units left out do not, or their odd frames would chain unrelated
+    # classes together. Relations that the definitions declare count through any unit.
+    recolours = {
+        (sprites[i].unit, sprites[j].unit)
+        for i, j, distance in pairs
+        if distance < preparation.related_distance
+        and sprites[i].unit in units.values()
+        and sprites[j].unit in units.values()
+    }
+    relations = unit_relations(contents.configs, contents.images.keys()) | recolours
+    # Relations through units that were left out count too: Dark Adept and Necromancer stay one
+    # family without Dark Sorcerer between them.
+    family_of = families.families(
+        units, ((class_folder_name(a), class_folder_name(b)) for a, b in relations)
+    )
+    seen, unseen = families.split_families(family_of)
+
+    classes: dict[str, list[str]] = {}
+    for name in sorted(units):
+        chosen = [sprites[index] for index in kept if sprites[index].unit == units[name]]
+        names = _file_names([sprite.path for sprite in chosen])
+        (directory / "images" / name).mkdir(parents=True)
+        for sprite in chosen:
+            sprite.image.save(directory / "images" / name / names[sprite.path])
+        classes[name] = sorted(names.values())
+    members: dict[str, list[str]] = {}
+    for name in sorted(family_of):
+        members.setdefault(family_of[name], []).append(name)
     num_images = sum(map(len, classes.values()))
-    (directory / "README.md").write_text(
-        _readme(contents.version, len(classes), num_images), encoding="utf-8"
+    counts = {
+        "sprites named by a unit": named,
+        "units with sprites": len(by_unit),
+        f"sprites with at least {preparation.min_visible_pixels} visible pixels": len(sprites),
+        **removed,
+        "classes kept": len(classes),
+        "images kept": num_images,
+        "families": len(members),
+        "seen classes (training and validation)": len(seen),
+        "unseen classes (test)": len(unseen),
+    }
+    progress(
+        f"  kept {num_images} images of {len(classes)} classes in {len(members)} families: "
+        f"{len(seen)} seen and {len(unseen)} unseen classes"
     )
     manifest = {
         "format": FORMAT_VERSION,
@@ -453,12 +676,18 @@ def build_cache(contents: PackageContents, directory: Path) -> dict:
             "upstream": UPSTREAM,
             "license": LICENSE,
         },
-        "min_images_per_class": MIN_IMAGES,
+        "preparation": dataclasses.asdict(preparation),
+        "min_images_per_class": preparation.min_images,
         "num_classes": len(classes),
         "num_images": num_images,
-        "units": units,
+        "counts": counts,
+        "units": {name: units[name] for name in sorted(units)},
+        "families": members,
+        "seen": seen,
+        "unseen": unseen,
         "classes": classes,
     }
+    (directory / "README.md").write_text(_readme(manifest), encoding="utf-8")
     (directory / "classes.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
 
@@ -478,7 +707,9 @@ def _remove_abandoned_builds(parent: Path, name: str) -> None:
             pass
 
 
-def prepare(root: Path | None = None, deb: Path | None = None) -> Path:
+def prepare(
+    root: Path | None = None, deb: Path | None = None, progress: Callable[[str], None] = print
+) -> Path:
     """Build the cache at `root` (default: `default_root()`) unless it is already complete.
 
     The cache is built in a folder beside `root` and renamed into place, so an interrupted
@@ -487,6 +718,7 @@ def prepare(root: Path | None = None, deb: Path | None = None) -> Path:
     Args:
         root: The cache folder.
         deb: A downloaded ``wesnoth-1.16-data`` .deb; when None, ``apt-get download`` fetches it.
+        progress: Called with a line per step of a build, with its counts.
 
     Returns:
         The cache folder.
@@ -506,11 +738,12 @@ def prepare(root: Path | None = None, deb: Path | None = None) -> Path:
     _remove_abandoned_builds(root.parent, root.name)
     build = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-", dir=root.parent))
     try:
+        progress(f"Preparing the embedded data set in {root} (once)")
         package = Path(deb) if deb is not None else download_package(build)
         contents = read_package(package)
         staging = build / "cache"
         staging.mkdir()
-        build_cache(contents, staging)
+        build_cache(contents, staging, progress=progress)
         if root.is_dir():
             root.rmdir()  # an empty folder (checked above); a rename cannot replace it
         try:
@@ -538,37 +771,46 @@ def read_manifest(root: Path) -> dict:
             f"`python -m gapan.data.wesnoth --root {root}`, or leave data.root empty to use "
             "the default cache."
         )
+    prepare_again = (
+        f"delete {root} and prepare it again with `python -m gapan.data.wesnoth --root {root}`"
+    )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        classes = manifest["classes"]
+        version = manifest.get("format") if isinstance(manifest, dict) else None
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is damaged; {prepare_again}.") from None
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{root} holds the embedded set in format {version}, not the current format "
+            f"{FORMAT_VERSION} (its splits and near-copy removal differ); {prepare_again}, or "
+            "leave data.root empty to use the default cache, which prepares itself."
+        )
+    try:
+        classes, seen, unseen = manifest["classes"], manifest["seen"], manifest["unseen"]
         if not isinstance(classes, dict) or not all(
             isinstance(files, list) for files in classes.values()
         ):
             raise TypeError
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DataError(
-            f"{path} is damaged; delete {root} and prepare it again with "
-            f"`python -m gapan.data.wesnoth --root {root}`."
-        ) from None
+        if sorted([*seen, *unseen]) != sorted(classes):
+            raise TypeError
+        if not isinstance(manifest["families"], dict):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise DataError(f"{path} is damaged; {prepare_again}.") from None
     return manifest
-
-
-def split_classes(names: Collection[str]) -> tuple[list[str], list[str]]:
-    """Seen and unseen classes: sorted by the SHA-1 of the name (mixing factions), halved."""
-    order = sorted(names, key=lambda name: hashlib.sha1(name.encode()).hexdigest())
-    return order[: len(order) // 2], order[len(order) // 2 :]
 
 
 def load(root: Path) -> Source:
     """The prepared cache at `root` as seen and unseen classes; lists files only."""
     root = Path(root).expanduser().absolute()
-    classes = read_manifest(root)["classes"]
+    manifest = read_manifest(root)
+    classes = manifest["classes"]
     if not (root / "images").is_dir():
         raise DataError(
             f"{root / 'images'} is missing; delete {root} and prepare it again with "
             f"`python -m gapan.data.wesnoth --root {root}`."
         )
-    seen, unseen = split_classes(classes)
+    seen, unseen = manifest["seen"], manifest["unseen"]
 
     def items(names: list[str]) -> Iterator[tuple[Path, str]]:
         return ((root / "images" / name / file, name) for name in names for file in classes[name])
@@ -578,6 +820,7 @@ def load(root: Path) -> Source:
         make_imageset(list(items(unseen)), unseen),
         recall_ks=RECALL_KS,
         verified=True,
+        families={name: family for family, names in manifest["families"].items() for name in names},
     )
 
 
@@ -598,12 +841,12 @@ def main(argv: list[str] | None = None) -> None:
     except DataError as error:
         parser.exit(1, f"error: {error}\n")
     manifest = read_manifest(root)
-    seen, unseen = split_classes(manifest["classes"])
     source = manifest["source"]
     print(f"Wesnoth unit sprites ({source['package']} {source['version']}) in {root}")
     print(
-        f"{manifest['num_classes']} classes, {manifest['num_images']} images; "
-        f"{len(seen)} seen (train + val) and {len(unseen)} unseen (test) classes"
+        f"{manifest['num_classes']} classes in {len(manifest['families'])} families, "
+        f"{manifest['num_images']} images; {len(manifest['seen'])} seen (train + val) and "
+        f"{len(manifest['unseen'])} unseen (test) classes"
     )
 
 
