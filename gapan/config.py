@@ -133,6 +133,16 @@ class OptimConfig:
     weight_decay: float = _bounded(1e-4, 0.0, 1.0)
     # Gradient norm clip (0 = off).
     grad_clip: float = _bounded(10.0, 0.0)
+    # Learning-rate schedule over the whole budget (train.epochs x steps per epoch), stepped once
+    # per optimizer step; every parameter group follows the same factor of its own base rate.
+    # cosine: linear warm-up, then cosine decay to the floor at the last step, so the last epoch
+    # is the converged state of that budget; constant: every step at the base rates.
+    schedule: str = _one_of("cosine", "constant")
+    # Share of all steps spent warming up linearly to the base rates. A share rather than a
+    # number of epochs, so that budgets compared in a study keep the same shape of curve.
+    warmup_fraction: float = _bounded(0.1, 0.0, 1.0)
+    # The floor the cosine decays to, as a fraction of each group's base rate.
+    min_lr_ratio: float = _bounded(0.01, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

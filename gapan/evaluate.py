@@ -1,4 +1,9 @@
-"""Retrieval metrics of the pretrained backbone as is: the reference every trained model must beat.
+"""The pretrained backbone as it is, with no training: the reference every trained model must beat.
+
+A study writes it beside its results (reference.json) so its report can show what training
+bought on the unseen classes. The backbone's pooled features come from the feature cache, so the
+reference costs one evaluation once the features of a data set, backbone, weights and image size
+are cached.
 
 python -m gapan.evaluate [key=value ...]     # same keys as gapan.train
 """
@@ -7,41 +12,52 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
-from gapan.backbone import build_backbone
 from gapan.config import ConfigError, ExperimentConfig, from_flat, parse_overrides
-from gapan.data import DataError, build_splits
-from gapan.features import cached_features
+from gapan.data import DataError, Splits, build_splits
 from gapan.metrics import retrieval_metrics
-from gapan.train import resolve_device
+from gapan.train import frozen_features, resolve_device
+
+DESCRIPTION = "the pretrained backbone as it is (no training): its pooled features"
 
 
-def pretrained_metrics(cfg: ExperimentConfig) -> dict[str, float]:
-    """Validation and test metrics of the backbone's pooled features, with no training."""
-    splits = build_splits(cfg.data)
-    sets = {"val": splits.val, "test": splits.test}
-    if splits.test_gallery is not None:
-        sets["gallery"] = splits.test_gallery
-    features = cached_features(
-        build_backbone(cfg.model),
-        sets,
-        cfg.data.image_size,
-        cfg.train.eval_batch_size,
-        resolve_device(cfg.train.device),
-    )
+def pretrained_metrics(cfg: ExperimentConfig, splits: Splits | None = None) -> dict[str, float]:
+    """Validation and test metrics of the backbone's pooled features, with no training.
+
+    Args:
+        cfg: The study's config: data set, backbone, weights and image size matter.
+        splits: `build_splits(cfg.data)`, when the caller has it already.
+
+    Returns:
+        ``val_<metric>`` and ``test_<metric>`` values, named as a trial reports them.
+    """
+    splits = splits if splits is not None else build_splits(cfg.data)
+    features = frozen_features(cfg, splits, resolve_device(cfg.train.device))
     metrics = {}
-    for split in ("val", "test"):
+    for split, images in (("val", splits.val), ("test", splits.test)):
+        if len(images) == 0:
+            continue
         gallery = features.get("gallery") if split == "test" else None
-        gallery_labels = splits.test_gallery.labels if gallery is not None else None
         values = retrieval_metrics(
             features[split],
-            sets[split].labels,
+            images.labels,
             gallery,
-            gallery_labels,
+            splits.test_gallery.labels if gallery is not None else None,
             recall_ks=splits.recall_ks,
         )
         metrics.update({f"{split}_{name}": value for name, value in values.items()})
     return metrics
+
+
+def reference_record(cfg: ExperimentConfig, splits: Splits | None = None) -> dict[str, Any]:
+    """What a study stores as its reference.json: the metrics and what they were measured on."""
+    return {
+        "description": DESCRIPTION,
+        "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size},
+        "model": {"backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained},
+        "metrics": pretrained_metrics(cfg, splits),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ STUDY_FILE = "study.json"
 ENVIRONMENT_FILE = "environment.json"
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"
+REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (gapan.evaluate)
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -29,6 +30,7 @@ EPOCH_COLUMNS = (
     "train_align",
     "train_nll",
     "train_metric",
+    "lr",
     "node_id",
 )
 # Statuses a trial reports itself in its last result, with the reason under `error`.
@@ -52,6 +54,10 @@ class TrialRecord:
 def write_study(study_dir: Path, space: StudySpace, extra: dict[str, Any]) -> None:
     record = {**space.to_dict(), **extra}
     _write_json(study_dir / STUDY_FILE, record)
+
+
+def write_reference(study_dir: Path, reference: dict[str, Any]) -> None:
+    _write_json(study_dir / REFERENCE_FILE, reference)
 
 
 def read_study(study_dir: Path) -> dict[str, Any]:

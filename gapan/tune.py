@@ -37,6 +37,7 @@ from ray.tune.search.optuna import OptunaSearch
 from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
 from gapan.data import build_splits
+from gapan.evaluate import reference_record
 from gapan.space import StudySpace, check_space, optuna_distributions
 from gapan.train import frozen_features, resolve_device, train
 from gapan.trial_order import SECONDS_ATTR, next_grid_point
@@ -495,11 +496,17 @@ def _check_resources(options: StudyOptions) -> None:
             )
 
 
-def prepare_data(cfg: ExperimentConfig) -> None:
-    """Fail on bad data, and build the frozen-feature cache, once, before any trial starts."""
+def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> None:
+    """Fail on bad data, build the frozen-feature cache and measure the pretrained reference,
+    once, before any trial starts."""
     splits = build_splits(cfg.data)
     if cfg.model.backbone_mode == "frozen":
         frozen_features(cfg, splits, resolve_device(cfg.train.device))
+    if not (study_dir / results.REFERENCE_FILE).exists():
+        print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
+        reference = reference_record(cfg, splits)
+        study_dir.mkdir(parents=True, exist_ok=True)
+        results.write_reference(study_dir, reference)
 
 
 def _started(study_dir: Path) -> bool:
@@ -631,8 +638,7 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     else:
         _check_new(study_dir)
     base = from_flat(space.fixed)
-    prepare_data(base)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data(base, study_dir)
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     results.write_study(study_dir, space, {"resources": resources})
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")

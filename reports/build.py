@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import figures, page, search, tables
-from reports.load import Results, load_results
+from reports import convergence, figures, page, search, tables
+from reports.load import REFERENCE_FILE, Results, load_results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
+from reports.reference import reference_data, reference_mismatches
 from reports.summary import Sentence, ablation_summary, search_summary
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,12 @@ class _Report:
         self.sections: list[Section] = []
         self.summary: list[Sentence] = []
         self.notes: list[str] = list(results.notes)
+        self.notes += [
+            f"The pretrained reference may not fit this study: {problem}."
+            for problem in reference_mismatches(results)
+        ]
         self.tables: dict[str, pd.DataFrame] = {}
+        self.reference = reference_data(results)
 
     def guarded(self, part: str, make: Callable[[], None]) -> None:
         """Run one part; a failure becomes a visible note rather than no report at all."""
@@ -77,31 +83,42 @@ class _Report:
         metric_data = figures.metric_by_setting_data(results)
         comparison = figures.comparison_data(results)
         validation_test = figures.validation_test_data(results)
-        self.summary = ablation_summary(results, metric_data, comparison, validation_test)
+        still_improving = convergence.still_improving_data(results)
+        self.summary = ablation_summary(
+            results, metric_data, comparison, validation_test, still_improving
+        )
+        settings = tables.settings_table(
+            validation_test, reference=self.reference, still_improving=still_improving
+        )
         self.tables["seeds"] = metric_data["points"]
-        self.tables["settings"] = tables.settings_table(validation_test)
+        self.tables["settings"] = settings
         self.tables["comparisons"] = comparison["comparisons"]
-        self.guarded("metric", lambda: self._metric_section(metric_data, validation_test))
+        self.tables["still_improving"] = still_improving
+        self.guarded("metric", lambda: self._metric_section(metric_data, settings))
         self.guarded("baseline comparison", lambda: self._comparison_section(comparison))
         self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
-        self.guarded("learning curves", self._curves_section)
+        self.guarded("learning curves", lambda: self._curves_section(still_improving))
 
-    def _metric_section(self, metric_data: dict, validation_test: pd.DataFrame) -> None:
+    def _metric_section(self, metric_data: dict, settings: pd.DataFrame) -> None:
         results = self.results
         axis = {"log": "a log axis", "linear": "a linear axis", "category": "categories"}
         caption = (
             f"Each faint marker is one seed (× = stopped early); the line joins the setting means "
             f"with their 95% t-intervals. {results.knob} is drawn on {axis[metric_data['axis']]}; "
-            "the dashed line is the baseline's mean."
+            "the grey dashed line is the baseline's mean"
         )
+        table_caption = "Per setting: usable seeds, mean and 95% t-interval, validation and test"
+        if self.reference is not None:
+            caption += ", the purple one the pretrained backbone with no training"
+            table_caption += f"; the first row is the pretrained backbone ({REFERENCE_FILE})"
+        table_caption += f"; {tables.STILL_IMPROVING}: {convergence.RULE}"
         self.add(
             "effect",
             f"Effect of {results.knob}",
-            figure_html(figures.draw_metric_by_setting(metric_data), "figure-metric", caption),
-            table_html(
-                tables.settings_table(validation_test),
-                caption="Per setting: usable seeds, mean and 95% t-interval, validation and test.",
+            figure_html(
+                figures.draw_metric_by_setting(metric_data), "figure-metric", caption + "."
             ),
+            table_html(settings, caption=table_caption),
         )
 
     def _comparison_section(self, comparison: dict) -> None:
@@ -143,25 +160,41 @@ class _Report:
             "study chose on); test is the unseen classes. A setting that wins on validation but "
             "not on test did not generalise. Trials stopped early have no test score."
         )
-        figure = figures.draw_validation_test(validation_test, results.metric, results.knob)
+        if self.reference is not None:
+            caption += " Dashed lines: the pretrained backbone with no training, in each colour."
+        figure = figures.draw_validation_test(
+            validation_test, results.metric, results.knob, self.reference
+        )
         self.add(
             "test", "Validation and test", figure_html(figure, "figure-validation-test", caption)
         )
 
-    def _curves_section(self) -> None:
+    def _curves_section(self, still_improving: pd.DataFrame) -> None:
         data = figures.learning_curve_data(self.results)
         self.tables["curves"] = data["curves"]
         if data["curves"].empty:
             self.add("curves", "Learning curves", paragraph("epochs.csv has no usable epochs."))
             return
+        flagged = convergence.flagged_settings(still_improving)
         caption = (
             "Mean over the usable seeds of each setting per epoch; the band spans the lowest to "
             "the highest seed; × marks the last epoch of a trial stopped early."
         )
+        verdict = "No setting is still improving at the last epoch."
+        if flagged:
+            caption += ' "(still improving)" marks a setting still improving at its last epoch.'
+            names = ", ".join(f"{self.results.knob} = {setting}" for setting in flagged)
+            verdict = f"Still improving at the last epoch: {names}."
+        figure = figures.draw_learning_curves(data, flagged)
         self.add(
             "curves",
             "Learning curves",
-            figure_html(figures.draw_learning_curves(data), "figure-curves", caption),
+            figure_html(figure, "figure-curves", caption),
+            paragraph(verdict, "lead"),
+            table_html(
+                tables.still_improving_table(still_improving),
+                caption=f"Still improving: {convergence.RULE}",
+            ),
         )
 
     # Search studies.
@@ -188,7 +221,10 @@ class _Report:
             "Each completed trial's final validation metric, the value at the stop for trials "
             "the scheduler stopped early, and the best completed value so far."
         )
-        figure = figures.draw_history(history, self.results.metric)
+        reference = None if self.reference is None else self.reference["validation"]
+        if reference is not None:
+            caption += " Dashed: the pretrained backbone with no training."
+        figure = figures.draw_history(history, self.results.metric, reference)
         self.add("history", "Optimisation history", figure_html(figure, "figure-history", caption))
 
     def _best_section(self) -> None:
@@ -281,6 +317,11 @@ class _Report:
             "<h3>Searched dimensions</h3>",
             table_html(space) if len(space) else paragraph("none"),
         ]
+        if results.reference is not None:
+            parts += [
+                f"<h3>Pretrained reference ({REFERENCE_FILE})</h3>",
+                pairs_html(tables.reference_settings(results.reference)),
+            ]
         self.add("space", "Search space and fixed settings", *parts)
         environment = tables.flatten(results.environment)
         self.add(

@@ -28,6 +28,7 @@ from reports.load import (
     setting_order,
     usable_trials,
 )
+from reports.reference import reference_data
 from reports.search import quiet_optuna
 
 PALETTE = qualitative.Plotly
@@ -47,6 +48,9 @@ STATUS_WORDS = {
     "interrupted": "interrupted",
 }
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
+REFERENCE_LABEL = "pretrained backbone, no training"
+REFERENCE_COLOR = "#6a3d9a"
+STILL_IMPROVING_MARK = " (still improving)"
 
 
 def text(value: Any) -> str:
@@ -108,6 +112,39 @@ def _positions(settings: Sequence[str], axis: str) -> list[Any]:
     return [float(setting) for setting in settings]
 
 
+def add_reference_line(
+    figure: go.Figure,
+    level: float | None,
+    name: str = REFERENCE_LABEL,
+    color: str = REFERENCE_COLOR,
+) -> None:
+    """The pretrained reference as a dashed horizontal line across the whole plot.
+
+    The line lives on a hidden x axis from 0 to 1 laid over the figure's own, so it spans the
+    plot whatever the setting axis is (numbers, log, categories) and stays out of the grouping
+    of the figure's category markers; one offset group keeps several such lines from being
+    spread apart (`scattermode="group"`). Nothing is drawn for None or NaN.
+    """
+    if level is None or not math.isfinite(level):
+        return
+    figure.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[level, level],
+            xaxis="x2",
+            offsetgroup="reference",
+            mode="lines",
+            name=name,
+            line={"dash": "dash", "color": color, "width": 2},
+            hovertext=[f"{name}: {number(level)}"] * 2,
+            hoverinfo="text",
+        )
+    )
+    figure.update_layout(
+        xaxis2={"overlaying": "x", "range": [0, 1], "visible": False, "fixedrange": True}
+    )
+
+
 def _setting_axis(figure: go.Figure, settings: Sequence[str], axis: str, title: str, **where):
     positions = _positions(settings, axis)
     if axis == "category":
@@ -138,9 +175,11 @@ def metric_by_setting_data(results: Results) -> dict[str, Any]:
         ``points``: trial_id, setting, seed, status, value, one row per usable trial;
         ``summary``: `stats.SUMMARY_COLUMNS` per setting in report order; ``axis``: "log",
         "linear" or "category"; ``metric``, ``knob``, ``baseline`` (None when study.json's
-        baseline names no setting) and ``settings`` (the order).
+        baseline names no setting), ``settings`` (the order) and ``reference`` (the pretrained
+        backbone's validation value, None without reference.json).
     """
     settings = setting_order(results)
+    reference = reference_data(results)
     usable = usable_trials(results)
     points = pd.DataFrame(
         {
@@ -159,11 +198,13 @@ def metric_by_setting_data(results: Results) -> dict[str, Any]:
         "axis": axis_kind(settings),
         "points": points,
         "summary": stats.summarize_settings(points, settings),
+        "reference": None if reference is None else reference["validation"],
     }
 
 
 def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
-    """Seeds as faint points, the mean as a line with 95% CI error bars, the baseline dashed."""
+    """Seeds as faint points, the mean as a line with 95% CI error bars, the baseline and the
+    pretrained reference dashed."""
     figure = go.Figure()
     axis, points, summary = data["axis"], data["points"], data["summary"]
     positions = dict(zip(data["settings"], _positions(data["settings"], axis), strict=True))
@@ -224,10 +265,11 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
                 hoverinfo="skip",
             )
         )
+    add_reference_line(figure, data.get("reference"))
     _setting_axis(figure, data["settings"], axis, text(data["knob"]))
     figure.update_yaxes(title_text=text(data["metric"]))
     title = f"{text(data['metric'])} against {text(data['knob'])}"
-    return style(figure, title, 440)
+    return style(figure, title, 440, legend_below=True)
 
 
 # (2) Each setting against the baseline, paired by seed.
@@ -414,8 +456,11 @@ def validation_test_data(results: Results) -> pd.DataFrame:
     return table[["split", *stats.SUMMARY_COLUMNS]]
 
 
-def draw_validation_test(data: pd.DataFrame, metric: str, knob: str) -> go.Figure:
-    """Validation and test means with 95% CIs, grouped per setting."""
+def draw_validation_test(
+    data: pd.DataFrame, metric: str, knob: str, reference: dict[str, float] | None = None
+) -> go.Figure:
+    """Validation and test means with 95% CIs, grouped per setting, and the pretrained
+    reference's validation and test values (`reference.reference_data`) as dashed lines."""
     figure = go.Figure()
     settings = list(dict.fromkeys(data["setting"]))
     colors = {"validation": "#1f4e79", "test": "#e08a1e"}
@@ -446,12 +491,16 @@ def draw_validation_test(data: pd.DataFrame, metric: str, knob: str) -> go.Figur
                 hoverinfo="text",
             )
         )
+    if reference is not None:
+        for split in ("validation", "test"):
+            name = f"{REFERENCE_LABEL} ({split})"
+            add_reference_line(figure, reference[split], name, colors[split])
     figure.update_layout(scattermode="group", scattergap=0.6)
     _setting_axis(figure, settings, "category", text(knob))
     base = metric.removeprefix("val_")
     figure.update_yaxes(title_text=text(base))
     title = f"Validation (seen-class split) and test (unseen classes): {text(base)}"
-    return style(figure, title, 420)
+    return style(figure, title, 420, legend_below=True)
 
 
 # (4) Learning curves.
@@ -515,9 +564,10 @@ def learning_curve_data(results: Results, columns: Sequence[str] | None = None) 
     }
 
 
-def draw_learning_curves(data: dict[str, Any]) -> go.Figure:
+def draw_learning_curves(data: dict[str, Any], still_improving: Sequence[str] = ()) -> go.Figure:
     """One panel per column: a line per setting (mean over seeds), a band from the lowest to the
-    highest seed, and a cross where a trial was stopped early."""
+    highest seed, and a cross where a trial was stopped early; the settings in `still_improving`
+    (`convergence.flagged_settings`) say so in the legend."""
     columns = data["columns"]
     figure = make_subplots(
         rows=1,
@@ -533,6 +583,8 @@ def draw_learning_curves(data: dict[str, Any]) -> go.Figure:
                 continue
             color = PALETTE[index % len(PALETTE)]
             label = f"{text(data['knob'])} = {text(setting)}"
+            if setting in still_improving:
+                label += STILL_IMPROVING_MARK
             figure.add_trace(
                 go.Scatter(
                     x=list(own["epoch"]) + list(own["epoch"])[::-1],
@@ -743,8 +795,9 @@ def history_data(results: Results) -> pd.DataFrame:
     )
 
 
-def draw_history(data: pd.DataFrame, metric: str) -> go.Figure:
-    """Trials as points by status and the best-so-far line."""
+def draw_history(data: pd.DataFrame, metric: str, reference: float | None = None) -> go.Figure:
+    """Trials as points by status, the best-so-far line and the pretrained reference's
+    validation value (dashed; None leaves it out)."""
     figure = go.Figure()
     for status in ("completed", "stopped_early"):
         own = data[(data["status"] == status) & np.isfinite(data["value"])]
@@ -779,6 +832,7 @@ def draw_history(data: pd.DataFrame, metric: str) -> go.Figure:
             hoverinfo="skip",
         )
     )
+    add_reference_line(figure, reference)
     figure.update_xaxes(title_text="trial number")
     figure.update_yaxes(title_text=text(metric))
     return style(figure, f"Optimisation history of {text(metric)}", 420)

@@ -2,7 +2,9 @@
 
 Only what the study saved on disk is read, never a live Ray object, so a report can be rebuilt
 anywhere, later. `study.json` and `trials.csv` are required; a missing `epochs.csv` or
-`environment.json` leaves its part of the report out and is said so in `Results.notes`.
+`environment.json` leaves its part of the report out and is said so in `Results.notes`. The
+optional `reference.json` (the pretrained backbone's metrics with no training) is absent from
+older studies; an unreadable one is left out with a note, never an error.
 """
 
 from __future__ import annotations
@@ -26,10 +28,29 @@ USABLE_STATUSES = ("completed", "stopped_early")
 # Columns of trials.csv that hold numbers; every other column is kept as the exact text written.
 NUMERIC_TRIAL_COLUMNS = ("number", "seed", "epochs", "time_total_s", "gpus", "gpu_time_s")
 TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
+REFERENCE_FILE = "reference.json"
 
 
 class ResultsError(ValueError):
     """A results folder that cannot be reported on; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """reference.json: the pretrained backbone as it is, evaluated with no training.
+
+    Attributes:
+        metrics: Metric -> value, keyed by the trials.csv column names (``val_map_at_r``,
+            ``test_map_at_r``, ...); NaN where the file holds null.
+        description: What was evaluated, in words.
+        data: The data set it was evaluated on (``name``, ``version``, ...).
+        model: The backbone and its weights (``backbone``, ``pretrained``, ``image_size``, ...).
+    """
+
+    metrics: dict[str, float]
+    description: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,8 @@ class Results:
         epochs: epochs.csv, one row per trial and epoch (empty when the file is missing).
         environment: The contents of environment.json (empty when the file is missing).
         notes: Problems found while reading that the report shows, e.g. a missing optional file.
+        reference: reference.json, the pretrained backbone with no training; None when the file
+            is missing (older studies) or unreadable (then `notes` says why).
     """
 
     directory: Path
@@ -52,6 +75,7 @@ class Results:
     epochs: pd.DataFrame
     environment: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    reference: Reference | None = None
 
     @property
     def name(self) -> str:
@@ -118,7 +142,14 @@ def load_results(results_dir: Path | str) -> Results:
     else:
         environment = {}
         notes.append(f"{environment_path} is missing, so the report has no environment.")
-    return Results(directory, study, trials, epochs, environment, tuple(notes))
+    reference = None
+    reference_path = directory / REFERENCE_FILE
+    if reference_path.is_file():
+        try:
+            reference = read_reference(reference_path)
+        except ResultsError as error:
+            notes.append(f"{error} The report leaves the pretrained reference out.")
+    return Results(directory, study, trials, epochs, environment, tuple(notes), reference)
 
 
 def _required(directory: Path, name: str) -> Path:
@@ -140,6 +171,36 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise ResultsError(f"{path} must hold a JSON object, not {type(content).__name__}.")
     return content
+
+
+def read_reference(path: Path) -> Reference:
+    """Read reference.json (docs/results-folder.md).
+
+    Raises:
+        ResultsError: The file is not a JSON object, its `metrics` is not an object of numbers,
+            or `data` or `model` is not an object.
+    """
+    content = _read_json(path)
+    metrics = content.get("metrics")
+    if not isinstance(metrics, dict):
+        raise ResultsError(f"{path} has no 'metrics' object (metric name -> value).")
+    values = {}
+    for name, value in metrics.items():
+        if value is None:
+            values[name] = math.nan
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values[name] = float(value)
+        else:
+            raise ResultsError(f"{path}: metrics[{name!r}] is {value!r}, not a number.")
+    for key in ("data", "model"):
+        if content.get(key) is not None and not isinstance(content[key], dict):
+            raise ResultsError(f"{path}: {key!r} must be a JSON object.")
+    return Reference(
+        metrics=values,
+        description=str(content.get("description") or ""),
+        data=dict(content.get("data") or {}),
+        model=dict(content.get("model") or {}),
+    )
 
 
 def _read_study(path: Path) -> dict[str, Any]:

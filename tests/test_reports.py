@@ -1,5 +1,6 @@
 """Tests of the report package: statistics with hand-checked answers, figure data on fake
-results, escaping, whole reports, and the page in a real headless browser."""
+results, the pretrained reference, the still-improving flag, escaping, whole reports, and the
+page in a real headless browser."""
 
 from __future__ import annotations
 
@@ -13,27 +14,46 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_results import ablation_folder, search_folder
+from fake_results import TEST_SHIFT, ablation_folder, pretrained_reference, search_folder
 from plotly.offline import get_plotlyjs
 
 from reports import ResultsError, build_report, load_results, stats
 from reports.__main__ import main
+from reports.convergence import (
+    ONE_SEED,
+    TOO_SHORT,
+    flagged_settings,
+    late_rises,
+    still_improving,
+    still_improving_data,
+)
 from reports.figures import (
+    REFERENCE_LABEL,
     axis_kind,
     comparison_data,
     cost_data,
     draw_comparison,
+    draw_history,
     draw_learning_curves,
     draw_metric_by_setting,
+    draw_validation_test,
     history_data,
     learning_curve_data,
     metric_by_setting_data,
     study_wall_time,
     validation_test_data,
 )
-from reports.load import baseline_setting, setting_order, usable_trials
-from reports.page import TABLE_SORT, table_html
+from reports.load import Results, baseline_setting, setting_order, usable_trials
+from reports.page import TABLE_SORT, escape, table_html
+from reports.reference import (
+    TrainingGain,
+    reference_data,
+    reference_mismatches,
+    training_gain,
+)
 from reports.search import optuna_study, param_importances
+from reports.summary import reference_sentence, still_improving_sentence
+from reports.tables import REFERENCE_ROW, settings_table
 
 HOSTILE = "<script>alert(1)</script>"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -351,6 +371,314 @@ def test_optuna_study_rebuilt_from_tables(tmp_path: Path) -> None:
     assert sum(importances["PED-ANOVA"].values()) == pytest.approx(1.0)
 
 
+# The pretrained reference (reference.json).
+
+# Depths 8 and 16 climb well beyond their seeds' spread over the last quarter of epochs; depth 2
+# climbs by less than its spread; the other depths are flat there.
+LATE_RISES = {"2": 0.001, "8": 0.05, "16": 0.08}
+
+
+@pytest.fixture(scope="module")
+def referenced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ablation_folder(
+        tmp_path_factory.mktemp("referenced") / "ablate_flow_depth",
+        late_rises=LATE_RISES,
+        reference=pretrained_reference(map_at_r=0.30),
+    )
+
+
+def _chosen_test_mean(results: Results) -> float:
+    """The test MAP@R of the depth with the best mean validation MAP@R (every trial completed)."""
+    trials = results.trials
+    chosen = trials.groupby("setting")["val_map_at_r"].mean().idxmax()
+    return float(trials.loc[trials["setting"] == chosen, "test_map_at_r"].mean())
+
+
+def test_reference_data_returns_the_reference_values(referenced: Path) -> None:
+    results = load_results(referenced)
+    assert results.reference is not None
+    assert results.reference.model["backbone"] == "mobilenetv2_100"
+    assert results.reference.metrics["test_recall_at_1"] == pytest.approx(0.30 + 0.25 - 0.03)
+    assert reference_data(results) == pytest.approx({"validation": 0.30, "test": 0.27})
+    assert reference_mismatches(results) == []
+
+
+def test_no_reference_file_gives_no_reference(ablation: Path) -> None:
+    results = load_results(ablation)
+    assert results.reference is None and reference_data(results) is None
+    assert training_gain(results) is None
+    assert not any("reference" in note for note in results.notes)
+
+
+def test_training_gain_uses_the_setting_chosen_on_validation(referenced: Path) -> None:
+    results = load_results(referenced)
+    gain = training_gain(results)
+    expected = _chosen_test_mean(results)
+    assert gain is not None and gain.metric == "map_at_r"
+    assert gain.pretrained == pytest.approx(0.30 + TEST_SHIFT)
+    assert gain.trained == pytest.approx(expected)
+    assert gain.difference == pytest.approx(expected - 0.27) and gain.improves
+
+
+@pytest.mark.parametrize(
+    ("gain", "text", "tone"),
+    [
+        (
+            TrainingGain("map_at_r", "max", 0.27, 0.3564),
+            "Training adds +0.0864 map_at_r on unseen classes (test) over the pretrained "
+            "backbone (0.2700 → 0.3564).",
+            "good",
+        ),
+        (
+            TrainingGain("map_at_r", "max", 0.40, 0.35),
+            "Training loses 0.0500 map_at_r on unseen classes (test) against the pretrained "
+            "backbone (0.4000 → 0.3500): the trained model is worse than no training.",
+            "warn",
+        ),
+        (
+            TrainingGain("nmi", "min", 0.50, 0.40),
+            "Training lowers nmi on unseen classes (test) by 0.1000 from the pretrained "
+            "backbone (0.5000 → 0.4000; lower is better).",
+            "good",
+        ),
+        (
+            TrainingGain("map_at_r", "max", math.nan, 0.35),
+            "reference.json has no test_map_at_r: what training adds over the pretrained "
+            "backbone on unseen classes is unknown.",
+            "warn",
+        ),
+        (
+            None,
+            "This results folder has no pretrained reference (reference.json), so the report "
+            "cannot say what training adds over the backbone as it is.",
+            "plain",
+        ),
+    ],
+)
+def test_reference_sentence(gain: TrainingGain | None, text: str, tone: str) -> None:
+    sentence = reference_sentence(gain)
+    assert sentence.text == text and sentence.tone == tone
+
+
+def test_settings_table_has_the_reference_row(referenced: Path) -> None:
+    results = load_results(referenced)
+    table = settings_table(
+        validation_test_data(results),
+        reference=reference_data(results),
+        still_improving=still_improving_data(results),
+    )
+    assert list(table["setting"]) == [REFERENCE_ROW, "0", "1", "2", "4", "8", "16"]
+    first = table.iloc[0]
+    assert first["val_mean"] == pytest.approx(0.30) and first["test_mean"] == pytest.approx(0.27)
+    empty = ["val_n", "val_ci_low", "val_ci_high", "test_n", "test_ci_low", "test_ci_high"]
+    assert first[empty].isna().all()
+    assert list(table["val_n"][1:]) == [3] * 6
+    assert list(table["still improving"]) == ["", "no", "no", "no", "no", "yes", "yes"]
+
+
+def test_reference_lines_in_the_figure_data(referenced: Path, ablation: Path) -> None:
+    results = load_results(referenced)
+
+    def lines(figure) -> dict[str, list[float]]:
+        return {
+            trace.name: list(trace.y)
+            for trace in figure.data
+            if trace.name and trace.name.startswith(REFERENCE_LABEL) and trace.line.dash == "dash"
+        }
+
+    metric = draw_metric_by_setting(metric_by_setting_data(results))
+    assert lines(metric) == {REFERENCE_LABEL: pytest.approx([0.30, 0.30])}
+    validation_test = draw_validation_test(
+        validation_test_data(results), results.metric, results.knob, reference_data(results)
+    )
+    assert lines(validation_test) == {
+        f"{REFERENCE_LABEL} (validation)": pytest.approx([0.30, 0.30]),
+        f"{REFERENCE_LABEL} (test)": pytest.approx([0.27, 0.27]),
+    }
+    history = draw_history(history_data(results), results.metric, 0.30)
+    assert lines(history) == {REFERENCE_LABEL: pytest.approx([0.30, 0.30])}
+    without = draw_metric_by_setting(metric_by_setting_data(load_results(ablation)))
+    assert lines(without) == {}
+
+
+def test_report_with_a_reference(referenced: Path) -> None:
+    out = build_report(referenced)
+    rest = _without_plotly(out.read_text(encoding="utf-8"))
+    assert "could not be drawn" not in rest
+    assert rest.count('class="plotly-graph-div"') == 5
+    chosen = _chosen_test_mean(load_results(referenced))
+    assert chosen - 0.27 > 0
+    assert (
+        f"Training adds {chosen - 0.27:+.4f} map_at_r on unseen classes (test) over the "
+        f"pretrained backbone (0.2700 → {chosen:.4f})." in rest
+    )
+    assert f"<td>{REFERENCE_ROW}</td>" in rest
+    for name in (REFERENCE_LABEL, f"{REFERENCE_LABEL} (validation)", f"{REFERENCE_LABEL} (test)"):
+        assert f'"name":"{name}"' in rest, name
+    assert "<h3>Pretrained reference (reference.json)</h3>" in rest
+    settings = pd.read_csv(referenced / "report_settings.csv", dtype={"setting": str})
+    first = settings.iloc[0]
+    assert first["setting"] == REFERENCE_ROW
+    assert first["val_mean"] == pytest.approx(0.30) and first["test_mean"] == pytest.approx(0.27)
+    assert math.isnan(first["val_n"]) and math.isnan(first["test_ci_low"])
+    # The still-improving flag: summary, settings table, learning curves.
+    assert (
+        "Still improving at the last epoch: flow.depth = 8, flow.depth = 16 — their budgets have "
+        "not converged; compare them with care or raise train.epochs." in rest
+    )
+    assert settings.set_index("setting").loc[["8", "16"], "still improving"].tolist() == [
+        "yes",
+        "yes",
+    ]
+    assert '"name":"flow.depth = 16 (still improving)"' in rest
+    assert '"name":"flow.depth = 2 (still improving)"' not in rest
+    assert (referenced / "report_still_improving.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "is not readable JSON"),
+        ("[0.31, 0.33]", "must hold a JSON object, not list"),
+        ('{"description": "no metrics"}', "has no 'metrics' object"),
+        ('{"metrics": {"val_map_at_r": "high"}}', "metrics['val_map_at_r'] is 'high'"),
+        ('{"metrics": {"val_map_at_r": 0.3}, "model": "mobilenet"}', "'model' must be"),
+    ],
+)
+def test_malformed_reference_is_a_note(tmp_path: Path, content: str, problem: str) -> None:
+    folder = ablation_folder(tmp_path / "study", effects={"0": 0.0, "1": 0.01}, seeds=2)
+    (folder / "reference.json").write_text(content, encoding="utf-8")
+    results = load_results(folder)
+    assert results.reference is None
+    [note] = [note for note in results.notes if "reference.json" in note]
+    assert note.startswith(str(folder / "reference.json")) and problem in note
+
+
+def test_report_builds_with_a_malformed_reference(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study", effects={"0": 0.0, "1": 0.01}, seeds=2)
+    (folder / "reference.json").write_text("{not json", encoding="utf-8")
+    [note] = load_results(folder).notes
+    page = build_report(folder).read_text(encoding="utf-8")
+    assert f'<div class="notes"><p>{escape(note)}</p></div>' in page
+    assert "The report leaves the pretrained reference out." in note
+    assert "This results folder has no pretrained reference (reference.json)" in page
+    assert "could not be drawn" not in page
+
+
+def test_reference_of_another_backbone_is_noted(tmp_path: Path) -> None:
+    reference = pretrained_reference()
+    reference["model"]["backbone"] = "resnet50"
+    folder = ablation_folder(
+        tmp_path / "study", effects={"0": 0.0, "1": 0.01}, seeds=2, reference=reference
+    )
+    results = load_results(folder)
+    assert reference_mismatches(results) == [
+        "model.backbone is 'resnet50' in reference.json but 'mobilenetv2_100' here"
+    ]
+
+
+# Still improving at the last epoch.
+
+
+def test_still_improving_flags_the_settings_rising_more_than_their_spread(
+    referenced: Path,
+) -> None:
+    results = load_results(referenced)
+    table = still_improving_data(results)
+    assert flagged_settings(table) == ["8", "16"]
+    rows = table.set_index("setting")
+    spreads = results.trials.groupby("setting")["val_map_at_r"].std(ddof=1)
+    for setting in ("0", "1", "2", "4", "8", "16"):
+        assert rows.loc[setting, "seeds"] == 3
+        assert rows.loc[setting, "rise"] == pytest.approx(LATE_RISES.get(setting, 0.0), abs=1e-12)
+        assert rows.loc[setting, "spread"] == pytest.approx(spreads[setting])
+    # Depth 2 climbs, but by less than its seeds spread apart.
+    assert 0 < rows.loc["2", "rise"] < rows.loc["2", "spread"]
+    assert rows.loc["2", "verdict"] == "no" and rows.loc["8", "verdict"] == "yes"
+
+
+def test_still_improving_leaves_out_unfinished_trials(ablation: Path) -> None:
+    table = still_improving_data(load_results(ablation))
+    # Flat last quarters: nothing flagged. The failed (2), diverged (8) and stopped (16) seeds
+    # did not reach their budget and do not count.
+    assert flagged_settings(table) == []
+    assert table.set_index("setting")["seeds"].to_dict() == {
+        "0": 3,
+        "1": 3,
+        "2": 2,
+        "4": 3,
+        "8": 2,
+        "16": 2,
+    }
+
+
+def test_one_seed_cannot_tell(tmp_path: Path) -> None:
+    folder = ablation_folder(
+        tmp_path / "study", effects={"0": 0.0, "8": 0.03}, seeds=1, late_rises={"8": 0.05}
+    )
+    results = load_results(folder)
+    table = still_improving_data(results)
+    assert flagged_settings(table) == []
+    assert table.set_index("setting").loc["8", "rise"] == pytest.approx(0.05)
+    assert list(table["verdict"]) == [ONE_SEED, ONE_SEED]
+    settings = settings_table(validation_test_data(results), still_improving=table)
+    assert list(settings["still improving"]) == [ONE_SEED, ONE_SEED]
+
+
+def test_late_rise_compares_the_last_epoch_with_a_quarter_before() -> None:
+    # E = 5: ceil(5 / 4) = 2, so epoch 5 against epoch 3: 0.42 - 0.30 = 0.12. Trial b has 3
+    # epochs, too few to tell.
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["a"] * 5 + ["b"] * 3,
+            "epoch": [1, 2, 3, 4, 5, 1, 2, 3],
+            "val_map_at_r": [0.10, 0.20, 0.30, 0.35, 0.42, 0.10, 0.20, 0.30],
+        }
+    )
+    rises = late_rises(epochs, "val_map_at_r").set_index("trial_id")
+    assert rises.loc["a", "rise"] == pytest.approx(0.12)
+    assert rises.loc["a", "final"] == pytest.approx(0.42) and rises.loc["a", "epochs"] == 5
+    assert math.isnan(rises.loc["b", "rise"]) and rises.loc["b", "epochs"] == 3
+
+
+@pytest.mark.parametrize(("mode", "flagged"), [("max", ["up"]), ("min", ["down"])])
+def test_still_improving_follows_the_mode(mode: str, flagged: list[str]) -> None:
+    # up: rises 0.05 and 0.07 (mean 0.06); finals 0.50 and 0.52, sample sd 0.02 / sqrt(2) =
+    # 0.014142. down: the mirror image, falling. flat: mean rise 0.001, below its spread.
+    rises = pd.DataFrame(
+        [
+            ("up", 0.50, 0.05),
+            ("up", 0.52, 0.07),
+            ("down", 0.30, -0.05),
+            ("down", 0.32, -0.07),
+            ("flat", 0.40, 0.0),
+            ("flat", 0.42, 0.002),
+            ("single", 0.40, 0.30),
+            ("short", 0.40, math.nan),
+        ],
+        columns=["setting", "final", "rise"],
+    )
+    settings = ["up", "down", "flat", "single", "short", "none"]
+    table = still_improving(rises, settings, mode)
+    assert flagged_settings(table) == flagged
+    rows = table.set_index("setting")
+    assert rows.loc["up", "rise"] == pytest.approx(0.06)
+    assert rows.loc["up", "spread"] == pytest.approx(0.014142, abs=1e-6)
+    assert rows.loc["single", "verdict"] == ONE_SEED and not rows.loc["single", "still_improving"]
+    assert rows.loc["short", "verdict"] == TOO_SHORT
+    assert rows.loc["none", "verdict"] == "" and rows.loc["none", "seeds"] == 0
+
+
+def test_still_improving_sentence_names_the_settings() -> None:
+    assert still_improving_sentence([], "flow.depth") is None
+    one = still_improving_sentence(["8"], "flow.depth")
+    assert one is not None and one.tone == "warn"
+    assert one.text == (
+        "Still improving at the last epoch: flow.depth = 8 — its budget has not converged; "
+        "compare it with care or raise train.epochs."
+    )
+
+
 # Escaping.
 
 
@@ -373,6 +701,7 @@ def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("hostile") / "study",
         effects={"0": 0.0, "1": 0.01, HOSTILE: 0.02},
         failed=[("1", 0, HOSTILE)],
+        reference=pretrained_reference(),
     )
     return build_report(folder)
 
@@ -404,6 +733,10 @@ def test_ablation_report(ablation: Path, tmp_path: Path) -> None:
     assert "too few seeds for a test" in rest
     assert "could not be drawn" not in rest
     assert "2 failed or diverged trials are left out of the statistics" in rest
+    # No reference.json: one plain line says so, and no figure or table shows a reference.
+    assert "This results folder has no pretrained reference (reference.json)" in rest
+    assert REFERENCE_ROW not in rest and REFERENCE_LABEL not in rest
+    assert "Still improving at the last epoch" not in rest
     excluded = pd.read_csv(ablation / "report_excluded.csv")
     assert sorted(excluded["status"]) == ["diverged", "failed"]
     comparisons = pd.read_csv(ablation / "report_comparisons.csv")
@@ -428,7 +761,7 @@ def test_compare_report_with_wilcoxon(tmp_path: Path) -> None:
 
 
 def test_search_report(tmp_path: Path) -> None:
-    folder = search_folder(tmp_path / "search")
+    folder = search_folder(tmp_path / "search", reference=pretrained_reference(map_at_r=0.20))
     out = build_report(folder)
     for name in ("trials", "history", "importances", "cost", "excluded"):
         assert (folder / f"report_{name}.csv").is_file(), name
@@ -440,6 +773,14 @@ def test_search_report(tmp_path: Path) -> None:
     best = results.trials.query("status == 'completed'")["val_map_at_r"].max()
     assert f"Best val_map_at_r = {best:.4f}" in rest
     assert "CUDA out of memory" in rest
+    # The best trial by validation, against the reference's test MAP@R of 0.20 - 0.03.
+    completed = results.trials.query("status == 'completed'")
+    chosen_test = completed.loc[completed["val_map_at_r"].idxmax(), "test_map_at_r"]
+    assert (
+        f"Training adds {chosen_test - 0.17:+.4f} map_at_r on unseen classes (test) over the "
+        f"pretrained backbone (0.1700 → {chosen_test:.4f})." in rest
+    )
+    assert f'"name":"{REFERENCE_LABEL}"' in rest
 
 
 def test_command_line(ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -534,7 +875,8 @@ def _render(page: Path, profile: Path) -> _RenderedPage:
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
 def test_pages_render_in_a_browser(hostile_report: Path, tmp_path: Path) -> None:
-    search_page = build_report(search_folder(tmp_path / "search"))
+    search = search_folder(tmp_path / "search", reference=pretrained_reference())
+    search_page = build_report(search)
     for page, figures in ((hostile_report, 5), (search_page, 6)):
         profile = tmp_path / f"profile-{page.parent.name}"
         rendered = _render(page, profile)

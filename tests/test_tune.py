@@ -1,5 +1,6 @@
 """Studies on real Ray Tune and Optuna: a small end-to-end ablation, and resuming a killed one."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -75,6 +76,14 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
     assert sorted(t.user_attrs["time_total_s"] for t in ot_trials) == sorted(trials["time_total_s"])
     for name in ("study.json", "environment.json"):
         assert (study_dir / name).stat().st_size > 0
+    # The pretrained reference, measured once on the same splits, for the report.
+    reference = json.loads((study_dir / "reference.json").read_text())
+    assert reference["model"]["backbone"] == "mobilenetv2_100"
+    assert 0 < reference["metrics"]["test_map_at_r"] < 1
+    assert 0 < reference["metrics"]["val_recall_at_1"] <= 1
+    # The learning rate decays within each trial (warm-up is shorter than an epoch here).
+    for _, curve in epochs.groupby("trial_id"):
+        assert curve.sort_values("epoch")["lr"].is_monotonic_decreasing
 
     with pytest.raises(StudyError, match="--resume"):
         run_study(space, StudyOptions(name="tiny_ablation", results_dir=tmp_path))
