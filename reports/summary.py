@@ -146,6 +146,17 @@ def ablation_summary(
     return sentences
 
 
+def metric_name(metric: str) -> str:
+    """A metric as the retrieval literature writes it: ``map_at_r`` -> ``MAP@R``.
+
+    >>> metric_name("recall_at_1"), metric_name("r_precision"), metric_name("train_loss")
+    ('Recall@1', 'R-Precision', 'train_loss')
+    """
+    if metric.startswith("recall_at_"):
+        return "Recall@" + metric.removeprefix("recall_at_")
+    return {"map_at_r": "MAP@R", "r_precision": "R-Precision", "nmi": "NMI"}.get(metric, metric)
+
+
 def reference_sentence(gain: TrainingGain | None) -> Sentence:
     """What training adds on the unseen classes over the pretrained backbone (`training_gain`)."""
     if gain is None:
@@ -153,16 +164,16 @@ def reference_sentence(gain: TrainingGain | None) -> Sentence:
             f"This results folder has no pretrained reference ({REFERENCE_FILE}), so the report "
             "cannot say what training adds over the backbone as it is."
         )
-    metric = gain.metric
+    metric = metric_name(gain.metric)
     if not math.isfinite(gain.pretrained):
         return Sentence(
-            f"{REFERENCE_FILE} has no test_{metric}: what training adds over the pretrained "
+            f"{REFERENCE_FILE} has no test_{gain.metric}: what training adds over the pretrained "
             "backbone on unseen classes is unknown.",
             "warn",
         )
     if not math.isfinite(gain.trained):
         return Sentence(
-            f"The choice on validation has no test_{metric}, so what training adds over the "
+            f"The choice on validation has no test_{gain.metric}, so what training adds over the "
             f"pretrained backbone ({_value(gain.pretrained)}) on unseen classes is unknown.",
             "warn",
         )

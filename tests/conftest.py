@@ -7,6 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
+# Property tests draw their examples on a 2-core machine that other jobs may share: no deadline
+# per example and no "too slow" health check, so a busy machine slows them without failing them.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -425,19 +425,19 @@ def test_training_gain_uses_the_setting_chosen_on_validation(referenced: Path) -
     [
         (
             TrainingGain("map_at_r", "max", 0.27, 0.3564),
-            "Training adds +0.0864 map_at_r on unseen classes (test) over the pretrained "
+            "Training adds +0.0864 MAP@R on unseen classes (test) over the pretrained "
             "backbone (0.2700 → 0.3564).",
             "good",
         ),
         (
             TrainingGain("map_at_r", "max", 0.40, 0.35),
-            "Training loses 0.0500 map_at_r on unseen classes (test) against the pretrained "
+            "Training loses 0.0500 MAP@R on unseen classes (test) against the pretrained "
             "backbone (0.4000 → 0.3500): the trained model is worse than no training.",
             "warn",
         ),
         (
             TrainingGain("nmi", "min", 0.50, 0.40),
-            "Training lowers nmi on unseen classes (test) by 0.1000 from the pretrained "
+            "Training lowers NMI on unseen classes (test) by 0.1000 from the pretrained "
             "backbone (0.5000 → 0.4000; lower is better).",
             "good",
         ),
@@ -509,7 +509,7 @@ def test_report_with_a_reference(referenced: Path) -> None:
     chosen = _chosen_test_mean(load_results(referenced))
     assert chosen - 0.27 > 0
     assert (
-        f"Training adds {chosen - 0.27:+.4f} map_at_r on unseen classes (test) over the "
+        f"Training adds {chosen - 0.27:+.4f} MAP@R on unseen classes (test) over the "
         f"pretrained backbone (0.2700 → {chosen:.4f})." in rest
     )
     assert f"<td>{REFERENCE_ROW}</td>" in rest
@@ -777,7 +777,7 @@ def test_search_report(tmp_path: Path) -> None:
     completed = results.trials.query("status == 'completed'")
     chosen_test = completed.loc[completed["val_map_at_r"].idxmax(), "test_map_at_r"]
     assert (
-        f"Training adds {chosen_test - 0.17:+.4f} map_at_r on unseen classes (test) over the "
+        f"Training adds {chosen_test - 0.17:+.4f} MAP@R on unseen classes (test) over the "
         f"pretrained backbone (0.1700 → {chosen_test:.4f})." in rest
     )
     assert f'"name":"{REFERENCE_LABEL}"' in rest
