@@ -143,6 +143,9 @@ def add_reference_line(
     figure.update_layout(
         xaxis2={"overlaying": "x", "range": [0, 1], "visible": False, "fixedrange": True}
     )
+    # The trace gives the legend entry and keeps the level inside the y range; on a category axis
+    # plotly leaves an overlaid trace undrawn, so the line itself is also drawn as a shape.
+    figure.add_hline(y=level, line={"dash": "dash", "color": color, "width": 2})
 
 
 def _setting_axis(figure: go.Figure, settings: Sequence[str], axis: str, title: str, **where):
