@@ -14,7 +14,7 @@ results and report.html go to results/ablate_flow_depth/.
 
 import sys
 
-from gapan.cli import run_study_script
+from gapan.tune.cli import run_study_script
 
 if __name__ == "__main__":
     sys.exit(run_study_script("ablate_flow_depth", __doc__))

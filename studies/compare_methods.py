@@ -13,7 +13,7 @@ results and report.html go to results/compare_methods/.
 
 import sys
 
-from gapan.cli import run_study_script
+from gapan.tune.cli import run_study_script
 
 if __name__ == "__main__":
     sys.exit(run_study_script("compare_methods", __doc__))

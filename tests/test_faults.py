@@ -8,6 +8,7 @@ same thing. Bad input must fail in seconds, before Ray starts, naming what to fi
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,19 +28,15 @@ from conftest import (
 )
 from PIL import Image
 
-from gapan.cli import run_study_script
 from gapan.config import ConfigError
+from gapan.results import TrialRecord
 from gapan.space import parse_space
 from gapan.train import load_checkpoint
-from gapan.tune import (
-    FAULT_VARIABLE,
-    FAULTS_DIR,
-    StudyError,
-    StudyOptions,
-    _check_new,
-    _searcher,
-    run_study,
-)
+from gapan.tune import StudyError, StudyOptions, run_study
+from gapan.tune.cli import run_study_script
+from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
+from gapan.tune.folder import check_new, check_nothing_lost, ended_trials
+from gapan.tune.search import StudySearcher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,7 +206,7 @@ def test_a_killed_search_resumes_with_the_samplers_history(tmp_path):
     assert ran == sampled
     assert len(set(sampled)) == 6
     # A searcher that lost its state would start afresh and repeat its start-up points.
-    fresh = _searcher(parse_space(TINY_SEARCH, "tiny_search"), tmp_path)
+    fresh = StudySearcher(parse_space(TINY_SEARCH, "tiny_search"), tmp_path)
     startup = [tuple(fresh.suggest(f"fresh_{i}")[k] for k in keys) for i in range(2)]
     by_number = [tuple(t.params[k] for k in keys) for t in ot_trials]
     assert by_number[:2] == startup  # so the check below can fail
@@ -221,7 +218,7 @@ def test_a_trial_optuna_finished_after_tunes_last_snapshot_is_not_told_twice(tmp
     # runs; the trial ends (Optuna records it at once); the driver dies before the next save.
     # The resumed searcher gets the rerun of its last epoch, which Optuna would refuse.
     space = parse_space(TINY_SEARCH, "tiny_search")
-    searcher = _searcher(space, tmp_path)
+    searcher = StudySearcher(space, tmp_path)
     config = searcher.suggest("trial_a")
     snapshot = str(tmp_path / "searcher.pkl")
     searcher.save(snapshot)
@@ -230,7 +227,7 @@ def test_a_trial_optuna_finished_after_tunes_last_snapshot_is_not_told_twice(tmp
     searcher.on_trial_result("trial_a", result)
     searcher.on_trial_complete("trial_a", result)
 
-    resumed = _searcher(space, tmp_path)
+    resumed = StudySearcher(space, tmp_path)
     resumed.restore(snapshot)
     resumed.on_trial_result("trial_a", {**result, "val_map_at_r": 0.25})
     resumed.on_trial_complete("trial_a", {**result, "val_map_at_r": 0.25})
@@ -274,10 +271,71 @@ def assert_refused(tmp_path, capsys, argv, *fragments, name="ablate_flow_depth")
         (["--cpus-per-trial", "64"], ["--cpus-per-trial 64", "--num-cpus"]),
         (["--address", "127.0.0.1:1"], ["--address 127.0.0.1:1", "ray start --head"]),
         (["--resume"], ["holds no study to resume"]),
+        (["--name", "../../outside"], ["'../../outside' is not a folder name"]),
+        (["--name", "/tmp/absolute"], ["'/tmp/absolute' is not a folder name"]),
+        (["--name", ""], ["'' is not a folder name"]),
     ],
 )
 def test_bad_options_fail_in_seconds_without_starting_ray(tmp_path, capsys, argv, fragments):
     assert_refused(tmp_path, capsys, argv, *fragments)
+
+
+def copy_of(study_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / study_dir.name
+    shutil.copytree(study_dir, copy)
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_resume_without_tunes_experiment_state_keeps_every_finished_trial(
+    faulty_study, tmp_path, damage
+):
+    study_dir = copy_of(faulty_study, tmp_path)
+    before = (study_dir / "trials.csv").read_text()
+    (state,) = (study_dir / "tune").glob("experiment_state-*.json")
+    if damage == "truncated":
+        state.write_text(state.read_text()[: len(state.read_text()) // 2])
+    else:
+        state.unlink()
+    space = parse_space(FAULTY, "faulty")
+    problem = "damaged" if damage == "truncated" else "missing"
+    with pytest.raises(StudyError, match=f"experiment state.*is {problem}.*Restore tune/"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
+    assert not ray.is_initialized()
+    assert (study_dir / "trials.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_a_study_folder_without_its_study_json_is_never_overwritten(faulty_study, tmp_path):
+    study_dir = copy_of(faulty_study, tmp_path)
+    before = (study_dir / "trials.csv").read_text()
+    (study_dir / "study.json").unlink()
+    space = parse_space(FAULTY, "faulty")
+    with pytest.raises(StudyError, match="no study.json; starting here would overwrite"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path))
+    with pytest.raises(StudyError, match="Restore study.json from a backup to resume"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
+    assert not ray.is_initialized()
+    assert (study_dir / "trials.csv").read_text() == before
+    assert not (study_dir / "study.json").exists()
+
+    (study_dir / "study.json").write_text('{"name": "faul')
+    with pytest.raises(StudyError, match="study.json is damaged"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
+
+
+@pytest.mark.slow
+def test_a_resume_never_writes_fewer_ended_trials_than_the_folder_holds(faulty_study):
+    space = parse_space(FAULTY, "faulty")
+    recorded = ended_trials(faulty_study, space)
+    assert recorded == {"trials.csv": 4, "optuna.journal": 4}
+    one = TrialRecord(trial_id="a", number=0, config={}, epochs=[{"status": "completed"}])
+    with pytest.raises(
+        StudyError, match="holds 1 ended trials.*trials.csv: 4.*Nothing was written"
+    ):
+        check_nothing_lost(recorded, [one], finished=False)
+    check_nothing_lost(recorded, [one] * 4, finished=True)
 
 
 def test_a_study_stopped_before_its_first_trial_starts_afresh(tmp_path, capsys):
@@ -289,12 +347,12 @@ def test_a_study_stopped_before_its_first_trial_starts_afresh(tmp_path, capsys):
     status, _ = run_script(tmp_path, "--resume")
     assert status == 2
     assert "stopped before its first trial: run without --resume" in capsys.readouterr().err
-    _check_new(study_dir)
+    check_new(study_dir)
     assert [path.name for path in study_dir.iterdir()] == ["study.json"]
     # A finished study is never cleared, even without its Tune folder.
     (study_dir / "trials.csv").write_text("trial_id,status\n")
     with pytest.raises(StudyError, match="already holds a study.*--resume"):
-        _check_new(study_dir)
+        check_new(study_dir)
     assert (study_dir / "trials.csv").exists()
 
 
@@ -385,10 +443,10 @@ def test_a_checkpoint_holding_code_is_refused_unread(tmp_path):
 DASHBOARD_PROBE = """
 import contextlib, io, json, socket, urllib.error, urllib.request
 import ray
-from gapan.tune import StudyOptions, _start_ray
+from gapan.tune import StudyOptions, start_ray
 printed = io.StringIO()
 with contextlib.redirect_stdout(printed):
-    _start_ray(StudyOptions(name="probe", num_cpus=1, dashboard_port=0))
+    start_ray(StudyOptions(name="probe", num_cpus=1, dashboard_port=0))
 url = printed.getvalue().split("Ray dashboard: http://")[1].split()[0]
 try:
     status = urllib.request.urlopen(f"http://{url}/api/version", timeout=10).status

@@ -17,7 +17,8 @@ from conftest import (
 )
 
 from gapan.space import load_space, parse_space
-from gapan.tune import StudyError, StudyOptions, _pending_trials_limit, _trial_slots, run_study
+from gapan.tune import StudyError, StudyOptions, run_study
+from gapan.tune.cluster import pending_trials_limit, trial_slots
 
 TINY_ABLATION = '''"""Does a flow help on a tiny slice?"""
 KIND = "ablation"
@@ -167,10 +168,10 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
 
 def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):
     # Two CPUs, no GPU (the module's Ray instance).
-    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=1)) == 2
-    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5)) == 4
-    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5, max_concurrent=3)) == 3
-    assert _trial_slots(StudyOptions(name="slots", cpus_per_trial=4)) == 1
-    with _pending_trials_limit(3):
+    assert trial_slots(StudyOptions(name="slots", cpus_per_trial=1)) == 2
+    assert trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5)) == 4
+    assert trial_slots(StudyOptions(name="slots", cpus_per_trial=0.5, max_concurrent=3)) == 3
+    assert trial_slots(StudyOptions(name="slots", cpus_per_trial=4)) == 1
+    with pending_trials_limit(3):
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
     assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ

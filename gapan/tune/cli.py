@@ -1,4 +1,8 @@
-"""The command line every study script shares: flags, one study run, its report."""
+"""The command line every study script shares: flags, one study run, its report.
+
+The flags are parsed before anything heavy is imported, so `--help` and a mistyped flag answer at
+once; torch, Ray and the data loaders load only for a run.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import sys
 from pathlib import Path
 
 from gapan.config import ConfigError, parse_overrides
-from gapan.data import DataError
 from gapan.space import SpaceError, load_space
 
 
@@ -99,10 +102,11 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def run_study_script(name: str, description: str, argv: list[str] | None = None) -> int:
     """Parse the flags, run the study named `name`, write its report; return an exit code."""
-    from gapan.tune import StudyError, StudyOptions, run_study
-
     parser = study_parser(name, description)
     args = parser.parse_args(argv)
+    from gapan.data import DataError
+    from gapan.tune import StudyError, StudyOptions, run_study
+
     try:
         options = StudyOptions(
             name=args.name,

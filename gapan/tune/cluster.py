@@ -1,0 +1,146 @@
+"""Where trials run: Ray started or joined, and the checks that fail fast before it starts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import ray
+import torch
+
+from gapan.tune.faults import FAULT_VARIABLE, parse_faults
+from gapan.tune.options import StudyError, StudyOptions
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EXPERIMENT_STATE_PERIOD_S = 2
+
+
+def start_ray(options: StudyOptions) -> None:
+    """Start a Ray instance for this study on this machine, or join the cluster at --address.
+
+    Prints the dashboard's address. The `TUNE_*` variables set here are Tune's documented
+    settings (its environment-variable reference); a value the user set is kept.
+    """
+    # Keeping few checkpoints makes Tune snapshot the experiment state every few checkpoints; on
+    # cached features that is many times a second, and cheap.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune copies its experiment state (and the trials' result files) into the study folder
+    # every 10 s by default; a driver killed in between loses the trials finished since, and
+    # --resume runs them again. The state of a study is small, so save it every 2 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
+    if ray.is_initialized():
+        return
+    # Ray's token authentication (on by default since Ray 2.59) is left as it is: every request
+    # to the dashboard's API and to the cluster needs the token under ~/.ray.
+    try:
+        if options.address:
+            context = ray.init(address=options.address)
+        else:
+            if options.dashboard_host not in LOOPBACK:
+                print(
+                    f"warning: the Ray dashboard listens on {options.dashboard_host}, open to "
+                    "every machine that reaches this one (Ray's token guards its API); an SSH "
+                    "tunnel to 127.0.0.1 is safer (docs/when-things-go-wrong.md)",
+                    flush=True,
+                )
+            # address="local": a new instance for this study, never a cluster that happens to
+            # run here; the dashboard starts wherever ray[default] is installed.
+            context = ray.init(
+                address="local",
+                num_cpus=options.num_cpus,
+                include_dashboard=None,
+                dashboard_host=options.dashboard_host,
+                dashboard_port=options.dashboard_port,
+            )
+    except ConnectionError as error:
+        raise StudyError(
+            f"cannot join the Ray cluster at --address {options.address}: {error}. Start it with "
+            "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), or run "
+            "without --address to start Ray on this machine."
+        ) from None
+    url = context.dashboard_url
+    print(
+        f"Ray dashboard: http://{url}"
+        if url
+        else "Ray dashboard: not running (install ray[default])",
+        flush=True,
+    )
+
+
+def trial_slots(options: StudyOptions) -> int:
+    """How many trials the cluster runs at once, as it is now."""
+    resources = ray.cluster_resources()
+    limits = [options.max_concurrent] if options.max_concurrent else []
+    for name, per_trial in (("CPU", options.cpus_per_trial), ("GPU", options.gpus_per_trial)):
+        if per_trial:
+            limits.append(resources.get(name, 0.0) / per_trial)
+    return max(1, int(min(limits, default=1)))
+
+
+@contextlib.contextmanager
+def pending_trials_limit(slots: int):
+    """Let Tune prepare a trial for every slot, not one at a time.
+
+    With a searcher, Tune keeps one pending trial: the second slot's trial is created only once
+    the first one runs, and its worker (importing torch, loading the data) starts seconds later.
+    A limit of one per slot starts them all together. It caps pending trials only, so a cluster
+    that grows still gets more trials. A value the user set is kept.
+    """
+    name = "TUNE_MAX_PENDING_TRIALS_PG"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = str(slots)
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
+def check_before_ray(options: StudyOptions) -> None:
+    """Options that would make Ray wait or retry for minutes fail here, in seconds."""
+    parse_faults(os.environ.get(FAULT_VARIABLE, ""))
+    if options.address:
+        _check_address(options.address)
+    elif not ray.is_initialized():
+        _check_resources(options)
+
+
+def _check_address(address: str) -> None:
+    # Ray retries an address where no head node answers for minutes before it gives up.
+    if address == "auto" or "://" in address:
+        return  # auto fails at once when no cluster runs here; ray:// is Ray Client's
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(
+            f"--address {address!r}: expected auto or HOST:PORT (the head node's "
+            "port, 6379 unless `ray start --head --port` chose another)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise StudyError(
+            f"--address {address}: no Ray head node answers there ({error}). Start one with "
+            "`ray start --head` on that machine, or fix --address."
+        ) from None
+
+
+def _check_resources(options: StudyOptions) -> None:
+    # A trial that asks for more than the Ray instance started here has would wait forever. (A
+    # cluster may grow with its autoscaler, so --address skips this; Tune reports what it
+    # cannot place.)
+    have = {
+        "--cpus-per-trial": options.num_cpus or os.cpu_count() or 1,
+        "--gpus-per-trial": torch.cuda.device_count(),
+    }
+    asked = {"--cpus-per-trial": options.cpus_per_trial, "--gpus-per-trial": options.gpus_per_trial}
+    for flag, wanted in asked.items():
+        if wanted < 0 or wanted > have[flag]:
+            raise StudyError(
+                f"{flag} {wanted:g}, but the Ray instance this study starts here has "
+                f"{have[flag]:g}, so no trial could ever start. Give {flag} between 0 and "
+                f"{have[flag]:g}"
+                + (" (or raise --num-cpus)" if flag == "--cpus-per-trial" else "")
+                + ", or join a larger cluster with --address."
+            )

@@ -1,0 +1,89 @@
+"""What a study run is asked for: `StudyOptions` (the scripts' flags) applied to a search space."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gapan.space import StudySpace, check_space
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start or resume; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """How to run a study: where, on what, and with which resources (the scripts' flags)."""
+
+    name: str
+    results_dir: Path = Path("results")
+    # Config keys set for every trial, on top of the space's FIXED (dataset, backbone mode...).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    num_samples: int | None = None  # search studies: trials to sample
+    seeds: int | None = None  # ablations and comparisons: seeds per setting
+    address: str | None = None  # join a running Ray cluster ("auto" or host:port)
+    storage: str | None = None  # shared folder for a multi-node study (default: results_dir)
+    resume: bool = False
+    smoke: bool = False  # a tiny version of the study, to check that everything runs
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    max_failures: int = 1  # retries of a failed trial, from its last checkpoint
+    num_cpus: int | None = None  # CPUs of a Ray instance started here (default: all)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    @property
+    def study_dir(self) -> Path:
+        return (Path(self.storage) if self.storage else self.results_dir).resolve() / self.name
+
+
+def check_name(name: str) -> None:
+    """A study name is one folder name inside the results folder, never a path out of it."""
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or any(separator in name for separator in ("/", "\\", "\0"))
+        or name.startswith("~")
+    ):
+        raise StudyError(
+            f"--name {name!r} is not a folder name: a study's name must be one non-empty folder "
+            "name without '/', '\\' or '..', such as ablate_flow_depth_v2; --results-dir "
+            "chooses where its folder goes"
+        )
+
+
+def smoke_space(space: StudySpace) -> StudySpace:
+    """Two settings (the baseline first), two seeds, two epochs, a small slice of classes."""
+    fixed = {**space.fixed, "train.epochs": 2, "data.max_classes": 24}
+    if space.kind == "search":
+        return dataclasses.replace(space, fixed=fixed, num_samples=4)
+    knob = space.knob
+    values = space.search[knob]["values"]
+    kept = [space.baseline, *[v for v in values if v != space.baseline][:1]]
+    search = {knob: {**space.search[knob], "values": kept}}
+    return dataclasses.replace(space, fixed=fixed, search=search, seeds=2)
+
+
+def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
+    """The space as this run executes it: smoke slicing, seed and sample counts, overrides."""
+    if options.smoke:
+        space = smoke_space(space)
+    if options.seeds is not None and space.kind != "search":
+        space = dataclasses.replace(space, seeds=options.seeds)
+    if options.num_samples is not None and space.kind == "search":
+        space = dataclasses.replace(space, num_samples=options.num_samples)
+    searched = set(space.search) & set(options.overrides)
+    if searched:
+        raise StudyError(
+            f"{', '.join(sorted(searched))} is searched by this study; it cannot "
+            "also be set on the command line"
+        )
+    space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
+    return check_space(space, source=f"{space.name} with the command-line options")

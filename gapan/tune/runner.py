@@ -1,0 +1,121 @@
+"""`run_study`: the one function that runs (or resumes) a study and writes its results folder."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ray import tune
+
+from gapan import results
+from gapan.config import ExperimentConfig, from_flat, to_flat
+from gapan.data import build_splits
+from gapan.evaluate import reference_record
+from gapan.space import StudySpace
+from gapan.train import frozen_features, resolve_device
+from gapan.tune import cluster, folder
+from gapan.tune.options import StudyOptions, apply_options
+from gapan.tune.search import StudySearcher, scheduler
+from gapan.tune.trainable import run_trial, trial_config
+
+# Tune deletes an old checkpoint before its experiment-state snapshot records the new one; a
+# driver killed in between would leave a trial pointing at a deleted checkpoint. With epochs
+# shorter than the snapshot period the snapshot can lag two checkpoints: three kept bridge that.
+CHECKPOINTS_KEPT = 3
+
+
+def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> None:
+    """Fail on bad data, build the frozen-feature cache and measure the pretrained reference,
+    once, before any trial starts."""
+    splits = build_splits(cfg.data)
+    if cfg.model.backbone_mode == "frozen":
+        frozen_features(cfg, splits, resolve_device(cfg.train.device))
+    if not (study_dir / results.REFERENCE_FILE).exists():
+        print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
+        reference = reference_record(cfg, splits)
+        study_dir.mkdir(parents=True, exist_ok=True)
+        results.write_reference(study_dir, reference)
+
+
+def _trial_dirname(trial: tune.experiment.Trial) -> str:
+    number = trial.experiment_tag.split("_", 1)[0]  # Tune's running count of trials
+    return f"trial_{number}_{trial.trial_id}"
+
+
+def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> tune.Tuner:
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    study_dir = options.study_dir
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space=space, study_dir=str(study_dir)), resources
+    )
+    if options.resume:
+        return tune.Tuner.restore(
+            str(study_dir / folder.TUNE_DIR),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+    return tune.Tuner(
+        trainable,
+        param_space={k: v for k, v in to_flat(base).items() if k not in space.search},
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(space, study_dir),
+            scheduler=scheduler(space),
+            num_samples=space.trial_count(),
+            max_concurrent_trials=options.max_concurrent or None,
+            reuse_actors=True,
+            # Short folder names: the default one lists every config key.
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=folder.TUNE_DIR,
+            storage_path=str(study_dir),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        ),
+    )
+
+
+def run_study(space: StudySpace, options: StudyOptions) -> Path:
+    """Run (or resume) a study to the end and write its results folder; return the folder.
+
+    Everything that can be checked is checked before Ray starts: the space against the config,
+    the resources and cluster address asked for, the study folder, the data set, and the
+    frozen-feature cache (built here once, shared by every trial).
+    """
+    space = apply_options(space, options)
+    cluster.check_before_ray(options)
+    study_dir = options.study_dir
+    if options.resume:
+        folder.check_resumable(study_dir, space)
+    else:
+        folder.check_new(study_dir)
+    base = from_flat(space.fixed)
+    prepare_data(base, study_dir)
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    results.write_study(study_dir, space, {"resources": resources})
+    environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
+    cluster.start_ray(options)
+
+    ended_before = folder.ended_trials(study_dir, space) if options.resume else {}
+    tuner = _tuner(space, options, base)
+    started = time.perf_counter()
+    with cluster.pending_trials_limit(cluster.trial_slots(options)):
+        grid = tuner.fit()
+    records = folder.trial_records(grid, options.gpus_per_trial)
+    for record in records:
+        record.resolved = to_flat(trial_config(record.config, space))
+    # Tune creates trials as it goes: an interrupted study has fewer than it planned.
+    finished = len(records) == space.trial_count()
+    folder.check_nothing_lost(ended_before, records, finished)
+    if finished:
+        folder.close_abandoned_optuna_trials(study_dir, space)
+    results.write_tables(study_dir, records, space, finished=finished)
+    environment.update(
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        study_wall_s=time.perf_counter() - started,
+        trials=len(records),
+    )
+    results.write_environment(study_dir, environment)
+    return study_dir
