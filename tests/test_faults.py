@@ -35,7 +35,8 @@ from gapan.train import load_checkpoint
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cli import run_study_script
 from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
-from gapan.tune.folder import check_new, check_nothing_lost, ended_trials
+from gapan.tune.folder import check_free_space, check_new, check_nothing_lost, ended_trials
+from gapan.tune.runner import disk_need
 from gapan.tune.search import StudySearcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,6 +337,58 @@ def test_a_resume_never_writes_fewer_ended_trials_than_the_folder_holds(faulty_s
     ):
         check_nothing_lost(recorded, [one], finished=False)
     check_nothing_lost(recorded, [one] * 4, finished=True)
+
+
+PLANTED = b"cos\nsystem\n(S'touch {marker}'\ntR."  # a pickle that runs a shell command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["group-writable", "another user's"])
+def test_a_resume_refuses_state_files_others_could_have_written(faulty_study, tmp_path, how):
+    study_dir = copy_of(faulty_study, tmp_path)
+    marker = tmp_path / "planted-code-ran"
+    planted = study_dir / "tune" / "tuner.pkl"
+    planted.write_bytes(PLANTED.replace(b"{marker}", str(marker).encode()))
+    if how == "group-writable":
+        planted.chmod(0o664)
+    else:
+        os.chown(planted, 65534, 65534)
+    space = parse_space(FAULTY, "faulty")
+    with pytest.raises(StudyError, match=r"tuner\.pkl (may be written by others|belongs to another)"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
+    assert not marker.exists()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_a_damaged_optuna_journal_is_named_on_resume(faulty_study, tmp_path):
+    study_dir = copy_of(faulty_study, tmp_path)
+    (study_dir / "optuna.journal").write_text("not a journal\n")
+    space = parse_space(FAULTY, "faulty")
+    with pytest.raises(StudyError, match="optuna.journal, the Optuna study, cannot be read"):
+        run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_the_disk_estimate_covers_the_checkpoints_a_study_keeps(faulty_study):
+    space = parse_space(FAULTY, "faulty")
+    sizes = [path.stat().st_size for path in (faulty_study / "tune").rglob("checkpoint.pt")]
+    estimate = disk_need(space, num_classes=24, in_features=1280)
+    assert sum(sizes) <= estimate
+    # Each of its 4 trials keeps at most 3 checkpoints, each of about the estimated size.
+    assert 0.8 * max(sizes) <= estimate / (4 * 3) <= 1.25 * max(sizes)
+    with pytest.raises(StudyError, match="GB free. Free some space"):
+        check_free_space(faulty_study, 2**62)
+
+
+def test_a_results_folder_that_cannot_be_written_is_named(tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the results folder should be")
+    status = run_study_script("ablate_flow_depth", "", ["--results-dir", str(blocker)])
+    message = capsys.readouterr().err
+    assert status == 2 and f"cannot write the study folder {blocker}" in message
+    assert "Traceback" not in message and not ray.is_initialized()
 
 
 def test_a_study_stopped_before_its_first_trial_starts_afresh(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from pathlib import Path
 
 import ray
 import torch
@@ -26,13 +27,13 @@ def start_ray(options: StudyOptions) -> None:
     # cached features that is many times a second, and cheap.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune copies its experiment state (and the trials' result files) into the study folder
-    # every 10 s by default; a driver killed in between loses the trials finished since, and
-    # --resume runs them again. The state of a study is small, so save it every 2 s.
+    # periodically; a driver killed in between loses the trials finished since, and --resume
+    # runs them again. The state of a study is small, so it is saved often.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
     if ray.is_initialized():
         return
-    # Ray's token authentication (on by default since Ray 2.59) is left as it is: every request
-    # to the dashboard's API and to the cluster needs the token under ~/.ray.
+    # Ray's token authentication is left on: every request to the dashboard's API and to the
+    # cluster needs the token under ~/.ray.
     try:
         if options.address:
             context = ray.init(address=options.address)
@@ -60,12 +61,30 @@ def start_ray(options: StudyOptions) -> None:
             "without --address to start Ray on this machine."
         ) from None
     url = context.dashboard_url
-    print(
-        f"Ray dashboard: http://{url}"
-        if url
-        else "Ray dashboard: not running (install ray[default])",
-        flush=True,
-    )
+    if not url:
+        print("Ray dashboard: not running (install ray[default])", flush=True)
+        return
+    print(f"Ray dashboard: http://{url}", flush=True)
+    token = make_token_private()
+    if token is not None:
+        print(
+            f"  it asks for Ray's token: paste the output of `ray get-auth-token` (the file "
+            f"{token}, readable by you only)",
+            flush=True,
+        )
+
+
+def make_token_private() -> Path | None:
+    """Ray's token file, made readable by its owner only; None when Ray wrote none here.
+
+    Ray writes the token that guards its cluster and dashboard readable by every local user.
+    """
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    try:
+        token.chmod(0o600)
+    except OSError:
+        return None
+    return token
 
 
 def trial_slots(options: StudyOptions) -> int:

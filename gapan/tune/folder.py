@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,30 @@ TUNE_DIR = "tune"  # Tune's own experiment folder inside the study folder
 def started(study_dir: Path) -> bool:
     """Whether Tune recorded the study: it writes its first snapshot before any trial ends."""
     return tune.Tuner.can_restore(str(study_dir / TUNE_DIR))
+
+
+def check_writable(study_dir: Path) -> None:
+    """Refuse, before any work, a study folder that cannot be written."""
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=study_dir, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise StudyError(
+            f"cannot write the study folder {study_dir} ({error.strerror or error}). Choose a "
+            "folder you can write with --results-dir (or --storage), or fix its permissions."
+        ) from None
+
+
+def check_free_space(study_dir: Path, need: int) -> None:
+    """Refuse a study whose checkpoints would not fit on its disk, before its first trial."""
+    free = shutil.disk_usage(study_dir).free
+    if free < need:
+        raise StudyError(
+            f"the study needs about {need / 1e9:.1f} GB for its trials' checkpoints, and "
+            f"{study_dir} has {free / 1e9:.1f} GB free. Free some space, put the results on a "
+            "larger disk with --results-dir, or run fewer trials (--seeds, --num-samples)."
+        )
 
 
 def study_artefacts(study_dir: Path) -> list[str]:
@@ -91,6 +118,7 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
                 else ""
             )
         )
+    check_trusted(study_dir)
     check_experiment_state(study_dir)
     saved = read_study_file(study_dir)
     wanted = space.to_dict()
@@ -114,6 +142,34 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
             f"{study_dir} belongs to another study or other options (different "
             f"{', '.join(differs)}); resume with the options it started with, or give a new --name"
         )
+
+
+def check_trusted(study_dir: Path) -> None:
+    """Refuse to resume from state files that someone else could have written.
+
+    Tune's resume unpickles its state (tuner.pkl, trials serialised inside its experiment
+    state), and unpickling runs whatever code the file names. Only a folder whose files belong to
+    this user and that no one else may write is resumed (docs/when-things-go-wrong.md, the trust
+    model).
+    """
+    user = os.getuid()
+    paths = [study_dir, *sorted((study_dir / TUNE_DIR).rglob("*")), study_dir / OPTUNA_FILE]
+    for path in paths:
+        if not path.exists():
+            continue
+        info = path.lstat()
+        problem = ""
+        if info.st_uid != user:
+            problem = f"belongs to another user (uid {info.st_uid})"
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = f"may be written by others (mode {stat.filemode(info.st_mode)})"
+        if problem:
+            raise StudyError(
+                f"{path} {problem}: resuming unpickles the study's state files, which would run "
+                "any code planted in them, so it is refused. If you trust every user who can "
+                f"write it, make it yours and private (chown, then chmod go-w {path}) and resume; "
+                "otherwise start a new study with --name."
+            )
 
 
 def check_experiment_state(study_dir: Path) -> None:
@@ -156,9 +212,17 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
                 row.get("status") in ENDED for row in csv.DictReader(file)
             )
     if (study_dir / OPTUNA_FILE).exists():
-        study = optuna.load_study(study_name=space.name, storage=journal(study_dir))
-        finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-        counts[OPTUNA_FILE] = len(study.get_trials(deepcopy=False, states=finished))
+        try:
+            study = optuna.load_study(study_name=space.name, storage=journal(study_dir))
+            finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+            counts[OPTUNA_FILE] = len(study.get_trials(deepcopy=False, states=finished))
+        except (ValueError, KeyError, OSError) as error:
+            raise StudyError(
+                f"{study_dir / OPTUNA_FILE}, the Optuna study, cannot be read "
+                f"({type(error).__name__}: {error}); the sampler's history is in it. Restore it "
+                "from a backup and resume, or give a new --name to start a new study (this "
+                "folder's report still rebuilds with `python -m reports`)."
+            ) from None
     return counts
 
 
@@ -196,6 +260,8 @@ def read_study_file(study_dir: Path) -> dict[str, Any]:
 def trial_records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecord]:
     records = []
     for result in grid:
+        if result.metrics_dataframe is None and result.error is None:
+            continue  # created but never started (the study stopped first): nothing to record
         trial_id = Path(result.path).name
         match = re.match(r"trial_(\d+)_", trial_id)
         frame = result.metrics_dataframe

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from ray import tune
 
 from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
-from gapan.data import build_splits
+from gapan.data import Splits, build_splits
 from gapan.evaluate import reference_record
+from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
 from gapan.train import frozen_features, resolve_device
 from gapan.tune import cluster, folder
-from gapan.tune.options import StudyOptions, apply_options
+from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.search import StudySearcher, scheduler
 from gapan.tune.trainable import run_trial, trial_config
 
@@ -25,17 +28,73 @@ from gapan.tune.trainable import run_trial, trial_config
 CHECKPOINTS_KEPT = 3
 
 
-def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> None:
+def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | None]:
     """Fail on bad data, build the frozen-feature cache and measure the pretrained reference,
-    once, before any trial starts."""
+    once, before any trial starts.
+
+    Returns:
+        The splits, and the backbone's feature size when its features are cached.
+    """
     splits = build_splits(cfg.data)
+    in_features = None
     if cfg.model.backbone_mode == "frozen":
-        frozen_features(cfg, splits, resolve_device(cfg.train.device))
+        features = frozen_features(cfg, splits, resolve_device(cfg.train.device))
+        in_features = features["train"].shape[1]
     if not (study_dir / results.REFERENCE_FILE).exists():
         print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
         reference = reference_record(cfg, splits)
-        study_dir.mkdir(parents=True, exist_ok=True)
         results.write_reference(study_dir, reference)
+    return splits, in_features
+
+
+def disk_need(space: StudySpace, num_classes: int, in_features: int | None) -> int:
+    """Bytes the study's checkpoints take at most: every trial keeps its last `CHECKPOINTS_KEPT`,
+    each holding the weights and AdamW's two moments of every trained parameter."""
+    if space.kind == "search":
+        sizes = [trained_parameters(from_flat(space.fixed), num_classes, in_features)]
+        trials_each = space.trial_count()
+    else:
+        values = space.search[space.knob]["values"]
+        configs = [trial_config({**space.fixed, space.knob: value}, space) for value in values]
+        sizes = [trained_parameters(cfg, num_classes, in_features) for cfg in configs]
+        trials_each = space.seeds
+    return sum(sizes) * trials_each * CHECKPOINTS_KEPT * 3 * 4
+
+
+def trained_parameters(cfg: ExperimentConfig, num_classes: int, in_features: int | None) -> int:
+    """The parameters a trial trains and checkpoints.
+
+    Args:
+        cfg: The trial's config.
+        num_classes: Training classes (one prior, or proxy, each).
+        in_features: The backbone's feature size when known (cached features); else the
+            backbone is built on the meta device, which takes shapes but no memory.
+    """
+    count = _criterion_parameters(cfg, num_classes)
+    if in_features is None or cfg.model.backbone_mode == "finetune":
+        import timm
+
+        with torch.device("meta"):
+            backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0)
+        in_features = backbone.num_features
+        if cfg.model.backbone_mode == "finetune":
+            count += sum(parameter.numel() for parameter in backbone.parameters())
+    return count + (in_features + 1) * cfg.model.embed_dim  # and the embedding head
+
+
+def _criterion_parameters(cfg: ExperimentConfig, num_classes: int) -> int:
+    def count(depth: int) -> int:
+        flow = dataclasses.replace(cfg.flow, depth=depth)
+        criterion = GapanCriterion(
+            dataclasses.replace(cfg, flow=flow), num_classes, cfg.model.embed_dim
+        )
+        return sum(parameter.numel() for parameter in criterion.parameters())
+
+    # Every block of a flow has the same parameters, so two small flows give any depth's count
+    # without initialising a deep one.
+    if cfg.flow.depth <= 1:
+        return count(cfg.flow.depth)
+    return count(0) + cfg.flow.depth * (count(1) - count(0))
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -92,17 +151,28 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     else:
         folder.check_new(study_dir)
     base = from_flat(space.fixed)
-    prepare_data(base, study_dir)
+    folder.check_writable(study_dir)
+    splits, in_features = prepare_data(base, study_dir)
+    if not options.resume:
+        need = disk_need(space, splits.train.num_classes, in_features)
+        folder.check_free_space(study_dir, need)
+    ended_before = folder.ended_trials(study_dir, space) if options.resume else {}
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     results.write_study(study_dir, space, {"resources": resources})
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
     cluster.start_ray(options)
 
-    ended_before = folder.ended_trials(study_dir, space) if options.resume else {}
     tuner = _tuner(space, options, base)
     started = time.perf_counter()
-    with cluster.pending_trials_limit(cluster.trial_slots(options)):
-        grid = tuner.fit()
+    try:
+        with cluster.pending_trials_limit(cluster.trial_slots(options)):
+            grid = tuner.fit()
+    except (OSError, EOFError) as error:
+        raise StudyError(
+            f"the study stopped: {type(error).__name__}: {error}. Writing to {study_dir} failed "
+            "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
+            "run the same command with --resume."
+        ) from None
     records = folder.trial_records(grid, options.gpus_per_trial)
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
@@ -111,7 +181,14 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     folder.check_nothing_lost(ended_before, records, finished)
     if finished:
         folder.close_abandoned_optuna_trials(study_dir, space)
-    results.write_tables(study_dir, records, space, finished=finished)
+    try:
+        results.write_tables(study_dir, records, space, finished=finished)
+    except OSError as error:
+        raise StudyError(
+            f"the study ran, but writing its tables into {study_dir} failed ({error}). Its trials "
+            "are kept in its tune/ folder: free some space, then run the same command with "
+            "--resume, which writes the tables without running finished trials again."
+        ) from None
     environment.update(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         study_wall_s=time.perf_counter() - started,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -25,6 +26,14 @@ def trial_config(config: dict[str, Any], space: StudySpace) -> ExperimentConfig:
     return from_flat(results.method_overrides(config, space))
 
 
+def _quiet_exit(unraisable: Any) -> None:
+    """Ray stops a trial worker with SIGTERM, and its handler raises SystemExit wherever the
+    worker is, garbage collection included; Python then prints "Exception ignored" with a
+    traceback that reads like a failure. Only that case is silenced."""
+    if not isinstance(unraisable.exc_value, SystemExit):
+        sys.__unraisablehook__(unraisable)
+
+
 def run_trial(config: dict[str, Any], space: StudySpace, study_dir: str) -> None:
     """The Tune trainable: resolve the config, restore the checkpoint, train, report each epoch.
 
@@ -33,6 +42,7 @@ def run_trial(config: dict[str, Any], space: StudySpace, study_dir: str) -> None
     goes to Tune, which retries the trial from its last checkpoint up to --max-failures.
     """
     cfg = trial_config(config, space)
+    sys.unraisablehook = _quiet_exit
     # Ray Train logs every checkpoint it persists (one per epoch per trial) at INFO, burying
     # Tune's progress table; its warnings and errors still show.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
