@@ -15,7 +15,7 @@ Three figures, on the embedded data set with the default config (MobileNetV2, 96
    into a fixed part per study (Tune's start, the trial worker's start and imports, the result
    tables) and a marginal part per trial.
 
-    python -m bench.frozen_trial                  # about two minutes on 2 cores
+    python -m bench.frozen_trial                  # minutes on a small CPU
     python -m bench.frozen_trial --rebuild-cache --epochs 8 --study-epochs 2
 """
 
@@ -146,13 +146,13 @@ def study_figures(epochs: int, trials: int, cpus: int, concurrency: int) -> dict
     """
     import ray
 
-    from gapan.tune import StudyOptions, _start_ray
+    from gapan.tune import StudyOptions, start_ray
 
     # A Ray instance of its own even where another cluster runs here (ray.init would join
     # that one, and refuse num_cpus); otherwise exactly as run_study starts it.
     os.environ["RAY_ADDRESS"] = "local"
     started = time.perf_counter()
-    _start_ray(StudyOptions(name="bench_overhead", num_cpus=cpus))
+    start_ray(StudyOptions(name="bench_overhead", num_cpus=cpus))
     ray_init = time.perf_counter() - started
     many = run_one_study(trials, epochs, cpus, concurrency)
     single = run_one_study(1, epochs, cpus, concurrency)

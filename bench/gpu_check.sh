@@ -139,8 +139,8 @@ elif [ "${SMALL:-0}" = 1 ]; then
   run packing 300 packing --device cpu --trials 2 --alone-trials 1 --epochs 2 --steps 2 --batch 16 --image-size 32 --data-dir "$BENCH_DATA"
   stop_ray
 else
-  # Packing first: it is the one figure that needs Ray on the GPU host. One trial alone and
-  # four packed took about 50 s each on an H200, most of it the trials' start.
+  # Packing first: it is the one figure that needs Ray on the GPU host. Its limit covers two
+  # small studies, most of whose time is the trials' start, not their training.
   run packing 200 packing --trials 4 --alone-trials 1 --data-dir "$BENCH_DATA"
   stop_ray
   run input 100 input_pipeline --workers 15 --seconds 8 --data-dir "$BENCH_DATA"

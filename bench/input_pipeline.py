@@ -79,8 +79,8 @@ class EncodedImages(Dataset):
 
 def collate_encoded(items: list[tuple[torch.Tensor, int]]) -> EncodedBatch:
     """One tensor per batch. A worker hands each tensor over through a shared-memory file
-    descriptor; with a tensor per file (128 a batch, 15 workers) the prototype died in that
-    hand-over with ``OSError: [Errno 9] Bad file descriptor`` on a 16-core GPU host."""
+    descriptor: a tensor per file puts a batch's worth of descriptors in flight per worker, and
+    with many workers that hand-over fails (``OSError: [Errno 9] Bad file descriptor``)."""
     data = [item for item, _ in items]
     return (
         torch.cat(data),

@@ -1,20 +1,21 @@
 """Count the operations of GAPan's loss: the flow as built here against nflows' own blocks.
 
-On a GPU the flow's cost is its number of small kernels, not their arithmetic: inside a CUDA
-graph each still takes a few microseconds (README, Performance). This bench runs one forward and
-backward pass of `GapanCriterion` (flow NLL, anchors through the inverse flow, alignment) on a
-batch of embeddings, by flow depth, with the same parameters in two flows: `gapan` as
-`gapan.flow` builds it, and `nflows` made of nflows' own blocks (`ActNorm`, `LULinear`,
-`AffineCouplingTransform`, `CompositeTransform`). It counts
+On a GPU the flow's cost is its number of small kernels, not their arithmetic: a CUDA graph
+saves launching them one by one, not running them, so inside the graph fewer kernels is what
+makes the loss cheaper. This bench runs one forward and backward pass of `GapanCriterion` (flow
+NLL, anchors through the inverse flow, alignment) on a batch of embeddings, by flow depth, with
+the same parameters in two flows: `gapan` as `gapan.flow` builds it, and `nflows` made of
+nflows' own blocks (`ActNorm`, `LULinear`, `AffineCouplingTransform`, `CompositeTransform`). It
+counts
 
 - on CUDA, the kernels, copies and memsets the GPU runs (torch.profiler);
 - on the CPU, the aten operations dispatched after autograd, views and allocations left out:
   on a GPU each is one kernel, or a few.
 
 Each pass is timed on the device too (median of --repeats). `--compiled` adds `gapan-compiled`,
-the loss compiled by torch.compile as `GraphedCriterion(fuse=True)` captures it: on CUDA its
-kernels; on the CPU the kernels inductor generates, to which its matrix products add (one call
-each, outside that count).
+the loss compiled by torch.compile, as the step `gapan-fused` of `bench.step` captures it: on
+CUDA its kernels; on the CPU the kernels inductor generates, to which its matrix products add
+(one call each, outside that count).
 
     python -m bench.loss_ops                        # depths 0,2,4,8,16; 32 classes x 4, 512-d
     python -m bench.loss_ops --compiled --depths 8
@@ -43,8 +44,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench.common import bench_parser, emit, environment, print_table, rounded, time_device
 from bench.step import SEEN_CLASSES, experiment_config, random_batch
 from gapan.config import ExperimentConfig
-from gapan.cuda_graphs import _LossParts
-from gapan.flow import AlternatingAffineCoupling, Blocks, SyncFreeActNorm, SyncFreeLULinear
+from gapan.cuda_graphs import LossParts
+from gapan.flow import (
+    AlternatingAffineCoupling,
+    Blocks,
+    ClassConditionalFlow,
+    SyncFreeActNorm,
+    SyncFreeLULinear,
+)
 from gapan.losses import GapanCriterion
 
 # nflows' LULinear inverse (the reference's) calls the deprecated torch.triangular_solve.
@@ -63,9 +70,9 @@ def nflows_twin(criterion: GapanCriterion) -> GapanCriterion:
     """A copy of `criterion` whose flow is made of nflows' own blocks, with the same parameters
     and ActNorm state."""
     twin = copy.deepcopy(criterion)
-    if twin.flow is not None and isinstance(twin.flow._transform, Blocks):
-        blocks = [_nflows_block(block) for block in twin.flow._transform._transforms]
-        twin.flow._transform = CompositeTransform(blocks)
+    if twin.flow is not None and isinstance(twin.flow.transform, Blocks):
+        blocks = [_nflows_block(block) for block in twin.flow.transform.blocks]
+        twin.flow = ClassConditionalFlow(CompositeTransform(blocks), twin.flow.prior)
     return twin
 
 
@@ -145,11 +152,11 @@ def measure(
     names = tuple(criterion(*batch))  # also ActNorm's initialisation, before the twin copies it
     twin = nflows_twin(criterion)
     flows: dict[str, tuple[Callable, GapanCriterion]] = {
-        "gapan": (_LossParts(criterion, names), criterion),
-        "nflows": (_LossParts(twin, names), twin),
+        "gapan": (LossParts(criterion, names), criterion),
+        "nflows": (LossParts(twin, names), twin),
     }
     if compiled:
-        fused = torch.compile(_LossParts(criterion, names), dynamic=False)
+        fused = torch.compile(LossParts(criterion, names), dynamic=False)
         flows["gapan-compiled"] = (fused, criterion)
     rows = []
     for name, (loss, owner) in flows.items():

@@ -1,11 +1,11 @@
 """GAPan's loss as one CUDA graph on a GPU.
 
-The flow's arithmetic is tiny (a few GFLOP a step); its cost is the hundreds of small kernels
-of every block (ActNorm, LU mixing, coupling conditioner) in the NLL, the inverse pass that makes
-the anchors, and their backward. Launched one by one from Python, the GPU waits for the host
-between them: at flow depth 8 the loss took longer than the ResNet-50 step it trains. Captured
-once into a CUDA graph (`torch.cuda.make_graphed_callables`, forward and backward), each step
-launches them all at once.
+The flow's arithmetic is small next to the backbone's; its cost is the number of its kernels:
+several small ones per block (ActNorm, LU mixing, coupling conditioner) in the NLL, in the
+inverse pass that makes the anchors, and in their backward. Launched one by one from Python,
+each waits for the host to issue it, so the GPU idles between them. Captured once into a CUDA
+graph (`torch.cuda.make_graphed_callables`, forward and backward), each step launches them all
+at once. bench/README.md has the measured effect (`python -m bench.step`).
 
 A graph replays fixed shapes and fixed memory, so:
 - the capture comes at the first training step, after a no-grad pass over that batch in which
@@ -25,10 +25,16 @@ from torch import nn
 from gapan.losses import GapanCriterion
 
 
-class _LossParts(nn.Module):
-    """The criterion with tensors in and a tuple of tensors out, as a graphed callable needs."""
+class LossParts(nn.Module):
+    """The criterion with tensors in and a tuple of tensors out, as a graphed callable needs.
 
-    def __init__(self, criterion: GapanCriterion, names: tuple[str, ...]):
+    Args:
+        criterion: Called as ``criterion(embeddings, labels, classes)``; returns a dict of
+            tensors.
+        names: The keys of that dict to return, in this order.
+    """
+
+    def __init__(self, criterion: nn.Module, names: tuple[str, ...]):
         super().__init__()
         self.criterion = criterion
         self.names = names
@@ -41,21 +47,22 @@ class _LossParts(nn.Module):
 class GraphedCriterion:
     """Calls `criterion(embeddings, labels, classes)` as a CUDA graph once it can.
 
-    Training steps only: in eval mode, and for shapes other than the captured ones, the
-    criterion runs eagerly. The criterion's parameters keep receiving their gradients through
-    autograd, so the optimizer, gradient clipping and checkpoints see no difference, with one
-    caveat: autograd may install the graph's static gradient buffers as the parameters' `.grad`
+    `criterion` is `GapanCriterion` or any module called the same way that returns a dict of
+    tensors. Its first call runs without gradients, before the capture: ActNorm initialises
+    itself from that batch. Training steps only: in eval mode, and for shapes other than the
+    captured ones, the criterion is called directly.
+
+    The criterion's parameters keep receiving their gradients through autograd, so the
+    optimizer, gradient clipping and checkpoints see no difference, with one caveat: autograd
+    may install the graph's static gradient buffers as the parameters' `.grad`
     (pytorch/pytorch#181723), and the next replay overwrites them. A step must use its gradients
     before the next step's backward pass, as `gapan.train.train_epoch` does (one backward pass,
     clipping, the optimizer step, then `zero_grad(set_to_none=True)`); accumulating gradients
     over several graphed steps would need them cloned.
     """
 
-    def __init__(self, criterion: GapanCriterion, fuse: bool = False):
-        """`fuse`: capture the loss compiled by torch.compile (fewer, fused kernels) instead of
-        kernel by kernel. Measured by `bench.step` (step `gapan-fused`); not yet the trainer's."""
+    def __init__(self, criterion: nn.Module):
         self.criterion = criterion
-        self.fuse = fuse
         self._graphed: nn.Module | None = None
         self._signature: tuple | None = None
 
@@ -81,9 +88,7 @@ class GraphedCriterion:
         sample += (labels.clone(), classes.clone())
         with torch.no_grad():  # ActNorm initialises itself from this batch; the names of the parts
             names = tuple(self.criterion(*sample))
-        parts = _LossParts(self.criterion, names)
-        if self.fuse:  # compiled in the warm-up passes below, before the capture
-            parts = torch.compile(parts, dynamic=False)
+        parts = LossParts(self.criterion, names)
         # Warm-up passes (on a side stream, as capture needs) compute gradients with
         # torch.autograd.grad: the parameters' .grad fields stay untouched.
         try:

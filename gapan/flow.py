@@ -82,6 +82,11 @@ class ClassConditionalFlow(Flow):
     def prior(self) -> ClassPrior:
         return self._distribution
 
+    @property
+    def transform(self) -> Transform:
+        """The invertible map from embeddings to latents (nflows keeps it private)."""
+        return self._transform
+
     # The class index conditions the prior only; the transform is shared by all classes, so the
     # context is not passed to it (nflows' `Flow` would hand it to the conditioners).
     def _log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -102,16 +107,17 @@ class ClassConditionalFlow(Flow):
         return points.reshape(len(classes), count, self.features)
 
 
-# The flow's cost on a GPU is the number of its small kernels, not their arithmetic (README,
-# Performance), so the blocks below are nflows' own with fewer kernels for the same results.
+# The flow's cost on a GPU is the number of its small kernels, not their arithmetic, so the
+# blocks below are nflows' own with fewer kernels for the same results (`python -m
+# bench.loss_ops` counts them against nflows' blocks).
 
 
 def inverse_outputs(transform: Transform, inputs: torch.Tensor) -> torch.Tensor:
     """`transform.inverse(inputs)` without the log-determinant, which anchors never use.
 
-    Every nflows block computes its inverse's log-determinant too: at depth 8, 90 of the 330
-    operations of an anchor pass. The blocks built here skip it; any other block runs its full
-    inverse.
+    Every nflows block computes its inverse's log-determinant too, operations that an anchor
+    pass pays for in every block and never reads. The blocks built here skip it; any other
+    block runs its full inverse.
     """
     if hasattr(transform, "inverse_outputs"):
         return transform.inverse_outputs(inputs)
@@ -129,6 +135,11 @@ class Blocks(CompositeTransform):
             outputs, logabsdet = func(outputs, context)
             logabsdets.append(logabsdet)
         return outputs, torch.stack(logabsdets).sum(dim=0)
+
+    @property
+    def blocks(self) -> list[Transform]:
+        """The blocks, first to last (nflows keeps them private)."""
+        return list(self._transforms)
 
     def inverse_outputs(self, inputs: torch.Tensor) -> torch.Tensor:
         for block in reversed(self._transforms):
@@ -162,19 +173,20 @@ class SyncFreeActNorm(ActNorm):
 
 
 class SyncFreeLULinear(LULinear):
-    """nflows' LULinear with L and U made by one scatter on the parameters' device, and a faster
-    inverse.
+    """nflows' LULinear with L and U made by one scatter on the parameters' device, and its
+    inverse solved without transposes.
 
     nflows indexes the weight matrices with NumPy index arrays, which torch copies to the GPU on
-    every call: two arrays of D(D-1)/2 positions per triangle (2 MB each at 512 features), in
-    every forward and inverse pass, with the host waiting for each copy, then writes each
-    triangle and diagonal in its own kernel. Here all entries of L and U (with L's unit diagonal)
-    are scattered at once from positions kept as a buffer (not saved: the state dict stays
-    nflows'), and the softplus of U's diagonal is shared with the log-determinant.
+    every call: two arrays of D(D-1)/2 positions per triangle, in every forward and inverse
+    pass, with the host waiting for each copy, then writes each triangle and diagonal in its own
+    kernel. Here all entries of L and U (with L's unit diagonal) are scattered at once from
+    positions kept as a buffer (not saved: the state dict stays nflows'), and the softplus of
+    U's diagonal is shared with the log-determinant.
 
     The inverse (every anchor goes through it) solves with `torch.linalg.solve_triangular` on
-    the row-major inputs, where nflows calls the deprecated `torch.triangular_solve` on their
-    transpose: the same solution, in 2.6 ms instead of 5.8 ms for 256 x 512 on one CPU thread.
+    the row-major inputs as they come, where nflows solves their transpose with the deprecated
+    `torch.triangular_solve` and transposes the solution back: the same solution, computed in
+    the inputs' own layout.
     """
 
     def __init__(self, features: int, identity_init: bool = True, eps: float = 1e-3):

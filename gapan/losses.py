@@ -47,7 +47,8 @@ def _build_metric_loss(name: str, num_classes: int, dim: int) -> nn.Module | Non
     """Standard baselines from pytorch-metric-learning, with their papers' hyperparameters."""
     if name == "none":
         return None
-    # Imported here: it takes about a second, which every trial worker and command would pay.
+    # Imported here: its import is slow, and trial workers and commands without a metric loss
+    # should not pay for it.
     from pytorch_metric_learning import losses as metric_losses
 
     if name == "proxy_anchor":  # Kim et al., CVPR 2020

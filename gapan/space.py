@@ -1,7 +1,9 @@
 """Search spaces: plain data, one file per study, checked against the config before any trial runs.
 
 A space file (``search_spaces/<study>.py``) holds a docstring stating the question the study
-answers and literal assignments only; it is read with `ast.literal_eval`, never executed::
+answers and literal assignments only; it is read with `ast.literal_eval`, never executed. The
+files ship inside the ``search_spaces`` package, so a study finds its space by name wherever the
+project is installed::
 
     KIND = "ablation"            # ablation | search | compare
     METRIC = "val_map_at_r"      # a validation metric: studies never tune on the test classes
@@ -14,22 +16,33 @@ answers and literal assignments only; it is read with `ast.literal_eval`, never 
 A search study gives ranges (``{"type": "float", "low": 1e-2, "high": 10.0, "log": True}``),
 ``NUM_SAMPLES`` and ``SCHEDULER = "asha"``; a comparison gives ``METHODS`` (name -> config
 overrides) and searches the name.
+
+`optuna_distribution` turns one checked dimension into an Optuna distribution, for the studies
+and for the reports alike. This module imports neither torch nor Optuna at import time, so the
+reports use it without either.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.resources
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gapan.config import ConfigError, bounds, coerce_value, config_fields, from_flat
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+SPACES_PACKAGE = "search_spaces"  # the package that ships the space files
 KINDS = ("ablation", "search", "compare")
 DIMENSION_TYPES = ("int", "float", "categorical")
+DIMENSION_FIELDS = ("type", "values", "low", "high", "log")
 METHOD = "method"  # the knob of a comparison: names of config presets
 
 
@@ -87,15 +100,45 @@ _FIELDS = {
 }
 
 
+def _shipped_files() -> Traversable:
+    try:
+        return importlib.resources.files(SPACES_PACKAGE)
+    except ModuleNotFoundError:
+        raise SpaceError(
+            f"the {SPACES_PACKAGE} package is not installed; install the project again "
+            "(pip install -e . in a checkout) so that it ships the search spaces"
+        ) from None
+
+
+def shipped_spaces() -> list[str]:
+    """The study names of the spaces shipped in the ``search_spaces`` package, sorted."""
+    return sorted(
+        entry.name.removesuffix(".py")
+        for entry in _shipped_files().iterdir()
+        if entry.name.endswith(".py") and not entry.name.startswith("_")
+    )
+
+
 def load_space(name_or_path: str | Path) -> StudySpace:
-    """Read and check a space by study name (``ablate_flow_depth``) or file path."""
+    """Read and check a space by study name (``ablate_flow_depth``) or by the path of a file
+    ending in ``.py``. A name is looked up in the ``search_spaces`` package, not in the current
+    folder, so it resolves the same from anywhere."""
     path = Path(name_or_path)
-    if path.suffix != ".py":
-        path = SPACES_DIR / f"{name_or_path}.py"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.py") if p.stem[0] != "_"))
-        raise SpaceError(f"no search space file {path} (known spaces: {known})")
-    return parse_space(path.read_text(), path.stem, source=str(path))
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise SpaceError(
+                f"no search space file {path} (shipped spaces, by name: "
+                f"{', '.join(shipped_spaces())})"
+            )
+        return parse_space(path.read_text(), path.stem, source=str(path))
+    name = str(name_or_path)
+    resource = _shipped_files() / f"{name}.py"
+    if not name.isidentifier() or name.startswith("_") or not resource.is_file():
+        raise SpaceError(
+            f"no search space named {name!r} (known spaces: {', '.join(shipped_spaces())}); "
+            "give a study name or the path of a .py file"
+        )
+    return parse_space(resource.read_text(), name, source=str(resource))
 
 
 def parse_space(text: str, name: str, source: str = "<space>") -> StudySpace:
@@ -215,29 +258,69 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
 
 
 def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
-    if not isinstance(dim, dict):
-        raise fail(f"SEARCH[{key!r}] must be a dict like {{'type': 'int', 'values': [...]}}")
+    if key == METHOD and kind != "compare":
+        raise fail(f"SEARCH: {METHOD!r} is the knob of comparison studies (KIND = 'compare')")
     if key != METHOD and key not in config_fields():
         try:
             bounds(key)  # raises, suggesting the closest key
         except ConfigError as error:
             raise fail(f"SEARCH: the trainer has no such key: {error}") from None
-    unknown = set(dim) - {"type", "values", "low", "high", "log"}
-    if unknown:
-        raise fail(f"SEARCH[{key!r}]: unknown field(s) {', '.join(sorted(unknown))}")
-    kind_of = dim.get("type")
-    if kind_of not in DIMENSION_TYPES:
-        raise fail(f"SEARCH[{key!r}]['type'] must be one of {', '.join(DIMENSION_TYPES)}")
 
     def check_value(value):
         if key == METHOD:
-            if value not in methods:
+            try:
+                known = value in methods
+            except TypeError:  # unhashable, so not a method's name
+                known = False
+            if not known:
                 raise fail(f"SEARCH[{key!r}]: {value!r} is not in METHODS")
             return value
         try:
             return coerce_value(key, value)
         except ConfigError as error:
             raise fail(f"SEARCH[{key!r}]: {error}") from None
+
+    if isinstance(dim, Mapping) and "values" not in dim:
+        if kind != "search":
+            raise fail(f"SEARCH[{key!r}]: ablations list their settings under 'values'")
+        _check_range_type(key, dim.get("type"), fail)
+    return _dimension(key, dim, check_value, fail)
+
+
+def _check_range_type(key: str, declared: Any, fail) -> None:
+    """A range's type must be the config key's own: an int range on a float key samples whole
+    numbers only, a float range on an int key samples values the trainer refuses."""
+    if declared not in ("int", "float"):
+        return  # _dimension names the problem
+    own = bounds(key)["type"]
+    if own is int and declared == "float":
+        raise fail(f"SEARCH[{key!r}]: {key} is an integer key; use type 'int'")
+    if own is float and declared == "int":
+        raise fail(f"SEARCH[{key!r}]: {key} is not an integer key; use type 'float'")
+    if own not in (int, float):
+        raise fail(
+            f"SEARCH[{key!r}]: {key} takes a {own.__name__}, not a number; list its settings "
+            "under 'values'"
+        )
+
+
+def _dimension(
+    key: str,
+    dim: Any,
+    check_value: Callable[[Any], Any],
+    fail: Callable[[str], SpaceError],
+) -> dict[str, Any]:
+    """The rules every searched dimension follows whatever its study and key: the shape that
+    `check_space` keeps and `optuna_distribution` reads. `check_value` checks (and may
+    convert) each value or bound first."""
+    if not isinstance(dim, Mapping):
+        raise fail(f"SEARCH[{key!r}] must be a dict like {{'type': 'int', 'values': [...]}}")
+    unknown = set(dim) - set(DIMENSION_FIELDS)
+    if unknown:
+        raise fail(f"SEARCH[{key!r}]: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    kind_of = dim.get("type")
+    if kind_of not in DIMENSION_TYPES:
+        raise fail(f"SEARCH[{key!r}]['type'] must be one of {', '.join(DIMENSION_TYPES)}")
 
     if "values" in dim:
         if set(dim) & {"low", "high", "log"}:
@@ -246,18 +329,29 @@ def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
         if not isinstance(values, list) or not values:
             raise fail(f"SEARCH[{key!r}]['values'] must be a non-empty list")
         checked = [check_value(v) for v in values]
+        for value in checked:  # what an Optuna categorical distribution holds
+            if value is not None and not isinstance(value, bool | int | float | str):
+                raise fail(f"SEARCH[{key!r}]: {value!r} is not a number, string, bool or None")
         if len(set(map(repr, checked))) != len(checked):
             raise fail(f"SEARCH[{key!r}]['values'] repeats a value")
         return {"type": kind_of, "values": checked}
-    if kind != "search":
-        raise fail(f"SEARCH[{key!r}]: ablations list their settings under 'values'")
     if kind_of == "categorical":
         raise fail(f"SEARCH[{key!r}]: a categorical dimension lists its 'values'")
     if "low" not in dim or "high" not in dim:
         raise fail(f"SEARCH[{key!r}] needs 'low' and 'high' (or 'values')")
     low, high = check_value(dim["low"]), check_value(dim["high"])
-    if kind_of == "int" and bounds(key)["type"] is not int:
-        raise fail(f"SEARCH[{key!r}]: {key} is not an integer key; use type 'float'")
+    number = int if kind_of == "int" else int | float
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, number):
+            noun = "integers" if kind_of == "int" else "numbers"
+            raise fail(f"SEARCH[{key!r}]: 'low' and 'high' must be {noun}; got {bound!r}")
+    if kind_of == "float":
+        try:
+            low, high = float(low), float(high)
+        except OverflowError:
+            raise fail(f"SEARCH[{key!r}]: bounds must be finite") from None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise fail(f"SEARCH[{key!r}]: bounds must be finite")
     if not low < high:
         raise fail(f"SEARCH[{key!r}]: low must be below high; got {low} and {high}")
     log = dim.get("log", False)
@@ -265,27 +359,54 @@ def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
         raise fail(f"SEARCH[{key!r}]['log'] must be True or False")
     if log and not low > 0:
         raise fail(f"SEARCH[{key!r}]: a log scale needs low > 0")
-    if kind_of == "float" and not (math.isfinite(low) and math.isfinite(high)):
-        raise fail(f"SEARCH[{key!r}]: bounds must be finite")
     return {"type": kind_of, "low": low, "high": high, "log": log}
 
 
-def optuna_distributions(space: StudySpace) -> dict[str, Any]:
-    """The searched dimensions as Optuna distributions (for OptunaSearch)."""
+def optuna_distribution(
+    key: str, dimension: Mapping[str, Any], source: str = "<space>"
+) -> BaseDistribution:
+    """The Optuna distribution of one searched dimension, as a checked space holds it and
+    study.json records it.
+
+    ``{"type": ..., "values": [...]}`` becomes a categorical distribution (whatever the type);
+    ``{"type": "int", "low", "high", "log"?}`` an `IntDistribution` and ``{"type": "float",
+    ...}`` a `FloatDistribution`. The rules are `check_space`'s, less those that need the config
+    (the key, its type and its bounds): what a study was checked by is what its report reads.
+
+    Args:
+        key: The flat config key (or ``"method"``), for messages.
+        dimension: The dimension as plain data.
+        source: Where the dimension comes from, for messages.
+
+    Raises:
+        SpaceError: A dimension `check_space` would refuse whatever the key; the message names
+            the key and the field.
+    """
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,
     )
 
-    out = {}
-    for key, dim in space.search.items():
-        if "values" in dim:
-            out[key] = CategoricalDistribution(dim["values"])
-        elif dim["type"] == "int":
-            out[key] = IntDistribution(dim["low"], dim["high"], log=dim["log"])
-        else:
-            out[key] = FloatDistribution(dim["low"], dim["high"], log=dim["log"])
+    def fail(message: str) -> SpaceError:
+        return SpaceError(f"{source}: {message}")
+
+    dim = _dimension(key, dimension, lambda value: value, fail)
+    if "values" in dim:
+        return CategoricalDistribution(dim["values"])
+    if dim["type"] == "int":
+        return IntDistribution(dim["low"], dim["high"], log=dim["log"])
+    return FloatDistribution(dim["low"], dim["high"], log=dim["log"])
+
+
+def optuna_distributions(space: StudySpace) -> dict[str, BaseDistribution]:
+    """The searched dimensions of a checked space as Optuna distributions (for OptunaSearch),
+    with the seeds of an ablation or comparison as one more categorical dimension."""
+    from optuna.distributions import CategoricalDistribution
+
+    out = {
+        key: optuna_distribution(key, dim, source=space.name) for key, dim in space.search.items()
+    }
     if space.kind != "search":
         out["train.seed"] = CategoricalDistribution(space.seed_list())
     return out

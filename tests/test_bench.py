@@ -65,7 +65,7 @@ def test_the_loss_bench_compares_the_flow_with_its_nflows_twin():
     embeddings = torch.randn(len(labels), cfg.model.embed_dim)
     criterion(embeddings, labels, classes)  # ActNorm's initialisation, which the twin copies
     twin = nflows_twin(criterion)
-    blocks = twin.flow._transform.modules()
+    blocks = twin.flow.transform.modules()
     assert not any(type(block).__module__.startswith("gapan") for block in blocks)
     parts = []
     for loss in (criterion, twin):
@@ -83,3 +83,35 @@ def test_the_loss_bench_compares_the_flow_with_its_nflows_twin():
     }
     assert rows[0, "gapan"]["operations"] == rows[0, "nflows"]["operations"]  # no flow: same
     assert rows[2, "gapan"]["operations"] < 0.85 * rows[2, "nflows"]["operations"]
+
+
+def test_the_fused_step_compiles_the_loss_after_its_first_call(monkeypatch):
+    from bench.step import SEEN_CLASSES, CompiledAfterFirstCall, experiment_config, random_batch
+    from gapan.losses import GapanCriterion
+
+    compiled = []
+
+    def compile_spy(function, **options):
+        def run(*args):
+            compiled.append(options)
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    cpu = torch.device("cpu")
+    cfg = experiment_config("resnet18", 2, 16, 4, 32, 3, cpu, False)
+    criterion = GapanCriterion(cfg, SEEN_CLASSES, cfg.model.embed_dim).train()
+    loss = CompiledAfterFirstCall(criterion)
+    _, labels, classes = random_batch(cfg, cpu)
+    embeddings = torch.randn(len(labels), cfg.model.embed_dim)
+    with torch.no_grad():  # as GraphedCriterion's first call: eager, ActNorm initialises itself
+        loss(embeddings, labels, classes)
+    assert compiled == []
+    assert {id(p) for p in loss.parameters()} == {id(p) for p in criterion.parameters()}
+    for _ in range(2):
+        torch.manual_seed(5)
+        parts = loss(embeddings, labels, classes)
+        torch.manual_seed(5)
+        torch.testing.assert_close(parts, criterion(embeddings, labels, classes))
+    assert compiled == [{"dynamic": False}] * 2

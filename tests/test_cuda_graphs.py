@@ -1,4 +1,8 @@
-"""GAPan's loss as a CUDA graph gives what the eager loss gives (on a GPU; skipped without one)."""
+"""GAPan's loss as a CUDA graph gives what the eager loss gives (on a GPU; skipped without one).
+
+The compiled variant is the bench's (`bench.step`'s `gapan-fused`), captured by the same
+`GraphedCriterion`; the trainer's is kernel by kernel.
+"""
 
 import pytest
 import torch
@@ -24,17 +28,46 @@ def test_on_the_cpu_the_loss_stays_the_criterion():
     assert cuda_graphs.loss_function(criterion, torch.device("cpu"), True) is criterion
 
 
+def test_graphs_are_left_to_losses_without_host_waits():
+    cuda = torch.device("cuda")  # loss_function only decides here; nothing runs on the device
+    criterion, _, _ = criterion_and_batch(torch.device("cpu"))
+    assert cuda_graphs.loss_function(criterion, cuda, False) is criterion
+    assert isinstance(
+        cuda_graphs.loss_function(criterion, cuda, True), cuda_graphs.GraphedCriterion
+    )
+    for overrides in (
+        {"loss.metric": "proxy_anchor"},
+        {"loss.align_weight": 0.0, "loss.nll_weight": 0.0},
+    ):
+        baseline, _, _ = criterion_and_batch(torch.device("cpu"), **overrides)
+        assert cuda_graphs.loss_function(baseline, cuda, True) is baseline
+
+
+def test_loss_parts_are_the_criterions_in_the_order_asked():
+    criterion, labels, classes = criterion_and_batch(torch.device("cpu"))
+    embeddings = torch.randn(len(labels), DIM)
+    torch.manual_seed(3)
+    expected = criterion(embeddings, labels, classes)
+    torch.manual_seed(3)
+    parts = cuda_graphs.LossParts(criterion, ("align", "loss"))(embeddings, labels, classes)
+    assert len(parts) == 2
+    torch.testing.assert_close(parts[0], expected["align"])
+    torch.testing.assert_close(parts[1], expected["loss"])
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @needs_cuda
-@pytest.mark.parametrize("fuse", [False, True], ids=["kernel-by-kernel", "compiled"])
-def test_the_graphed_loss_and_its_gradients_match_the_eager_ones(fuse):
+@pytest.mark.parametrize("compiled", [False, True], ids=["kernel-by-kernel", "compiled"])
+def test_the_graphed_loss_and_its_gradients_match_the_eager_ones(compiled):
     device = torch.device("cuda")
     # No input noise: the likelihood part is deterministic, so both must agree to rounding.
     criterion, labels, classes = criterion_and_batch(device, **{"flow.input_noise": 0.0})
-    if fuse:
-        graphed = cuda_graphs.GraphedCriterion(criterion, fuse=True)
+    if compiled:
+        from bench.step import fused_loss_function
+
+        graphed = fused_loss_function(criterion)
     else:
         graphed = cuda_graphs.loss_function(criterion, device, True)
         assert isinstance(graphed, cuda_graphs.GraphedCriterion)

@@ -1,13 +1,28 @@
 """Search spaces: every shipped space is valid; a broken one fails before any trial, naming why."""
 
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from gapan.space import SPACES_DIR, SpaceError, load_space, optuna_distributions, parse_space
+from gapan.space import (
+    DIMENSION_TYPES,
+    SpaceError,
+    check_space,
+    load_space,
+    optuna_distribution,
+    optuna_distributions,
+    parse_space,
+    shipped_spaces,
+)
 
-SHIPPED = sorted(p.stem for p in SPACES_DIR.glob("*.py"))
+SHIPPED = shipped_spaces()
+ROOT = Path(__file__).resolve().parents[1]
 
 ABLATION = '''"""Q?"""
 KIND = "ablation"
@@ -33,6 +48,44 @@ def test_shipped_spaces_load():
         assert space.question and space.trial_count() > 0
 
 
+def test_every_space_file_in_the_folder_is_shipped_and_found_from_anywhere(tmp_path):
+    assert SHIPPED == sorted(path.stem for path in ROOT.glob("search_spaces/[!_]*.py"))
+    # By name from another folder: the package is found as installed, not through the checkout
+    # as the current folder (tests/test_packaging.py checks the wheel on its own).
+    code = "from gapan.space import load_space; print(load_space('search_gapan').kind)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "search"
+
+
+def test_a_space_loads_by_path_too(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(ABLATION)
+    assert load_space(path).name == load_space(str(path)).name == "tiny"
+    with pytest.raises(SpaceError, match="no search space file"):
+        load_space(tmp_path / "absent.py")
+
+
+@pytest.mark.parametrize("name", ["__init__", "../search_spaces/search_gapan", ""])
+def test_only_study_names_are_looked_up(name):
+    with pytest.raises(SpaceError, match="known spaces: ablate_anchor_count"):
+        load_space(name)
+
+
+def test_spaces_and_their_distributions_need_no_torch():
+    # The reports build Optuna distributions through gapan.space on machines without torch.
+    code = (
+        "import sys; from gapan.space import load_space, optuna_distributions; "
+        "optuna_distributions(load_space('search_gapan')); "
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 def test_ablation_grid_covers_every_setting_and_seed():
     space = parse_space(ABLATION, "tiny")
     assert space.knob == "flow.depth"
@@ -49,6 +102,113 @@ def test_search_ranges_become_optuna_distributions():
     assert distributions["prior.variance"] == FloatDistribution(0.01, 10.0, log=True)
     assert distributions["flow.depth"] == IntDistribution(0, 8)
     assert "train.seed" not in distributions
+
+
+SEARCH = '''"""Q?"""
+KIND = "search"
+METRIC = "val_map_at_r"
+MODE = "max"
+NUM_SAMPLES = 4
+SEARCH = {"prior.variance": {"type": "float", "low": 0.01, "high": 10.0, "log": True}}
+'''
+
+
+def test_study_json_dimensions_become_the_same_distributions():
+    # What a study records in study.json (its checked space) is what a report rebuilds.
+    for name in SHIPPED:
+        space = load_space(name)
+        rebuilt = {
+            key: optuna_distribution(key, dimension)
+            for key, dimension in space.to_dict()["search"].items()
+        }
+        assert rebuilt.items() <= optuna_distributions(space).items()
+    assert optuna_distribution("x", {"type": "int", "values": [1, 2]}) == (
+        CategoricalDistribution([1, 2])
+    )
+    assert optuna_distribution("x", {"type": "float", "low": 1, "high": 2}) == (
+        FloatDistribution(1.0, 2.0)
+    )
+
+
+def checked_search(key: str, dimension) -> dict:
+    """`dimension` as the space checker keeps it, in a search study over `key` alone."""
+    space = dataclasses.replace(parse_space(SEARCH, "search"), search={key: dimension})
+    return check_space(space).search[key]
+
+
+@pytest.mark.parametrize(
+    ("dimension", "message"),
+    [
+        ({"type": "float", "low": 0.1, "high": 1.0, "step": 0.1}, "unknown field.*step"),
+        ({"low": 0.1, "high": 1.0}, "type"),
+        ({"type": "categorical", "low": 0.1, "high": 1.0}, "lists its 'values'"),
+        ({"type": "float", "low": 1.0, "high": 0.1}, "below"),
+        ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "log scale"),
+        ({"type": "float", "low": 0.1, "high": float("inf")}, "finite"),
+        ({"type": "float", "low": 0.1, "high": 1.0, "log": "yes"}, "True or False"),
+        ({"type": "int", "values": [1, 1]}, "repeats"),
+        ({"type": "int", "values": []}, "non-empty"),
+        ({"type": "int", "values": [1], "low": 0}, "either"),
+        ([1, 2], "must be a dict"),
+    ],
+)
+def test_the_builder_and_the_checker_refuse_the_same_dimensions(dimension, message):
+    # A key whose config bounds (0 and above) leave the dimension's own rules to speak.
+    with pytest.raises(SpaceError, match=message):
+        optuna_distribution("loss.nll_weight", dimension)
+    with pytest.raises(SpaceError, match=message):
+        checked_search("loss.nll_weight", dimension)
+
+
+def test_range_bounds_are_numbers_of_the_keys_type():
+    dimension = {"type": "int", "low": 0.5, "high": 4}
+    with pytest.raises(SpaceError, match="integers"):
+        optuna_distribution("flow.depth", dimension)
+    with pytest.raises(SpaceError, match="flow.depth"):
+        checked_search("flow.depth", dimension)
+    with pytest.raises(SpaceError, match="use type 'int'"):
+        checked_search("flow.depth", {"type": "float", "low": 0, "high": 4})
+    with pytest.raises(SpaceError, match="use type 'float'"):
+        checked_search("prior.variance", {"type": "int", "low": 1, "high": 4})
+    # The checker converts text from the space to the key's type; study.json holds the numbers.
+    with pytest.raises(SpaceError, match="numbers"):
+        optuna_distribution("prior.variance", {"type": "float", "low": "0.1", "high": 1.0})
+    with pytest.raises(SpaceError, match="not a number, string"):
+        optuna_distribution("method", {"type": "categorical", "values": [[1, 2]]})
+
+
+numbers = st.integers(-1, 20) | st.floats(-1.0, 20.0) | st.sampled_from([0, 1e-3, float("nan")])
+dimensions = (
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(DIMENSION_TYPES), "values": st.lists(numbers, max_size=3)}
+    )
+    | st.fixed_dictionaries(
+        {"type": st.sampled_from(["int", "float"]), "low": numbers, "high": numbers},
+        optional={"log": st.booleans()},
+    )
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from([*DIMENSION_TYPES, "integer"]),
+            "values": st.lists(numbers, max_size=3),
+            "low": numbers,
+            "high": numbers,
+            "log": st.booleans() | st.just("no"),
+            "step": numbers,
+        },
+    )
+)
+
+
+@settings(max_examples=400)  # most drawn dimensions are refused; these are about accepted ones
+@given(dimensions, st.sampled_from(["flow.depth", "prior.variance"]))
+def test_every_dimension_the_checker_accepts_the_builder_accepts(dimension, key):
+    try:
+        checked = checked_search(key, dimension)
+    except SpaceError:
+        return
+    distribution = optuna_distribution(key, checked)
+    assert distribution == optuna_distribution(key, dimension)  # checking converts no shape
 
 
 @pytest.mark.parametrize(
