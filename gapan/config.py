@@ -158,7 +158,7 @@ class TrainConfig:
     # torch.compile the model (backbone and head); the flow and losses stay eager.
     compile: bool = False
     # On a GPU, run GAPan's loss (flow, priors, anchors, alignment) as one CUDA graph, so its
-    # hundreds of small kernels launch at once (gapan/cuda_graphs.py).
+    # many small kernels launch at once (gapan/cuda_graphs.py).
     cuda_graphs: bool = True
 
 

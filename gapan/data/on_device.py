@@ -1,8 +1,7 @@
 """Images decoded once and kept on the training device; training crops made there per batch.
 
-With ``data.pipeline=workers`` every epoch decodes every JPEG again in DataLoader workers: on one
-H200, 15 workers fed a ResNet-50 trainer 1,983 img/s against 4,204 img/s from tensors already on
-the GPU (bench.input_pipeline). With ``data.pipeline=device`` each image is decoded once per
+With ``data.pipeline=workers`` every epoch decodes every JPEG again in DataLoader workers, which
+on a fast GPU cannot keep up with the trainer (bench.input_pipeline measures by how much). With ``data.pipeline=device`` each image is decoded once per
 process: training images as uint8 squares of side ``image_size * 8/7`` (256 for 224, room for
 the random crop), evaluation images exactly as `eval_transform` makes them. A training batch is
 then an index into device memory, and its random resized crops and flips are one `roi_align`

@@ -387,7 +387,7 @@ def read_package(deb: Path) -> PackageContents:
         raise DataError(f"{deb} is not a Debian package: {version.stderr.strip()}")
     configs: dict[str, str] = {}
     images: dict[str, bytes] = {}
-    # Stream the package's file tree instead of unpacking its 146 MB to disk.
+    # Stream the package's file tree instead of unpacking the whole package to disk.
     problem = ""
     with subprocess.Popen(
         [dpkg, "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
