@@ -4,7 +4,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from gapan.space import optuna_distributions, parse_space
-from gapan.trial_order import SECONDS_ATTR, next_grid_point
+from gapan.tune.trial_order import SECONDS_ATTR, next_grid_point
 
 SPACE = parse_space(
     '''"""Three depths."""

@@ -72,7 +72,7 @@ def test_an_ablation_runs_end_to_end_and_keeps_every_seed(tmp_path, ray_instance
     ot_trials = optuna_trials(study_dir, "tiny_ablation")
     assert [t.state for t in ot_trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert sorted(t.value for t in ot_trials) == sorted(trials["val_map_at_r"])
-    # Seed by seed (gapan.trial_order), each trial's running time kept for the order.
+    # Seed by seed (gapan.tune.trial_order), each trial's running time kept for the order.
     assert [t.params["train.seed"] for t in ot_trials] == [0, 0, 1, 1]
     assert sorted(t.user_attrs["time_total_s"] for t in ot_trials) == sorted(trials["time_total_s"])
     for name in ("study.json", "environment.json"):

@@ -2,7 +2,7 @@
 
 The Optuna study lives in ``optuna.journal`` inside the study folder, so optuna-dashboard can open
 it and a resumed study keeps the sampler's whole history. Searches sample with multivariate TPE;
-ablations and comparisons run their (setting, seed) grid in the order of `gapan.trial_order`.
+ablations and comparisons run their (setting, seed) grid in the order of `gapan.tune.trial_order`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 
 from gapan.config import from_flat
 from gapan.space import StudySpace, optuna_distributions
-from gapan.trial_order import SECONDS_ATTR, next_grid_point
+from gapan.tune.trial_order import SECONDS_ATTR, next_grid_point
 
 OPTUNA_FILE = "optuna.journal"
 
@@ -58,7 +58,7 @@ def _sampler(space: StudySpace) -> optuna.samplers.BaseSampler:
             n_startup_trials=min(10, max(2, space.num_samples // 3)),
         )
     # A grid's every trial is enqueued with all its parameters, so no sampler is ever consulted.
-    # Not Optuna's GridSampler: it runs its points in an order of its own, not gapan.trial_order's.
+    # Not Optuna's GridSampler: it runs its points in an order of its own, not gapan.tune.trial_order's.
     return optuna.samplers.RandomSampler(seed=0)
 
 
