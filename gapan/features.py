@@ -26,7 +26,8 @@ from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from gapan.data.imageset import ImageSet
-from gapan.weights import cache_root, save_safetensors_atomic
+from gapan.files import cache_root
+from gapan.weights import save_safetensors_atomic
 
 if TYPE_CHECKING:  # imported where a backbone runs: timm and torchvision take seconds to import
     from gapan.backbone import Backbone
@@ -188,6 +189,12 @@ def _build_entry(
     device: torch.device | str,
     num_workers: int,
 ) -> torch.Tensor:
+    # Minutes on a CPU, once per data set, backbone and image size: say what is happening.
+    print(
+        f"Caching {backbone.identity} features of the {name} images ({len(images)} at "
+        f"{image_size} px), once",
+        flush=True,
+    )
     start = time.perf_counter()
     features = extract_features(backbone, images, image_size, batch_size, device, num_workers)
     seconds = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from gapan.files import write_atomic
 from gapan.space import METHOD, StudySpace
 
 STUDY_FILE = "study.json"
@@ -22,6 +24,7 @@ ENVIRONMENT_FILE = "environment.json"
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"
 REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (gapan.evaluate)
+TUNE_DIR = "tune"  # Tune's own experiment folder (checkpoints, experiment state)
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -35,6 +38,9 @@ EPOCH_COLUMNS = (
 )
 # Statuses a trial reports itself in its last result, with the reason under `error`.
 REPORTED_ENDS = ("completed", "diverged", "failed")
+# Every status of trials.csv (`trial_status`); `interrupted`: the study stopped before the trial
+# finished (a resumable state).
+STATUSES = ("completed", "stopped_early", "failed", "diverged", "interrupted")
 
 
 @dataclass
@@ -161,13 +167,23 @@ def write_tables(
 ) -> pd.DataFrame:
     """Write trials.csv, epochs.csv and each trial's resolved config; return the trials table."""
     trials = trials_table(records, space, finished)
-    trials.to_csv(study_dir / TRIALS_FILE, index=False)
-    epochs_table(records).to_csv(study_dir / EPOCHS_FILE, index=False)
+    # Atomic: a driver killed while writing leaves the previous tables, never a cut-off one.
+    write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
+    write_atomic(study_dir / EPOCHS_FILE, csv_text(epochs_table(records)))
     for record in records:
         trial_dir = study_dir / "trials" / record.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)
         _write_json(trial_dir / "config.json", record.resolved or record.config)
     return trials
+
+
+def csv_text(table: pd.DataFrame) -> str:
+    """A table as CSV text with every text cell quoted.
+
+    With the default minimal quoting a text cell holding a lone carriage return (an error
+    message can) is written bare, and every CSV reader splits its row in two there.
+    """
+    return table.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 def method_overrides(config: dict[str, Any], space: StudySpace) -> dict[str, Any]:
@@ -180,7 +196,4 @@ def method_overrides(config: dict[str, Any], space: StudySpace) -> dict[str, Any
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    partial.replace(path)
+    write_atomic(path, json.dumps(value, indent=2, default=str) + "\n")

@@ -41,6 +41,7 @@ from gapan.config import (
 from gapan.data import DataError, ImageSet, Splits, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.features import cached_features, read_cached_features
+from gapan.files import atomic_path, write_atomic
 from gapan.losses import GapanCriterion
 from gapan.metrics import retrieval_metrics
 from gapan.model import EmbeddingModel
@@ -403,21 +404,66 @@ def _checkpoint_state(epoch, model, criterion, optimizer, scheduler, metrics) ->
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Write atomically: a run killed mid-write keeps its previous checkpoint."""
-    partial = run_dir / (CHECKPOINT + ".partial")
-    torch.save(state, partial)
-    partial.replace(run_dir / CHECKPOINT)
+    with atomic_path(run_dir / CHECKPOINT) as temporary:
+        torch.save(state, temporary)
+
+
+class CheckpointError(ConfigError):
+    """A run folder's checkpoint that cannot be resumed from; the message names the file and
+    says what to do. Retrying does not help: the same file would be read again."""
+
+
+# What `_checkpoint_state` writes and `train` reads back (``scheduler`` came later, and
+# ``cuda_rng`` is there only on machines with a GPU).
+_CHECKPOINT_KEYS = ("epoch", "model", "criterion", "optimizer", "torch_rng", "metrics")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint as tensors and plain values only (weights_only): it never runs code."""
+    """Read a checkpoint as tensors and plain values only (weights_only): it never runs code.
+
+    Raises:
+        CheckpointError: The file is truncated, corrupt, not a checkpoint of this trainer, or
+            holds more than tensors and plain values; the message names it and what to do.
+    """
+    what_to_do = (
+        f"Delete {path} to restart the run from its first epoch (the rest of the run folder "
+        "can stay), or put back an intact copy of it to continue where the run stopped."
+    )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ConfigError(
-            f"{path} holds more than tensors and plain values, so it was refused unread; this "
-            "trainer never writes such a file. Delete it to restart the run from its first "
-            "epoch, or use another run folder."
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as error:
+        raise CheckpointError(
+            f"{path} cannot be read ({error.strerror}); give this user read access to it."
         ) from None
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise CheckpointError(
+                f"{path} holds more than tensors and plain values, so it was refused unread; "
+                f"this trainer never writes such a file. {what_to_do}"
+            ) from None
+        raise CheckpointError(_unreadable(path, error, what_to_do)) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as error:
+        # torch.load reports a truncated or damaged file as any of these.
+        raise CheckpointError(_unreadable(path, error, what_to_do)) from None
+    missing = [key for key in _CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this trainer (it lacks {', '.join(missing)}). "
+            f"{what_to_do}"
+        )
+    return state
+
+
+def _unreadable(path: Path, error: BaseException, what_to_do: str) -> str:
+    # torch's unpickling errors open with advice to load with weights_only=False, which is no
+    # cure for a damaged file: keep only the unpickler's own words.
+    text = str(error).rpartition("WeightsUnpickler error:")[2]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    detail = line.split(". ")[0].rstrip(".")[:200]
+    cause = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return (
+        f"{path} is not a readable checkpoint: it is truncated or corrupt ({cause}). {what_to_do}"
+    )
 
 
 def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -566,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return 0 if metrics.get("status") == "completed" else 1
 
 

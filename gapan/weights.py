@@ -21,7 +21,6 @@ import difflib
 import hashlib
 import importlib.metadata
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from filelock import FileLock
 from torch import nn
 
 from gapan.config import ConfigError
+from gapan.files import atomic_path, cache_root
 
 Triple = tuple[float, float, float]
 
@@ -98,29 +98,13 @@ class WeightsInfo:
     std: Triple | None = None
 
 
-def cache_root() -> Path:
-    """Where converted weights and cached features live: ``$GAPAN_CACHE``, ``~/.cache/gapan``."""
-    return Path(os.environ.get("GAPAN_CACHE") or Path.home() / ".cache" / "gapan").expanduser()
-
-
 def save_safetensors_atomic(
     tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write a safetensors file so that readers never see it half-written.
-
-    The file is written under a temporary name in the same folder and renamed into place (a rename
-    within one file system is atomic).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    """Write a safetensors file so that readers never see it half-written (`atomic_path`)."""
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    with atomic_path(path) as temporary:
         safetensors.torch.save_file(contiguous, temporary, metadata=dict(metadata or {}))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_pretrained(spec: str, backbone_name: str, model: nn.Module) -> WeightsInfo:

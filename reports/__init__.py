@@ -5,6 +5,6 @@ self-contained page: it opens offline) and the tables behind it as ``report_*.cs
 """
 
 from reports.build import build_report
-from reports.load import Results, ResultsError, load_results
+from reports.load import Results, ResultsError, UnfinishedStudyError, load_results
 
-__all__ = ["Results", "ResultsError", "build_report", "load_results"]
+__all__ = ["Results", "ResultsError", "UnfinishedStudyError", "build_report", "load_results"]

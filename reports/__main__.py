@@ -11,7 +11,12 @@ from reports.load import ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build a report; returns the exit status (2 for a folder that is not a results folder)."""
+    """Build a report; returns the exit status.
+
+    0 when the report was written (each note it shows is also printed as a warning, e.g.
+    malformed rows left out); 2 when the folder cannot be reported on: not a results folder,
+    or a study that has not finished (the message says how to resume it).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m reports",
         description="Write report.html and report_*.csv from a study's results folder.",
@@ -25,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     try:
-        path = build_report(arguments.results_dir, arguments.out)
+        path = build_report(
+            arguments.results_dir,
+            arguments.out,
+            on_note=lambda note: print(f"warning: {note}", file=sys.stderr),
+        )
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

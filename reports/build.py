@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import logging
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gapan.files import write_atomic
 from reports import convergence, figures, page, search, tables
 from reports.load import REFERENCE_FILE, Results, load_results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
@@ -19,23 +21,34 @@ from reports.summary import Sentence, ablation_summary, search_summary
 logger = logging.getLogger(__name__)
 
 
-def build_report(results_dir: Path | str, out: Path | str | None = None) -> Path:
+def build_report(
+    results_dir: Path | str,
+    out: Path | str | None = None,
+    *,
+    on_note: Callable[[str], None] | None = None,
+) -> Path:
     """Write the study's report and the tables behind its figures.
+
+    Every file is written atomically (`gapan.files.write_atomic`): a build stopped half-way
+    leaves the previous report as it was. Text cells of the tables that a spreadsheet would run
+    as a formula are defused (`tables.spreadsheet_safe`).
 
     Args:
         results_dir: The study's results folder (docs/results-folder.md).
         out: The HTML file to write; `RESULTS_DIR/report.html` by default. The tables go beside
             it as `<stem>_*.csv` (`report_trials.csv`, `report_settings.csv`, ...).
+        on_note: Called with each note the page shows (a malformed row, a missing file, a part
+            that could not be drawn), e.g. to print it as a warning.
 
     Returns:
         The path of the HTML file.
 
     Raises:
-        ResultsError: The folder is not a readable results folder.
+        ResultsError: The folder is not a readable results folder (`UnfinishedStudyError`: its
+            study has not written its tables yet).
     """
     results = load_results(results_dir)
     out = Path(out) if out is not None else results.directory / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = _Report(results)
     if results.is_ablation:
         report.ablation()
@@ -43,8 +56,13 @@ def build_report(results_dir: Path | str, out: Path | str | None = None) -> Path
         report.search()
     report.common()
     for name, table in report.tables.items():
-        table.to_csv(out.with_name(f"{out.stem}_{name}.csv"), index=False)
-    out.write_text(report.html(), encoding="utf-8")
+        # Every text cell quoted: a bare carriage return in one would split its row.
+        text = tables.spreadsheet_safe(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+        write_atomic(out.with_name(f"{out.stem}_{name}.csv"), text)
+    write_atomic(out, report.html())
+    if on_note is not None:
+        for note in report.notes:
+            on_note(note)
     return out
 
 
@@ -259,10 +277,10 @@ class _Report:
             figure = figures.draw_importances(importances, results.metric)
             parts.append(figure_html(figure, "figure-importances", caption))
             params = list(dict.fromkeys(importances["param"]))
-            top = [page.escape(param) for param in params[:4]]
+            top = [page.plot_text(param) for param in params[:4]]
         else:
             parts.append(paragraph(f"No parameter importances: {problem}"))
-            top = [page.escape(key) for key in list(results.study["search"])[:4]]
+            top = [page.plot_text(key) for key in list(results.study["search"])[:4]]
         display = search.optuna_study(results, escaped=True)
         captions = {
             "parallel coordinate": "Each line is a completed trial across the searched keys, "

@@ -1,14 +1,15 @@
 """The report's figures, each split in two as Optuna's visualization module does.
 
 A `*_data` function computes plain tables from the results (tests check these, not pixels) and a
-`draw_*` function turns them into a plotly figure. Every string that comes from the results
-(settings, trial ids, config keys, metric names) passes through `html.escape` before it reaches
-plotly, which renders entities as literal text.
+`draw_*` function turns them into a plotly figure. plotly.js reads every label as a small subset
+of HTML (``<b>``, ``<br>``, ``<a href>``, a few entities), so every string that comes from the
+results (settings, trial ids, config keys, metric names) passes through `page.plot_text` once,
+which escapes ``&``, ``<`` and ``>``; quotes stay as they are (plotly.js would show ``&quot;``
+literally).
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from reports.load import (
     setting_order,
     usable_trials,
 )
+from reports.page import plot_text
 from reports.reference import reference_data
 from reports.search import quiet_optuna
 
@@ -51,11 +53,6 @@ FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif
 REFERENCE_LABEL = "pretrained backbone, no training"
 REFERENCE_COLOR = "#6a3d9a"
 STILL_IMPROVING_MARK = " (still improving)"
-
-
-def text(value: Any) -> str:
-    """A value as text safe to hand plotly (titles, labels, hover text)."""
-    return html.escape(str(value))
 
 
 def number(value: float, digits: int = 4) -> str:
@@ -108,7 +105,7 @@ def axis_kind(settings: Sequence[str]) -> str:
 
 def _positions(settings: Sequence[str], axis: str) -> list[Any]:
     if axis == "category":
-        return [text(setting) for setting in settings]
+        return [plot_text(setting) for setting in settings]
     return [float(setting) for setting in settings]
 
 
@@ -162,7 +159,7 @@ def _setting_axis(figure: go.Figure, settings: Sequence[str], axis: str, title: 
         figure.update_xaxes(
             type=axis,
             tickvals=positions,
-            ticktext=[text(setting) for setting in settings],
+            ticktext=[plot_text(setting) for setting in settings],
             title_text=title,
             **where,
         )
@@ -223,7 +220,7 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
                 name=f"one seed ({STATUS_WORDS[status]})",
                 marker={"symbol": STATUS_SYMBOLS[status], "size": 9, "color": "#7a8591"},
                 hovertext=[
-                    f"trial {text(row.trial_id)}<br>seed {number(row.seed)}"
+                    f"trial {plot_text(row.trial_id)}<br>seed {number(row.seed)}"
                     f"<br>{STATUS_WORDS[status]}<br>{number(row.value)}"
                     for row in own.itertuples()
                 ],
@@ -247,7 +244,7 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
                 "width": 6,
             },
             hovertext=[
-                f"{text(data['knob'])} = {text(row.setting)}<br>mean {number(row.mean)}"
+                f"{plot_text(data['knob'])} = {plot_text(row.setting)}<br>mean {number(row.mean)}"
                 f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
                 for row in shown.itertuples()
             ],
@@ -263,15 +260,15 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
                 x=ends,
                 y=[level, level],
                 mode="lines",
-                name=f"baseline mean ({text(data['knob'])} = {text(baseline)})",
+                name=f"baseline mean ({plot_text(data['knob'])} = {plot_text(baseline)})",
                 line={"dash": "dash", "color": "#8a8a8a", "width": 1},
                 hoverinfo="skip",
             )
         )
     add_reference_line(figure, data.get("reference"))
-    _setting_axis(figure, data["settings"], axis, text(data["knob"]))
-    figure.update_yaxes(title_text=text(data["metric"]))
-    title = f"{text(data['metric'])} against {text(data['knob'])}"
+    _setting_axis(figure, data["settings"], axis, plot_text(data["knob"]))
+    figure.update_yaxes(title_text=plot_text(data["metric"]))
+    title = f"{plot_text(data['metric'])} against {plot_text(data['knob'])}"
     return style(figure, title, 440, legend_below=True)
 
 
@@ -342,7 +339,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     the per-seed differences as faint points, and the Holm-adjusted p-value at the right."""
     comparisons, pairs = data["comparisons"], data["pairs"]
     figure = go.Figure()
-    labels = {setting: text(setting) for setting in comparisons["setting"]}
+    labels = {setting: plot_text(setting) for setting in comparisons["setting"]}
     if not pairs.empty:
         figure.add_trace(
             go.Scatter(
@@ -401,14 +398,14 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
         categoryorder="array",
         categoryarray=[labels[setting] for setting in comparisons["setting"]],
         autorange="reversed",
-        title_text=text(data["knob"]),
+        title_text=plot_text(data["knob"]),
     )
     better = "higher is better" if data["mode"] == "max" else "lower is better"
     figure.update_xaxes(
-        title_text=f"difference in {text(data['metric'])} (setting − baseline; {better})",
+        title_text=f"difference in {plot_text(data['metric'])} (setting − baseline; {better})",
         zeroline=False,
     )
-    baseline = f"{text(data['knob'])} = {text(data['baseline'])}"
+    baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
     title = f"Difference from the baseline {baseline}, paired by seed"
     figure = style(figure, title, 170 + 48 * max(len(comparisons), 1))
     figure.update_layout(margin={"r": 260})
@@ -419,7 +416,7 @@ def _comparison_label(row: Any) -> str:
     if row.test == stats.NO_TEST:
         return f"n = {row.n_pairs}: {stats.TOO_FEW_SEEDS}"
     if not math.isfinite(row.p_holm):
-        return f"n = {row.n_pairs}: {text(row.note)}"
+        return f"n = {row.n_pairs}: {plot_text(row.note)}"
     star = " *" if row.significant else ""
     test = "Wilcoxon" if row.test == stats.WILCOXON else "paired t"
     return f"Holm p = {row.p_holm:.3g}{star} ({test}, n = {row.n_pairs})"
@@ -427,9 +424,9 @@ def _comparison_label(row: Any) -> str:
 
 def _comparison_hover(row: Any) -> str:
     return (
-        f"{text(row.setting)} − {text(row.baseline)}: {number(row.mean_difference)}"
+        f"{plot_text(row.setting)} − {plot_text(row.baseline)}: {number(row.mean_difference)}"
         f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}"
-        f"<br>{text(row.test)}: p = {number(row.p_value, 3)}, Holm p = {number(row.p_holm, 3)}"
+        f"<br>{plot_text(row.test)}: p = {number(row.p_value, 3)}, Holm p = {number(row.p_holm, 3)}"
         f"<br>Cohen's d_z = {number(row.effect_size_dz, 3)}, n = {row.n_pairs} pairs"
     )
 
@@ -473,7 +470,7 @@ def draw_validation_test(
             continue
         figure.add_trace(
             go.Scatter(
-                x=[text(setting) for setting in own["setting"]],
+                x=[plot_text(setting) for setting in own["setting"]],
                 y=own["mean"],
                 mode="markers",
                 name=f"{split} (mean ± 95% CI)",
@@ -487,7 +484,8 @@ def draw_validation_test(
                     "color": colors[split],
                 },
                 hovertext=[
-                    f"{split}, {text(knob)} = {text(row.setting)}<br>mean {number(row.mean)}"
+                    f"{split}, {plot_text(knob)} = {plot_text(row.setting)}"
+                    f"<br>mean {number(row.mean)}"
                     f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
                     for row in own.itertuples()
                 ],
@@ -499,10 +497,10 @@ def draw_validation_test(
             name = f"{REFERENCE_LABEL} ({split})"
             add_reference_line(figure, reference[split], name, colors[split])
     figure.update_layout(scattermode="group", scattergap=0.6)
-    _setting_axis(figure, settings, "category", text(knob))
+    _setting_axis(figure, settings, "category", plot_text(knob))
     base = metric.removeprefix("val_")
-    figure.update_yaxes(title_text=text(base))
-    title = f"Validation (seen-class split) and test (unseen classes): {text(base)}"
+    figure.update_yaxes(title_text=plot_text(base))
+    title = f"Validation (seen-class split) and test (unseen classes): {plot_text(base)}"
     return style(figure, title, 420, legend_below=True)
 
 
@@ -575,7 +573,7 @@ def draw_learning_curves(data: dict[str, Any], still_improving: Sequence[str] = 
     figure = make_subplots(
         rows=1,
         cols=max(len(columns), 1),
-        subplot_titles=[text(column) for column in columns],
+        subplot_titles=[plot_text(column) for column in columns],
         horizontal_spacing=0.1,
     )
     curves, stops = data["curves"], data["stops"]
@@ -585,7 +583,7 @@ def draw_learning_curves(data: dict[str, Any], still_improving: Sequence[str] = 
             if own.empty:
                 continue
             color = PALETTE[index % len(PALETTE)]
-            label = f"{text(data['knob'])} = {text(setting)}"
+            label = f"{plot_text(data['knob'])} = {plot_text(setting)}"
             if setting in still_improving:
                 label += STILL_IMPROVING_MARK
             figure.add_trace(
@@ -634,7 +632,7 @@ def draw_learning_curves(data: dict[str, Any], still_improving: Sequence[str] = 
                         showlegend=False,
                         marker={"symbol": "x", "size": 11, "color": color},
                         hovertext=[
-                            f"trial {text(row.trial_id)} ({label}, seed {number(row.seed)})"
+                            f"trial {plot_text(row.trial_id)} ({label}, seed {number(row.seed)})"
                             f"<br>stopped early after epoch {int(row.epoch)}"
                             for row in stopped.itertuples()
                         ],
@@ -744,8 +742,8 @@ def draw_cost(data: dict[str, Any]) -> go.Figure:
                 name=STATUS_WORDS[status],
                 marker={"color": color},
                 hovertext=[
-                    f"trial {text(row.trial_id)} (#{number(row.number)})"
-                    + (f"<br>setting {text(row.setting)}" if row.setting else "")
+                    f"trial {plot_text(row.trial_id)} (#{number(row.number)})"
+                    + (f"<br>setting {plot_text(row.setting)}" if row.setting else "")
                     + f"<br>{number(row.time_total_s / 60, 3)} min, "
                     f"{number(row.gpus, 3)} GPU"
                     for row in own.itertuples()
@@ -757,7 +755,7 @@ def draw_cost(data: dict[str, Any]) -> go.Figure:
         )
     figure.update_xaxes(title_text="trial number", row=1, col=1)
     if panels == 2:
-        labels = [text(setting) for setting in settings["setting"]]
+        labels = [plot_text(setting) for setting in settings["setting"]]
         for column, name, color in (
             ("time_total_s", "trial time", "#8da0cb"),
             ("gpu_time_s", "GPU time", "#66a61e"),
@@ -767,7 +765,7 @@ def draw_cost(data: dict[str, Any]) -> go.Figure:
                 row=1,
                 col=2,
             )
-        figure.update_xaxes(type="category", title_text=text(data["knob"]), row=1, col=2)
+        figure.update_xaxes(type="category", title_text=plot_text(data["knob"]), row=1, col=2)
     figure.update_layout(barmode="group")
     return style(figure, "Cost", 430, legend_below=True)
 
@@ -819,7 +817,8 @@ def draw_history(data: pd.DataFrame, metric: str, reference: float | None = None
                     "symbol": "circle" if status == "completed" else "x",
                 },
                 hovertext=[
-                    f"trial {text(row.trial_id)} (#{number(row.number)})<br>{number(row.value)}"
+                    f"trial {plot_text(row.trial_id)} (#{number(row.number)})"
+                    f"<br>{number(row.value)}"
                     for row in own.itertuples()
                 ],
                 hoverinfo="text",
@@ -837,8 +836,8 @@ def draw_history(data: pd.DataFrame, metric: str, reference: float | None = None
     )
     add_reference_line(figure, reference)
     figure.update_xaxes(title_text="trial number")
-    figure.update_yaxes(title_text=text(metric))
-    return style(figure, f"Optimisation history of {text(metric)}", 420)
+    figure.update_yaxes(title_text=plot_text(metric))
+    return style(figure, f"Optimisation history of {plot_text(metric)}", 420)
 
 
 def importance_data(importances: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -870,9 +869,9 @@ def draw_importances(data: pd.DataFrame, metric: str) -> go.Figure:
         figure.add_trace(
             go.Bar(
                 x=own["importance"],
-                y=[text(param) for param in own["param"]],
+                y=[plot_text(param) for param in own["param"]],
                 orientation="h",
-                name=text(name),
+                name=plot_text(name),
                 marker={"color": colors[index % len(colors)]},
                 text=[f"{value:.2f}" for value in own["importance"]],
                 textposition="outside",
@@ -884,7 +883,7 @@ def draw_importances(data: pd.DataFrame, metric: str) -> go.Figure:
     figure.update_yaxes(autorange="reversed")
     figure.update_xaxes(title_text="importance (each evaluator sums to 1)")
     params = data["param"].nunique()
-    title = f"Parameter importances for {text(metric)}"
+    title = f"Parameter importances for {plot_text(metric)}"
     return style(figure, title, 150 + 30 * max(params, 1) * max(len(evaluators), 1))
 
 
@@ -900,7 +899,7 @@ def optuna_figures(
     """
     from optuna import visualization
 
-    target = text(metric)
+    target = plot_text(metric)
     makers = [
         (
             "parallel coordinate",
@@ -925,5 +924,5 @@ def optuna_figures(
                 figure.update_xaxes(title_text="epoch")
                 figure.update_yaxes(title_text=target)
             title = figure.layout.title.text or name
-            figures.append((name, style(figure, text(title), 440)))
+            figures.append((name, style(figure, plot_text(title), 440)))
     return figures

@@ -1,14 +1,20 @@
 """Read a study's results folder (docs/results-folder.md) into pandas tables.
 
 Only what the study saved on disk is read, never a live Ray object, so a report can be rebuilt
-anywhere, later. `study.json` and `trials.csv` are required; a missing `epochs.csv` or
-`environment.json` leaves its part of the report out and is said so in `Results.notes`. The
-optional `reference.json` (the pretrained backbone's metrics with no training) is absent from
-older studies; an unreadable one is left out with a note, never an error.
+anywhere, later. `study.json` and `trials.csv` are required (a folder with study.json and no
+trials.csv holds an unfinished study: `UnfinishedStudyError` says how to resume it); a missing
+`epochs.csv` or `environment.json` leaves its part of the report out and is said so in
+`Results.notes`. Malformed rows of the tables (a file cut off mid-row, a mangled value) are left
+out with a note naming the file and the lines, and so are (setting, seed) pairs of the study's
+plan that have no trial. The optional `reference.json` (the pretrained backbone's metrics with no
+training) is absent from older studies; an unreadable one is left out with a note, never an
+error.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -19,20 +25,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gapan.results import (
+    ENVIRONMENT_FILE,
+    EPOCHS_FILE,
+    REFERENCE_FILE,
+    STATUSES,
+    STUDY_FILE,
+    TRIALS_FILE,
+    TUNE_DIR,
+)
+
 KINDS = ("ablation", "search", "compare")
 MODES = ("max", "min")
-# `interrupted`: the study itself stopped before the trial finished (a resumable state).
-STATUSES = ("completed", "stopped_early", "failed", "diverged", "interrupted")
 # Trials whose final validation metric enters the statistics; failed and diverged ones do not.
 USABLE_STATUSES = ("completed", "stopped_early")
 # Columns of trials.csv that hold numbers; every other column is kept as the exact text written.
 NUMERIC_TRIAL_COLUMNS = ("number", "seed", "epochs", "time_total_s", "gpus", "gpu_time_s")
 TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
-REFERENCE_FILE = "reference.json"
 
 
 class ResultsError(ValueError):
     """A results folder that cannot be reported on; the message names the file and the problem."""
+
+
+class UnfinishedStudyError(ResultsError):
+    """A study folder without its tables yet: the message says how to resume or restart it."""
 
 
 @dataclass(frozen=True)
@@ -122,21 +139,30 @@ def load_results(results_dir: Path | str) -> Results:
         results_dir: The folder a study wrote (it holds study.json and trials.csv).
 
     Raises:
+        UnfinishedStudyError: The folder holds a study that has not written its tables yet; the
+            message says how to resume (or restart) it.
         ResultsError: A required file is missing or unreadable, or a key or column is wrong.
     """
     directory = Path(results_dir)
     if not directory.is_dir():
         raise ResultsError(f"{directory} is not a folder; pass the results folder of a study.")
     notes: list[str] = []
-    study = _read_study(_required(directory, "study.json"))
-    trials = read_trials(_required(directory, "trials.csv"), study)
-    epochs_path = directory / "epochs.csv"
-    if epochs_path.is_file():
-        epochs = read_epochs(epochs_path)
-    else:
-        epochs = pd.DataFrame(columns=["trial_id", "epoch"])
+    study = _read_study(_required(directory, STUDY_FILE))
+    trials_path = directory / TRIALS_FILE
+    if not trials_path.is_file() or trials_path.stat().st_size == 0:
+        raise UnfinishedStudyError(_unfinished(directory, study, trials_path))
+    trials = read_trials(trials_path, study, notes)
+    notes += plan_gaps(study, trials, trials_path)
+    epochs_path = directory / EPOCHS_FILE
+    epochs = pd.DataFrame(columns=["trial_id", "epoch"])
+    if not epochs_path.is_file():
         notes.append(f"{epochs_path} is missing, so the report has no learning curves.")
-    environment_path = directory / "environment.json"
+    else:
+        try:
+            epochs = read_epochs(epochs_path, notes)
+        except ResultsError as error:
+            notes.append(f"{error} The report has no learning curves.")
+    environment_path = directory / ENVIRONMENT_FILE
     if environment_path.is_file():
         environment = _read_json(environment_path)
     else:
@@ -161,6 +187,90 @@ def _required(directory: Path, name: str) -> Path:
             "see docs/results-folder.md)."
         )
     return path
+
+
+def _tune_started(directory: Path) -> bool:
+    """Whether Tune recorded the study: it saves its experiment state before any trial ends."""
+    return any((directory / TUNE_DIR).glob("experiment_state*.json"))
+
+
+def _study_command(directory: Path, study: Mapping[str, Any], resume: bool) -> str:
+    """The command that runs the study in `directory` (again), as far as study.json tells it."""
+    name = str(study.get("name") or directory.name)
+    words = [f"python studies/{name}.py"] + (["--resume"] if resume else [])
+    if directory.name != name:
+        words.append(f"--name {directory.name}")
+    parent = directory.resolve().parent
+    if parent != (Path.cwd() / "results").resolve():
+        words.append(f"--results-dir {parent}")
+    if study["kind"] in ("ablation", "compare") and isinstance(study.get("seeds"), int):
+        words.append(f"--seeds {study['seeds']}")
+    if study["kind"] == "search" and isinstance(study.get("num_samples"), int):
+        words.append(f"--num-samples {study['num_samples']}")
+    return " ".join(words)
+
+
+def _unfinished(directory: Path, study: Mapping[str, Any], trials_path: Path) -> str:
+    written = "is empty" if trials_path.is_file() else "is not written yet"
+    if _tune_started(directory):
+        return (
+            f"{directory} holds an unfinished study: {trials_path.name} {written} (a study "
+            "writes its tables when it ends, or stops on Ctrl-C; this one was stopped before "
+            f"that, by a killed driver or a reboot). Resume it with "
+            f"`{_study_command(directory, study, resume=True)}` (add any other flags it was "
+            "started with, such as --smoke, --dataset or --set); its finished trials are kept "
+            "and the tables and report are written when it ends."
+        )
+    command = _study_command(directory, study, resume=False)
+    return (
+        f"{directory} holds a study that stopped before its first trial ({trials_path.name} "
+        f"{written} and Tune recorded nothing under {TUNE_DIR}/), so there is nothing to resume "
+        f"or report. Start it again with `{command}` (and any other flags it was started with)."
+    )
+
+
+def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> list[str]:
+    """Notes on the trials the study planned (study.json) that trials.csv lacks.
+
+    An ablation or comparison plans every setting (its knob's ``values``, or its ``methods``)
+    with every seed 0 .. ``seeds`` - 1; a search plans ``num_samples`` trials. A trial counts as
+    present whatever its status; rows left out as malformed count as missing.
+    """
+    if study["kind"] == "search":
+        planned = study.get("num_samples")
+        if isinstance(planned, int) and len(trials) < planned:
+            return [f"{path} holds {len(trials)} of the {planned} trials the study planned."]
+        return []
+    seeds = study.get("seeds")
+    knob = study.get("knob") or "method"
+    dimension = study["search"].get(knob)
+    values: list[Any] = []
+    if isinstance(dimension, Mapping) and isinstance(dimension.get("values"), list):
+        values = dimension["values"]
+    elif study["kind"] == "compare":
+        values = list(study["methods"])
+    if not values or not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        return []
+    present = {
+        (str(setting), int(seed))
+        for setting, seed in zip(trials["setting"], trials["seed"], strict=True)
+        if isinstance(seed, int | float) and math.isfinite(seed)
+    }
+    missing = [
+        (value, seed)
+        for seed in range(seeds)
+        for value in values
+        if not any(same_setting(setting, value) and seed == run for setting, run in present)
+    ]
+    if not missing:
+        return []
+    shown = ", ".join(f"{knob} = {value} with seed {seed}" for value, seed in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return [
+        f"{path} has no trial for {len(missing)} of the {len(values) * seeds} (setting, "
+        f"seed) pairs the study planned ({len(values)} settings of {knob} x {seeds} seeds in "
+        f"study.json): {shown}{more}. Those settings are compared over fewer seeds."
+    ]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -220,42 +330,50 @@ def _read_study(path: Path) -> dict[str, Any]:
     return study
 
 
-def read_trials(path: Path, study: Mapping[str, Any]) -> pd.DataFrame:
+def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.DataFrame:
     """Read trials.csv: text columns stay exactly as written, numeric ones become floats.
 
+    Malformed rows (a wrong number of fields, as in a file cut off mid-row; a number that does
+    not parse; a status outside `STATUSES`; an ablation trial without its setting or seed) are
+    left out, and one note naming the file and their lines is appended to `notes`.
+
     Raises:
-        ResultsError: The file lacks `trial_id`, `status` or the study's metric column, holds an
-            unknown status, or (ablation, compare) lacks the setting or seed of each trial.
+        ResultsError: The file is unreadable or empty, lacks `trial_id`, `status` or the study's
+            metric column, (ablation, compare) has no setting or seed at all, or holds no
+            well-formed row.
     """
-    try:
-        # Read everything as text first: a setting such as "None" or "1e-3" must keep its spelling.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise ResultsError(f"{path} is not a readable CSV table: {error}") from error
-    except pd.errors.EmptyDataError:
-        raw = pd.DataFrame(columns=["trial_id", "status"])
+    table = _read_csv(path)
+    if table.header is None:
+        raise ResultsError(f"{path} is empty; a study writes it with a header row.")
+    raw = table.frame
     metric = validation_column(str(study["metric"]))
     for column in ("trial_id", "status", metric):
         if column not in raw.columns:
             present = ", ".join(raw.columns) or "none"
             raise ResultsError(f"{path} has no {column!r} column (columns: {present}).")
+    numeric = [
+        column
+        for column in raw.columns
+        if column in NUMERIC_TRIAL_COLUMNS or column.startswith(("val_", "test_"))
+    ]
+    problems = _row_problems(raw, numeric)
+    for index, status in raw["status"].items():
+        if status.strip().lower() not in STATUSES:
+            problems[index].append(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    bad = table.bad + _bad_rows(table, problems)
+    raw = raw.loc[[not problems[index] for index in raw.index]]
+
     trials = pd.DataFrame(index=raw.index)
     for column in raw.columns:
         if column in TEXT_TRIAL_COLUMNS:
             trials[column] = raw[column].astype(object)
-        elif column in NUMERIC_TRIAL_COLUMNS or column.startswith(("val_", "test_")):
+        elif column in numeric:
             trials[column] = _to_float(raw[column])
         elif column.startswith("config/"):
             trials[column] = _maybe_numeric(raw[column])
         else:
             trials[column] = raw[column].astype(object)
     trials["status"] = trials["status"].str.strip().str.lower()
-    unknown = sorted(set(trials["status"]) - set(STATUSES))
-    if unknown:
-        raise ResultsError(
-            f"{path}: unknown status {', '.join(map(repr, unknown))}; "
-            f"a trial is one of {', '.join(STATUSES)}."
-        )
     for column in ("setting", "error"):
         if column not in trials.columns:
             trials[column] = ""
@@ -267,11 +385,28 @@ def read_trials(path: Path, study: Mapping[str, Any]) -> pd.DataFrame:
     if "gpu_time_s" not in trials.columns:
         trials["gpu_time_s"] = trials["gpus"].fillna(0.0) * trials["time_total_s"]
     if study["kind"] in ("ablation", "compare"):
-        _check_ablation_columns(path, trials, study)
+        unpaired = _check_ablation_columns(path, trials, study)
+        bad += [
+            _BadRow(table.lines[index], problem, str(trials.at[index, "trial_id"]))
+            for index, problem in unpaired
+        ]
+        trials = trials.drop(index=[index for index, _ in unpaired])
+    if bad and trials.empty:
+        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
+    if bad:
+        _note_bad_rows(notes, path, bad)
     return trials.sort_values("number", kind="stable").reset_index(drop=True)
 
 
-def _check_ablation_columns(path: Path, trials: pd.DataFrame, study: Mapping[str, Any]) -> None:
+def _check_ablation_columns(
+    path: Path, trials: pd.DataFrame, study: Mapping[str, Any]
+) -> list[tuple[Any, str]]:
+    """Derive empty settings from the knob's config column; return the rows still lacking a
+    setting or a seed, each with the problem.
+
+    Raises:
+        ResultsError: No row has a setting, or none has a seed: a column is missing, not a row.
+    """
     knob = study.get("knob") or ("method" if study["kind"] == "compare" else None)
     knob_column = f"config/{knob}"
     missing_setting = trials["setting"].astype(str).str.strip() == ""
@@ -281,61 +416,226 @@ def _check_ablation_columns(path: Path, trials: pd.DataFrame, study: Mapping[str
             _setting_text
         )
         missing_setting = trials["setting"].astype(str).str.strip() == ""
-    if missing_setting.any():
-        rows = ", ".join(trials.loc[missing_setting, "trial_id"].astype(str).head(5))
+    missing_seed = trials["seed"].isna()
+    if len(trials) and missing_setting.all():
         raise ResultsError(
-            f"{path}: trials {rows} have no 'setting' (the value of the ablated knob); "
+            f"{path}: no trial has a 'setting' (the value of the ablated knob); "
             f"an {study['kind']} study needs it to group trials."
         )
-    if trials["seed"].isna().any():
-        rows = ", ".join(trials.loc[trials["seed"].isna(), "trial_id"].astype(str).head(5))
+    if len(trials) and missing_seed.all():
         raise ResultsError(
-            f"{path}: trials {rows} have no 'seed'; an {study['kind']} study pairs trials by seed."
+            f"{path}: no trial has a 'seed'; an {study['kind']} study pairs trials by seed."
         )
+    unpaired = []
+    for index in trials.index:
+        if missing_setting[index]:
+            unpaired.append((index, f"no setting (the value of {knob or 'the knob'})"))
+        elif missing_seed[index]:
+            unpaired.append((index, "no seed"))
+    return unpaired
 
 
 def _setting_text(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""  # an empty config cell (pd.NA in an integer column)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return str(value)
+
+
+def _parse_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text cells as floats, as Python's `float` reads them (NaN for an empty cell), and which
+    cells are not numbers (NaN there)."""
+    stripped = column.astype(str).str.strip()
+    numbers = pd.to_numeric(stripped.mask(stripped == "", "nan"), errors="coerce").astype(float)
+    invalid = pd.Series(False, index=column.index)
+    # pandas refuses a few spellings that `float` reads ("infinity", "1_000"); look again at
+    # those only, so a large table is parsed at pandas' speed.
+    for index in numbers.index[numbers.isna() & (stripped != "")]:
+        try:
+            numbers[index] = float(stripped[index])
+        except ValueError:
+            invalid[index] = True
+    return numbers, invalid
 
 
 def _to_float(column: pd.Series) -> pd.Series:
-    return pd.to_numeric(column.replace("", np.nan), errors="coerce").astype(float)
+    """Numbers from text cells; NaN where a cell is empty or not a number."""
+    return _parse_numbers(column)[0]
 
 
 def _maybe_numeric(column: pd.Series) -> pd.Series:
     """Numbers where every non-empty value is one (ints stay ints); the text otherwise."""
     filled = column[column.str.strip() != ""]
-    numbers = pd.to_numeric(filled, errors="coerce")
-    if len(filled) == 0 or numbers.isna().any():
+    converted, invalid = _parse_numbers(column)
+    if len(filled) == 0 or invalid.any():
         return column.astype(object)
-    converted = _to_float(column)
     whole = converted.dropna()
     if (whole == whole.round()).all() and not filled.str.contains(r"[.eE]").any():
         return converted.astype("Int64") if converted.isna().any() else converted.astype(int)
     return converted
 
 
-def read_epochs(path: Path) -> pd.DataFrame:
-    """Read epochs.csv: `trial_id` as text, every other column as numbers.
+# epochs.csv columns that hold numbers; a cell in them that does not parse makes its row
+# malformed. Others (`node_id`, ...) are kept as the text written.
+NUMERIC_EPOCH_COLUMNS = ("epoch", "time_this_epoch_s", "lr", "elapsed_s")
+NUMERIC_EPOCH_PREFIXES = ("train_", "val_", "test_")
+
+
+def read_epochs(path: Path, notes: list[str]) -> pd.DataFrame:
+    """Read epochs.csv: `trial_id` and other text columns as text, the metrics as numbers.
+
+    Malformed rows (a wrong number of fields, no trial id or epoch, a metric that does not
+    parse) are left out, and one note naming the file and their lines is appended to `notes`.
 
     Raises:
-        ResultsError: The file is unreadable or lacks `trial_id` or `epoch`.
+        ResultsError: The file is unreadable, lacks `trial_id` or `epoch`, or holds no
+            well-formed row.
     """
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
+    table = _read_csv(path)
+    if table.header is None:
         return pd.DataFrame(columns=["trial_id", "epoch"])
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise ResultsError(f"{path} is not a readable CSV table: {error}") from error
+    raw = table.frame
     for column in ("trial_id", "epoch"):
         if column not in raw.columns:
             raise ResultsError(f"{path} has no {column!r} column.")
+    numeric = [
+        column
+        for column in raw.columns
+        if column in NUMERIC_EPOCH_COLUMNS or column.startswith(NUMERIC_EPOCH_PREFIXES)
+    ]
+    problems = _row_problems(raw, numeric)
+    for index, epoch in raw["epoch"].items():
+        if not epoch.strip():
+            problems[index].append("no epoch")
+    bad = table.bad + _bad_rows(table, problems)
+    raw = raw.loc[[not problems[index] for index in raw.index]]
+    if bad and raw.empty:
+        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
+    if bad:
+        _note_bad_rows(notes, path, bad)
     epochs = pd.DataFrame({"trial_id": raw["trial_id"].astype(object)})
     for column in raw.columns.drop("trial_id"):
-        epochs[column] = _to_float(raw[column])
+        epochs[column] = _to_float(raw[column]) if column in numeric else raw[column].astype(object)
     return epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _BadRow:
+    """A malformed row: the line of the file it starts on, what is wrong, and its trial."""
+
+    line: int
+    problem: str
+    trial_id: str = ""
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A CSV file read as text: the well-shaped rows (every field a string, indexed 0..n-1),
+    the line each starts on, and the rows of the wrong shape."""
+
+    header: list[str] | None
+    frame: pd.DataFrame
+    lines: list[int]
+    bad: list[_BadRow]
+
+
+def _read_csv(path: Path) -> _Table:
+    """Read a CSV file as text, keeping rows that have as many fields as the header.
+
+    The study's writers end every file with a line break; a file without one was cut off in
+    the middle of its last row, whose last field may then hold a cut number, so that row is
+    malformed too.
+    """
+    try:
+        # newline="": line breaks inside quoted cells stay as written (a "\r" included).
+        with path.open(encoding="utf-8", errors="replace", newline="") as file:
+            text = file.read()
+    except OSError as error:
+        raise ResultsError(f"{path} cannot be read: {error}") from error
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[_BadRow] = []
+    last_was_row = False
+    start = 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue  # a blank line
+            if header is None:
+                header = fields
+                continue
+            last_was_row = len(fields) == len(header)
+            if last_was_row:
+                rows.append(fields)
+                lines.append(line)
+            else:
+                problem = f"{len(fields)} fields where the header has {len(header)}"
+                bad.append(_BadRow(line, problem, _field(fields, header, "trial_id")))
+    except csv.Error as error:
+        bad.append(_BadRow(start, f"unreadable from here on ({error})"))
+        last_was_row = False
+    if header is not None and len(set(header)) != len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise ResultsError(f"{path}: the header names {', '.join(map(repr, twice))} twice.")
+    if rows and last_was_row and not text.endswith(("\n", "\r")):
+        trial_id = _field(rows.pop(), header, "trial_id")
+        bad.append(_BadRow(lines.pop(), "the file ends inside this row (cut off)", trial_id))
+    frame = pd.DataFrame(rows, columns=header or [], dtype=object)
+    return _Table(header, frame, lines, bad)
+
+
+def _field(fields: Sequence[str], header: Sequence[str], name: str) -> str:
+    """The field under `name` of a row, or "" when the header lacks it or the row is short."""
+    position = list(header).index(name) if name in header else len(fields)
+    return fields[position] if position < len(fields) else ""
+
+
+def _row_problems(raw: pd.DataFrame, numeric: Sequence[str]) -> dict[Any, list[str]]:
+    """What is wrong with each row of a text table: no trial id, or a number that does not
+    parse in one of the `numeric` columns."""
+    problems: dict[Any, list[str]] = {index: [] for index in raw.index}
+    for index, trial_id in raw["trial_id"].items():
+        if not trial_id.strip():
+            problems[index].append("no trial_id")
+    for column in numeric:
+        invalid = _parse_numbers(raw[column])[1]
+        for index in invalid.index[invalid]:
+            problems[index].append(f"{column} is {raw.at[index, column][:40]!r}, not a number")
+    return problems
+
+
+def _bad_rows(table: _Table, problems: Mapping[Any, list[str]]) -> list[_BadRow]:
+    return [
+        _BadRow(table.lines[index], "; ".join(found), table.frame.at[index, "trial_id"])
+        for index, found in problems.items()
+        if found
+    ]
+
+
+def _listing(bad: Sequence[_BadRow], limit: int = 8) -> str:
+    """The malformed rows in the order of the file, at most `limit` of them spelled out."""
+    ordered = sorted(bad, key=lambda row: row.line)
+    shown = [
+        f"line {row.line}"
+        + (f" (trial {row.trial_id})" if row.trial_id.strip() else "")
+        + f": {row.problem}"
+        for row in ordered[:limit]
+    ]
+    more = f"; and {len(ordered) - limit} more" if len(ordered) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _note_bad_rows(notes: list[str], path: Path, bad: Sequence[_BadRow]) -> None:
+    rows = f"{len(bad)} malformed row{'' if len(bad) == 1 else 's'}"
+    notes.append(
+        f"{path}: {rows} left out of this report ({_listing(bad)}). A file cut off while being "
+        "written, or edited by hand, looks like this; the rest of the report stands. Fix or "
+        "delete those rows, or restore the file from a copy, and build the report again."
+    )
 
 
 def usable_trials(results: Results, column: str | None = None) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """HTML assembly: one self-contained page (inline CSS, plotly.js inlined once, no requests).
 
 Every string from the results (configs, trial ids, settings, errors, environment) goes through
-`escape` here or through `figures.text` before plotly; the page's own markup is the only HTML.
+`escape` here, or through `plot_text` before plotly; the page's own markup is the only HTML.
 """
 
 from __future__ import annotations
@@ -33,8 +33,18 @@ LONG_TEXT = 90
 
 
 def escape(value: Any) -> str:
-    """Any value as HTML text."""
+    """Any value as HTML text (the page's own markup)."""
     return html.escape(str(value), quote=True)
+
+
+def plot_text(value: Any) -> str:
+    """Any value as text for a plotly title, label or hover text.
+
+    plotly.js reads such text as a small subset of HTML (``<b>``, ``<br>``, ``<a href>``) and
+    decodes only a few entities (``&amp;``, ``&lt;``, ``&gt;``, numeric ones; not ``&quot;``), so
+    ``&``, ``<`` and ``>`` are escaped, once, and quotes are left as they are.
+    """
+    return html.escape(str(value), quote=False)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ read from the journal: the report then depends on the tables alone.
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import warnings
@@ -26,7 +25,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from gapan.space import SpaceError, optuna_distribution
 from reports.load import Results, ResultsError, same_setting
+from reports.page import plot_text
 
 STATES = {
     "completed": TrialState.COMPLETE,
@@ -52,35 +53,16 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def distribution(key: str, dimension: Mapping[str, Any]) -> BaseDistribution:
-    """The Optuna distribution of one dimension of study.json's `search`.
-
-    Args:
-        key: The flat config key, for error messages.
-        dimension: ``{"type": "float"|"int", "low", "high", "log"?, "step"?}`` or
-            ``{"type": "int"|"float"|"categorical", "values": [...]}``.
+    """The Optuna distribution of one dimension of study.json's `search`, built by the same rules
+    the study was checked by (`gapan.space.optuna_distribution`).
 
     Raises:
-        ResultsError: An unknown type or missing bounds.
+        ResultsError: A dimension no study could have run, naming the key.
     """
-    kind = dimension.get("type", "categorical")
-    if "values" in dimension:
-        values = dimension["values"]
-        if not isinstance(values, list) or not values:
-            raise ResultsError(f"study.json: search[{key!r}]['values'] must be a non-empty list.")
-        return CategoricalDistribution(values)
-    if kind not in ("float", "int"):
-        raise ResultsError(
-            f"study.json: search[{key!r}] has type {kind!r}; use float, int or categorical."
-        )
-    if "low" not in dimension or "high" not in dimension:
-        raise ResultsError(f"study.json: search[{key!r}] needs 'low' and 'high' (or 'values').")
-    log = bool(dimension.get("log", False))
-    step = dimension.get("step")
-    if kind == "float":
-        return FloatDistribution(
-            float(dimension["low"]), float(dimension["high"]), log=log, step=step
-        )
-    return IntDistribution(int(dimension["low"]), int(dimension["high"]), log=log, step=step or 1)
+    try:
+        return optuna_distribution(key, dimension, source="study.json")
+    except SpaceError as error:
+        raise ResultsError(str(error)) from None
 
 
 def _param_value(value: Any, space: BaseDistribution) -> Any:
@@ -102,9 +84,9 @@ def _param_value(value: Any, space: BaseDistribution) -> Any:
 def _escape_choice(value: Any, space: BaseDistribution) -> tuple[Any, BaseDistribution]:
     if not isinstance(space, CategoricalDistribution):
         return value, space
-    choices = [html.escape(c) if isinstance(c, str) else c for c in space.choices]
+    choices = [plot_text(c) if isinstance(c, str) else c for c in space.choices]
     if isinstance(value, str):
-        value = html.escape(value)
+        value = plot_text(value)
     return value, CategoricalDistribution(choices)
 
 
@@ -119,8 +101,8 @@ def optuna_study(results: Results, *, escaped: bool = False) -> optuna.Study:
 
     Args:
         results: A search study.
-        escaped: Escape parameter names and text choices with `html.escape`, for a study whose
-            figures go into a page (Optuna's plots show them as labels).
+        escaped: Escape ``&``, ``<`` and ``>`` in parameter names and text choices, for a
+            study whose figures go into a page (Optuna's plots show them as labels).
 
     Completed trials become COMPLETE with the validation metric as value, trials stopped early
     become PRUNED, failed and diverged ones FAIL; each keeps its per-epoch validation metric as
@@ -130,7 +112,7 @@ def optuna_study(results: Results, *, escaped: bool = False) -> optuna.Study:
     spaces = {
         key: distribution(key, dimension) for key, dimension in results.study["search"].items()
     }
-    names = {key: html.escape(key) if escaped else key for key in spaces}
+    names = {key: plot_text(key) if escaped else key for key in spaces}
     epochs = results.epochs
     curves: dict[str, pd.DataFrame] = {}
     if results.metric in epochs.columns:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,40 @@ import pandas as pd
 
 from reports import stats
 from reports.load import STATUSES, USABLE_STATUSES, Reference, Results, setting_order
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, with a leading single quote.
+
+    Numbers, and text that is a plain number (``-0.5``, ``+1e-3``: a spreadsheet reads it as
+    that number), stay as they are.
+
+        >>> spreadsheet_cell("=HYPERLINK(1)"), spreadsheet_cell("-1"), spreadsheet_cell(-2.5)
+        ("'=HYPERLINK(1)", '-1', -2.5)
+    """
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a table to write as CSV: every text cell and header through `spreadsheet_cell`;
+    numeric columns untouched."""
+    safe = frame.copy()
+    for column in safe.columns:
+        values = safe[column]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            safe[column] = values.astype(object).map(spreadsheet_cell)
+    safe.columns = [spreadsheet_cell(column) for column in safe.columns]
+    return safe
 
 
 def trials_table(results: Results) -> pd.DataFrame:

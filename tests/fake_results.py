@@ -8,6 +8,7 @@ reference).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -70,8 +71,9 @@ def write_results(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "study.json").write_text(json.dumps(study, indent=2), encoding="utf-8")
-    trials.to_csv(directory / "trials.csv", index=False)
-    epochs.to_csv(directory / "epochs.csv", index=False)
+    # Quoted as the study writes them (gapan.results.csv_text).
+    trials.to_csv(directory / "trials.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
+    epochs.to_csv(directory / "epochs.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
     if environment_info is not None:
         text = json.dumps(environment_info, indent=2)
         (directory / "environment.json").write_text(text, encoding="utf-8")

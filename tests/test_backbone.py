@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import multiprocessing
+import os
 import queue
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from gapan.config import ConfigError, ModelConfig
 from gapan.data.imageset import ImageSet, make_imageset, read_image
 from gapan.data.transforms import eval_transform
 from gapan.features import cached_features, extract_features, read_cached_features
+from gapan.files import cache_root
 from gapan.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     WEIGHT_PACKAGES,
     WeightPackage,
     WeightsError,
-    cache_root,
     load_pretrained,
     rename_by_order,
     weights_identity,
@@ -345,6 +346,25 @@ def test_feature_cache_builds_once_per_image_size(mobilenet, calls, tmp_path, ca
     larger = cached_features(mobilenet, {"train": images}, 40, 5, "cpu", cache_dir=folder)
     assert sum(calls) == 12 and len(list(folder.glob("*.safetensors"))) == 2
     assert not torch.allclose(larger["train"], built["train"])
+
+
+def test_an_image_replaced_in_place_is_featurised_again(mobilenet, calls, tmp_path):
+    images = write_images(tmp_path / "images")
+    folder = tmp_path / "features"
+    before = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+
+    replaced = images.paths[4]
+    pixels = np.random.default_rng(7).integers(0, 256, (16, 17, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(replaced)  # other pixels, the same name and image size
+    later = replaced.stat().st_mtime_ns + 5 * 10**9
+    os.utime(replaced, ns=(later, later))
+    calls.clear()
+    after = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
+
+    assert sum(calls) == 12  # recomputed, not read from the old entry
+    assert not torch.allclose(after["train"][4], before["train"][4])
+    torch.testing.assert_close(after["train"][:4], before["train"][:4])
+    assert read_cached_features(mobilenet.identity, {"train": images}, 32, folder) is not None
 
 
 def test_cached_features_are_read_by_backbone_identity_alone(mobilenet, tmp_path):

@@ -897,3 +897,67 @@ def test_prepare_the_real_package(tmp_path: Path) -> None:
     assert sum(map(len, families_by_side)) == len(manifest["families"])  # none spans two sides
     assert splits.test.num_classes >= 60 and splits.val.num_classes >= 10
     assert read_image(splits.test.paths[0]).shape[0] == 3
+
+
+# ----------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_changes_when_an_image_is_replaced_in_place(tmp_path: Path) -> None:
+    paths = [write_image(tmp_path / f"{k}.png", k) for k in range(3)]
+    images = make_imageset([(path, "a") for path in paths], ["a"])
+    before = images.fingerprint
+    assert images.fingerprint == before  # stable while nothing changes
+
+    write_image(paths[1], 99)  # other pixels under the same name
+    later = paths[1].stat().st_mtime_ns + 5 * 10**9
+    os.utime(paths[1], ns=(later, later))
+    assert images.fingerprint != before
+
+
+def test_fingerprint_of_a_set_with_a_missing_file(tmp_path: Path) -> None:
+    paths = [write_image(tmp_path / f"{k}.png", k) for k in range(2)]
+    images = make_imageset([(path, "a") for path in paths], ["a"])
+    present = images.fingerprint
+    paths[0].unlink()
+    missing = images.fingerprint
+    assert missing != present and len(missing) == 16
+    assert images.fingerprint == missing
+
+
+# ----------------------------------------------------------------------------- unscored classes
+
+
+def test_a_test_class_with_one_image_is_named_once_at_the_start(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    for k in (1, 2):
+        (folder / "dog" / f"{k}.png").unlink()  # dog is a test class; one image is left
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = build("folder", folder)
+    assert "dog" in splits.test.class_names  # kept: the build does not fail
+    (warning,) = caught
+    message = str(warning.message)
+    assert message.startswith("folder: 1 test class with a single image (dog). ")
+    assert "Recall@K, MAP@R and R-Precision leave them out" in message
+
+
+def test_a_query_class_without_gallery_images_is_named(tmp_path: Path) -> None:
+    folder = make_inshop(tmp_path)
+    partition = folder / "Eval" / "list_eval_partition.txt"
+    lines = partition.read_text().splitlines()
+    # Leave the first query class of the test split without gallery images.
+    splits = build("inshop", folder)
+    lonely = splits.test.class_names[0]
+    kept = [line for line in lines if not (lonely in line and line.rstrip().endswith("gallery"))]
+    partition.write_text("\n".join(kept) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build("inshop", folder)
+    (warning,) = caught
+    assert f"1 test class with no gallery image ({lonely})" in str(warning.message)
+
+
+def test_splits_where_every_class_can_be_scored_build_silently(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build("folder", make_folder(tmp_path))

@@ -4,10 +4,14 @@ page in a real headless browser."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -43,7 +47,13 @@ from reports.figures import (
     study_wall_time,
     validation_test_data,
 )
-from reports.load import Results, baseline_setting, setting_order, usable_trials
+from reports.load import (
+    Results,
+    UnfinishedStudyError,
+    baseline_setting,
+    setting_order,
+    usable_trials,
+)
 from reports.page import TABLE_SORT, escape, table_html
 from reports.reference import (
     TrainingGain,
@@ -53,10 +63,11 @@ from reports.reference import (
 )
 from reports.search import optuna_study, param_importances
 from reports.summary import reference_sentence, still_improving_sentence
-from reports.tables import REFERENCE_ROW, settings_table
+from reports.tables import FORMULA_STARTS, REFERENCE_ROW, settings_table, spreadsheet_cell
 
 HOSTILE = "<script>alert(1)</script>"
 CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # Statistics on hand-made tables.
@@ -199,25 +210,194 @@ def test_wilcoxon_floor_is_reported_when_holm_cannot_reach_alpha() -> None:
 # Loading.
 
 
-def test_missing_file_names_it_and_says_not_a_results_folder(tmp_path: Path) -> None:
-    folder = ablation_folder(tmp_path / "study")
-    (folder / "trials.csv").unlink()
-    with pytest.raises(ResultsError, match=r"trials\.csv is missing.*not a results folder"):
-        load_results(folder)
-    with pytest.raises(ResultsError, match=r"study\.json is missing"):
+def test_a_folder_without_study_json_is_not_a_results_folder(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match=r"study\.json is missing.*not a results folder"):
         load_results(tmp_path)
 
 
-def test_unknown_status_and_missing_metric_are_named(tmp_path: Path) -> None:
+def _study_in_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    """An ablation study's folder under ./results, as a study script writes it by default."""
+    monkeypatch.chdir(tmp_path)
+    return ablation_folder(tmp_path / "results" / name)
+
+
+def _tune_state(folder: Path) -> None:
+    """The experiment state Tune saves under tune/ once it has started the study."""
+    state = folder / "tune" / "experiment_state-2025-11-26_03-00-00.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text("{}", encoding="utf-8")
+
+
+@pytest.mark.parametrize("trials_file", ["missing", "empty"])
+def test_a_killed_study_says_it_is_unfinished_and_how_to_resume(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    trials_file: str,
+) -> None:
+    folder = _study_in_results(tmp_path, monkeypatch, "ablate_flow_depth")
+    for name in ("trials.csv", "epochs.csv", "environment.json"):
+        (folder / name).unlink()
+    if trials_file == "empty":
+        (folder / "trials.csv").write_text("", encoding="utf-8")
+    _tune_state(folder)
+    with pytest.raises(UnfinishedStudyError, match="unfinished study") as error:
+        load_results(folder)
+    assert "`python studies/ablate_flow_depth.py --resume --seeds 3`" in str(error.value)
+    assert main([str(folder)]) != 0
+    printed = capsys.readouterr().err
+    assert (
+        "unfinished study" in printed and "python studies/ablate_flow_depth.py --resume" in printed
+    )
+    assert "not a results folder" not in printed and "Traceback" not in printed
+
+
+def test_the_resume_command_names_a_folder_of_another_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _study_in_results(tmp_path, monkeypatch, "depth_rerun")
+    (folder / "trials.csv").unlink()
+    _tune_state(folder)
+    with pytest.raises(
+        UnfinishedStudyError,
+        match=r"`python studies/ablate_flow_depth\.py --resume --name depth_rerun --seeds 3`",
+    ):
+        load_results(folder)
+
+
+def test_a_study_stopped_before_its_first_trial_says_to_start_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _study_in_results(tmp_path, monkeypatch, "ablate_flow_depth")
+    (folder / "trials.csv").unlink()
+    with pytest.raises(UnfinishedStudyError) as error:
+        load_results(folder)
+    message = str(error.value)
+    assert "stopped before its first trial" in message and "nothing to resume" in message
+    assert "`python studies/ablate_flow_depth.py --seeds 3`" in message
+
+
+def _trial_line(folder: Path, trial_id: str) -> int:
+    """The line of trials.csv that holds `trial_id` (1 = the header)."""
+    lines = (folder / "trials.csv").read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, 1) if trial_id in line)
+
+
+def test_a_trials_table_cut_mid_row_is_reported_from_its_good_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    path = folder / "trials.csv"
+    line = _trial_line(folder, "train_5f3a1_00017")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[: text.index("train_5f3a1_00017") + 40], encoding="utf-8")
+
+    results = load_results(folder)
+    assert len(results.trials) == 17
+    assert "train_5f3a1_00017" not in set(results.trials["trial_id"])
+    (note,) = [note for note in results.notes if "malformed" in note]
+    assert note.startswith(f"{path}: 1 malformed row left out")
+    assert f"line {line} (trial train_5f3a1_00017)" in note
+
+    assert main([str(folder)]) == 0
+    printed = capsys.readouterr().err
+    assert f"warning: {path}: 1 malformed row" in printed and f"line {line}" in printed
+    assert len(pd.read_csv(folder / "report_trials.csv")) == 17
+    assert f"line {line} (trial train_5f3a1_00017)" in (folder / "report.html").read_text()
+
+
+def test_an_epochs_table_cut_inside_its_last_number_is_noted(tmp_path: Path) -> None:
+    # The row still has every field and its last number still parses: only the missing line
+    # break at the end of the file tells that it was cut.
+    folder = ablation_folder(tmp_path / "study")
+    path = folder / "epochs.csv"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:-3], encoding="utf-8")
+    rows = len(pd.read_csv(folder / "epochs.csv"))
+    results = load_results(folder)
+    assert len(results.epochs) == rows - 1
+    (note,) = [note for note in results.notes if "malformed" in note]
+    assert f"{path}: 1 malformed row" in note and f"line {rows + 1}" in note and "cut off" in note
+    build_report(folder)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("val_map_at_r", "0.3x1", "val_map_at_r is '0.3x1', not a number"),
+        ("seed", "two", "seed is 'two', not a number"),
+        ("status", "running", "status 'running' is not one of completed,"),
+        ("setting", "", "no setting (the value of flow.depth)"),
+        ("trial_id", "", "no trial_id"),
+    ],
+)
+def test_a_mangled_trial_row_is_named_and_left_out(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    trials = pd.read_csv(folder / "trials.csv", dtype=str, keep_default_na=False)
+    trials.loc[4, column] = value  # flow.depth = 1, seed 1, on line 6
+    if column == "setting":
+        trials.loc[4, "config/flow.depth"] = ""  # else the setting is read from the config
+    trials.to_csv(folder / "trials.csv", index=False)
+
+    results = load_results(folder)
+    assert len(results.trials) == 17 and 4 not in set(results.trials["number"])
+    (note,) = [note for note in results.notes if "malformed" in note]
+    trial = "" if column == "trial_id" else " (trial train_5f3a1_00004)"
+    assert f"line 6{trial}: {problem}" in note
+    (gap,) = [note for note in results.notes if "planned" in note]
+    assert "1 of the 18 (setting, seed) pairs" in gap and "flow.depth = 1 with seed 1" in gap
+    out = build_report(folder)
+    assert "could not be drawn" not in _without_plotly(out.read_text(encoding="utf-8"))
+
+
+def test_a_row_with_an_extra_field_is_named(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    path = folder / "trials.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[5] = lines[5].rstrip("\n") + ",surplus\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    header = len(lines[0].split(","))
+    (note,) = [note for note in load_results(folder).notes if "malformed" in note]
+    assert (
+        f"line 6 (trial train_5f3a1_00004): {header + 1} fields where the header has {header}"
+        in note
+    )
+
+
+def test_trials_without_any_good_row_or_metric_column_are_errors(tmp_path: Path) -> None:
     folder = ablation_folder(tmp_path / "study")
     trials = pd.read_csv(folder / "trials.csv")
-    trials.loc[0, "status"] = "running"
-    trials.to_csv(folder / "trials.csv", index=False)
-    with pytest.raises(ResultsError, match="unknown status 'running'"):
+    trials.assign(status="running").to_csv(folder / "trials.csv", index=False)
+    with pytest.raises(ResultsError, match="holds no well-formed row: line 2 .*'running'"):
         load_results(folder)
     trials.drop(columns=["val_map_at_r"]).to_csv(folder / "trials.csv", index=False)
     with pytest.raises(ResultsError, match="no 'val_map_at_r' column"):
         load_results(folder)
+
+
+def test_a_trials_table_with_its_header_only_still_gets_a_report(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    path = folder / "trials.csv"
+    path.write_text(path.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    results = load_results(folder)
+    assert len(results.trials) == 0
+    (note,) = [note for note in results.notes if "planned" in note]
+    assert "no trial for 18 of the 18 (setting, seed) pairs" in note
+    assert build_report(folder).is_file()
+
+
+def test_pairs_missing_from_the_plan_are_named(tmp_path: Path) -> None:
+    folder = ablation_folder(tmp_path / "study")
+    assert not [note for note in load_results(folder).notes if "planned" in note]
+    trials = pd.read_csv(folder / "trials.csv", dtype=str, keep_default_na=False)
+    gone = {"train_5f3a1_00008", "train_5f3a1_00017"}  # flow.depth 2 and 16, seed 2
+    trials[~trials["trial_id"].isin(gone)].to_csv(folder / "trials.csv", index=False)
+    (note,) = [note for note in load_results(folder).notes if "planned" in note]
+    assert "no trial for 2 of the 18 (setting, seed) pairs" in note
+    assert "6 settings of flow.depth x 3 seeds" in note
+    assert "flow.depth = 2 with seed 2, flow.depth = 16 with seed 2." in note
 
 
 def test_interrupted_trials_are_excluded_with_a_reason(tmp_path: Path) -> None:
@@ -712,6 +892,52 @@ def test_report_escapes_errors_and_labels(hostile_report: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+QUOTED = 'say "hi" & <b>'
+
+
+def _plotly_calls(page: str) -> list[str]:
+    """The script of every figure on a page: the JSON handed to Plotly.newPlot."""
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", _without_plotly(page), flags=re.S)
+    return [script for script in scripts if "Plotly.newPlot(" in script]
+
+
+def test_plot_labels_keep_their_quotes_and_are_escaped_once(tmp_path: Path) -> None:
+    # plotly.js decodes &amp; &lt; &gt; but shows &quot; as it is written.
+    folder = ablation_folder(tmp_path / "study", effects={"0": 0.0, QUOTED: 0.02}, seeds=3)
+    results = load_results(folder)
+    figure = draw_metric_by_setting(metric_by_setting_data(results))
+    labels = {x for trace in figure.data for x in (trace.x if trace.x is not None else ())}
+    assert 'say "hi" &amp; &lt;b&gt;' in labels
+    calls = _plotly_calls(build_report(folder).read_text(encoding="utf-8"))
+    assert len(calls) == 5
+    for call in calls:
+        assert "&quot;" not in call and "&amp;quot;" not in call and "&amp;amp;" not in call
+    assert any('say \\"hi\\" &amp; &lt;b&gt;' in call for call in calls)
+
+
+def test_search_plot_labels_keep_their_quotes(tmp_path: Path) -> None:
+    folder = search_folder(tmp_path / "search")
+    study = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+    study["search"]["flow.family"]["values"] = ['gl"ow', "real&nvp"]
+    study["search"]['lr "x"'] = study["search"].pop("optim.lr")
+    (folder / "study.json").write_text(json.dumps(study), encoding="utf-8")
+    trials = pd.read_csv(folder / "trials.csv", dtype=str, keep_default_na=False)
+    trials["config/flow.family"] = trials["config/flow.family"].map(
+        {"glow": 'gl"ow', "realnvp": "real&nvp"}
+    )
+    trials.rename(columns={"config/optim.lr": 'config/lr "x"'}).to_csv(
+        folder / "trials.csv", index=False
+    )
+    page = build_report(folder).read_text(encoding="utf-8")
+    assert "could not be drawn" not in _without_plotly(page)
+    calls = _plotly_calls(page)
+    assert len(calls) == 6
+    for call in calls:
+        assert "&quot;" not in call and "&amp;quot;" not in call and "&amp;amp;" not in call
+    (slice_plot,) = [call for call in calls if '"figure-slice"' in call]
+    assert 'lr \\"x\\"' in slice_plot and 'gl\\"ow' in slice_plot and "real&amp;nvp" in slice_plot
+
+
 # Whole reports.
 
 
@@ -789,6 +1015,86 @@ def test_command_line(ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.is_file() and (tmp_path / "page_trials.csv").is_file()
     assert main([str(tmp_path)]) == 2
     assert "study.json is missing" in capsys.readouterr().err
+
+
+def test_report_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    # A second name (a hard link) of each file keeps what it held: the rebuild wrote new files
+    # beside them and renamed them over, so a reader never sees a part of one.
+    folder = ablation_folder(tmp_path / "study")
+    build_report(folder)
+    written = sorted(folder.glob("report*"))
+    assert len(written) == 9
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    before = {}
+    for path in written:
+        os.link(path, kept / path.name)
+        before[path.name] = path.read_bytes()
+    trials = pd.read_csv(folder / "trials.csv", dtype=str, keep_default_na=False)
+    trials.iloc[:-1].to_csv(folder / "trials.csv", index=False)
+    build_report(folder)
+    for path in written:
+        assert (kept / path.name).read_bytes() == before[path.name], path.name
+        assert not path.samefile(kept / path.name), path.name
+    assert (folder / "report_trials.csv").read_bytes() != before["report_trials.csv"]
+    assert not [path.name for path in folder.iterdir() if path.name.startswith(".")]
+
+
+HOSTILE_CELLS = ('=HYPERLINK("http://x","y")', "@SUM(A1:A9)", "+1+2", "-2+3", "\tcmd", "\rcmd")
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        *[(cell, "'" + cell) for cell in HOSTILE_CELLS],
+        ("-", "'-"),
+        ("-1", "-1"),
+        ("+1e-3", "+1e-3"),
+        ("-0.25", "-0.25"),
+        ("plain text", "plain text"),
+        (-0.5, -0.5),
+    ],
+)
+def test_spreadsheet_cell(cell: object, written: object) -> None:
+    assert spreadsheet_cell(cell) == written
+
+
+def test_report_tables_defuse_spreadsheet_formulas_and_keep_numbers(tmp_path: Path) -> None:
+    folder = ablation_folder(
+        tmp_path / "study",
+        knob="prior.shift",
+        effects={"-1": 0.0, "0": -0.01, "1": -0.02},
+        baseline=-1,
+        seeds=6,
+        failed=[("0", seed, cell) for seed, cell in enumerate(HOSTILE_CELLS[:4])]
+        + [("1", seed, cell) for seed, cell in enumerate(HOSTILE_CELLS[4:])],
+    )
+    build_report(folder)
+    excluded = pd.read_csv(folder / "report_excluded.csv", dtype=str, keep_default_na=False)
+    assert sorted(excluded["reason"]) == sorted("'" + cell for cell in HOSTILE_CELLS)
+    settings = pd.read_csv(folder / "report_settings.csv")
+    assert -1 in set(settings["setting"])  # a negative setting stays a number
+    comparisons = pd.read_csv(folder / "report_comparisons.csv")
+    assert pd.api.types.is_float_dtype(comparisons["mean_difference"])
+    assert (comparisons["mean_difference"] < 0).all()
+    for table in folder.glob("report_*.csv"):
+        with table.open(newline="", encoding="utf-8") as file:
+            for row in csv.reader(file):
+                for cell in row:
+                    if cell.startswith(FORMULA_STARTS):
+                        assert re.fullmatch(r"[+-][\d.eE+-]+", cell), (table.name, cell)
+
+
+def test_reports_import_neither_torch_nor_ray() -> None:
+    code = (
+        "import sys, reports, reports.__main__; "
+        "print([name for name in ('torch', 'ray') if name in sys.modules])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 def test_usable_trials_leave_out_failures(ablation: Path) -> None:

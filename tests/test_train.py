@@ -7,6 +7,7 @@ import subprocess
 import sys
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,10 +19,12 @@ from gapan.metrics import retrieval_metrics
 from gapan.train import (
     CHECKPOINT,
     CONFIG,
+    CheckpointError,
     build_scheduler,
     load_checkpoint,
     lr_factor,
     main,
+    save_checkpoint,
     train,
 )
 from tests.conftest import ROOT
@@ -237,3 +240,72 @@ def test_command_line_rejects_a_mistyped_key(capsys):
         main(["flow.dpeth=3"])
     assert exit_info.value.code == 2
     assert "flow.depth" in capsys.readouterr().err
+
+
+class Payload:
+    """A class that weights_only unpickling must refuse."""
+
+
+def small_checkpoint(run_dir):
+    """A checkpoint as the trainer writes one (the same keys), with small tensors."""
+    state = {
+        "epoch": 1,
+        "model": {"weight": torch.arange(4000.0)},
+        "criterion": {},
+        "optimizer": {"state": {}, "param_groups": []},
+        "scheduler": {},
+        "torch_rng": torch.get_rng_state(),
+        "metrics": {"epoch": 1},
+    }
+    save_checkpoint(run_dir, state)
+    return run_dir / CHECKPOINT
+
+
+DAMAGES = {
+    "cut in half": lambda whole, path: path.write_bytes(whole[: len(whole) // 2]),
+    "cut short at the end": lambda whole, path: path.write_bytes(whole[:-10]),
+    "random bytes": lambda whole, path: path.write_bytes(
+        np.random.default_rng(0).bytes(len(whole))
+    ),
+    "empty": lambda whole, path: path.write_bytes(b""),
+    "another kind of file": lambda whole, path: torch.save([1, 2], path),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, damage):
+    path = small_checkpoint(tmp_path)
+    assert load_checkpoint(path)["epoch"] == 1
+    DAMAGES[damage](path.read_bytes(), path)
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    assert message.startswith(str(path))
+    assert f"Delete {path} to restart the run from its first epoch" in message
+    assert "put back an intact copy" in message
+    assert "weights_only=False" not in message  # torch's advice does not mend a damaged file
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_unread(tmp_path):
+    path = tmp_path / CHECKPOINT
+    torch.save({"epoch": 1, "extra": Payload()}, path)
+    with pytest.raises(CheckpointError, match="holds more than tensors.*refused unread"):
+        load_checkpoint(path)
+
+
+def test_save_checkpoint_leaves_no_temporary_file(tmp_path):
+    small_checkpoint(tmp_path)
+    small_checkpoint(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [CHECKPOINT]
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "random bytes"])
+def test_command_line_names_a_damaged_checkpoint_without_a_traceback(tmp_path, capsys, damage):
+    path = small_checkpoint(tmp_path)
+    DAMAGES[damage](path.read_bytes(), path)
+    overrides = [f"{key}={value}" for key, value in {**SLICE, "train.epochs": 1}.items()]
+    assert main([*overrides, "--run-dir", str(tmp_path)]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"error: {path} is not a readable checkpoint")
+    assert "Traceback" not in printed
+    assert path.exists()  # nothing is deleted for the user

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from gapan.data.imageset import (
     make_imageset,
     read_image,
 )
+from gapan.files import cache_root, write_atomic
 
 __all__ = [
     "LOADERS",
@@ -43,7 +43,6 @@ __all__ = [
     "Splits",
     "Source",
     "build_splits",
-    "cache_home",
     "check_image",
     "find_bad_images",
     "make_imageset",
@@ -136,6 +135,7 @@ def build_splits(cfg: DataConfig) -> Splits:
                 test = _drop_empty_classes(test)
 
     _check_training_split(train, cfg)
+    _warn_unscored_classes(cfg.name, {"val": val, "test": test}, gallery)
     return Splits(
         name=cfg.name,
         train=train,
@@ -205,6 +205,40 @@ def _check_training_split(train: ImageSet, cfg: DataConfig) -> None:
         )
 
 
+def _warn_unscored_classes(
+    name: str, evaluated: dict[str, ImageSet], gallery: ImageSet | None
+) -> None:
+    """Warn once about evaluation classes that Recall@K, MAP@R and R-Precision cannot score.
+
+    A query whose class has no other item to retrieve (one image, in leave-one-out retrieval;
+    no gallery image, with a gallery) is left out of those metrics by gapan.metrics, so such a
+    class silently does not count. NMI still clusters it.
+    """
+    problems = []
+    for split, images in evaluated.items():
+        counts = Counter(images.labels.tolist())
+        if split == "test" and gallery is not None:
+            in_gallery = Counter(gallery.labels.tolist())
+            lonely = [images.class_names[label] for label in counts if not in_gallery[label]]
+            why = "no gallery image"
+        else:
+            lonely = [images.class_names[label] for label, count in counts.items() if count == 1]
+            why = "a single image"
+        if lonely:
+            listed = ", ".join(sorted(lonely)[:10]) + (
+                f" and {len(lonely) - 10} more" if len(lonely) > 10 else ""
+            )
+            classes = "class" if len(lonely) == 1 else "classes"
+            problems.append(f"{len(lonely)} {split} {classes} with {why} ({listed})")
+    if problems:
+        warnings.warn(
+            f"{name}: {'; '.join(problems)}. Their images have no other image of their class to "
+            "retrieve, so Recall@K, MAP@R and R-Precision leave them out (NMI keeps them). Add "
+            "images to these classes or remove them to have every class count.",
+            stacklevel=3,
+        )
+
+
 def _report_bad_images(bad: dict[Path, str], cfg: DataConfig) -> None:
     listed = "\n".join(f"  {path}: {reason}" for path, reason in list(bad.items())[:10])
     more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -250,17 +284,12 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def cache_home() -> Path:
-    """``$GAPAN_CACHE`` if set, else ``~/.cache/gapan``: small derived files that can be rebuilt."""
-    home = os.environ.get("GAPAN_CACHE")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "gapan"
-
-
 def find_bad_images(paths: Sequence[Path]) -> dict[Path, str]:
     """The unusable files among `paths`, each with the reason (see `check_image`).
 
     Results are remembered per file (by size and modification time) in a JSON file under
-    `cache_home()`, so building the same data set again checks only new or changed files.
+    `gapan.files.cache_root()`, so building the same data set again checks only new or changed
+    files.
     """
     if not paths:
         return {}
@@ -274,7 +303,7 @@ def find_bad_images(paths: Sequence[Path]) -> dict[Path, str]:
             stats[path] = None
     common = Path(os.path.commonpath([str(path) for path in paths]))
     record_file = (
-        cache_home()
+        cache_root()
         / "image-checks"
         / f"{hashlib.sha1(str(common).encode()).hexdigest()[:16]}.json"
     )
@@ -308,11 +337,6 @@ def _read_record(path: Path) -> dict[str, list]:
 def _write_record(path: Path, record: dict[str, list]) -> None:
     # The record only saves time: a read-only or full disk must not stop training.
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
-        ) as file:
-            json.dump(record, file)
-        os.replace(file.name, path)  # atomic, so parallel trials never read half a file
+        write_atomic(path, json.dumps(record))  # parallel trials never read half a file
     except OSError:
         pass

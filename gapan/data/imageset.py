@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,21 @@ class ImageSet(Dataset):
 
     @property
     def fingerprint(self) -> str:
-        """A short stable identity of the files and labels (a feature-cache key)."""
+        """A short identity of the files, their contents and labels (a feature-cache key).
+
+        Each file enters by path, size and modification time, so an image replaced under the
+        same name (which changes its time) gives another fingerprint, and features cached from
+        the old image are not reused. A missing file enters as such; reading it fails later,
+        naming it. Computed anew on every call: one `stat` per image.
+        """
         digest = hashlib.sha1()
         for path, label in zip(self.paths, self.labels.tolist(), strict=True):
-            digest.update(f"{path}\0{label}\n".encode())
+            try:
+                stat = os.stat(path)
+                state = f"{stat.st_size}\0{stat.st_mtime_ns}"
+            except OSError:
+                state = "missing"
+            digest.update(f"{path}\0{label}\0{state}\n".encode())
         return digest.hexdigest()[:16]
 
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> ImageSet:
