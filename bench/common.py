@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gapan import results
+from gapan.files import atomic_path
 
 
 def add_output_argument(parser: argparse.ArgumentParser) -> None:
@@ -69,13 +71,10 @@ def fill_device_defaults(
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
-    """What the figures were measured on."""
+    """What the figures were measured on: a study's environment record, and what timings need."""
     device = torch.device(device)
     info: dict[str, Any] = {
-        "device": str(device),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
+        **results.environment(str(device)),
         "torch_threads": torch.get_num_threads(),
         # Other work on the machine skews CPU figures; this says how busy it was.
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -224,6 +223,5 @@ def _write_jpeg(job: tuple[Path, int, int, int]) -> None:
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
     grain = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
     pixels = (np.asarray(image, dtype=np.int16) + grain).clip(0, 255).astype(np.uint8)
-    partial = path.with_suffix(".partial")
-    Image.fromarray(pixels).save(partial, "JPEG", quality=90)
-    partial.replace(path)  # a killed run never leaves half a file under the final name
+    with atomic_path(path) as partial:  # a killed run never leaves half a file under the name
+        Image.fromarray(pixels).save(partial, "JPEG", quality=90)

@@ -331,7 +331,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_flat(cfg), indent=2, sort_keys=True) + "\n")
+    from gapan.files import write_atomic
+
+    write_atomic(path, json.dumps(to_flat(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -35,7 +35,8 @@ from gapan.train import load_checkpoint
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cli import run_study_script
 from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
-from gapan.tune.folder import check_free_space, check_new, check_nothing_lost, ended_trials
+from gapan.tune.folder import check_free_space, check_new
+from gapan.tune.resume import check_nothing_lost, ended_trials
 from gapan.tune.runner import disk_need
 from gapan.tune.search import StudySearcher
 
@@ -354,7 +355,9 @@ def test_a_resume_refuses_state_files_others_could_have_written(faulty_study, tm
     else:
         os.chown(planted, 65534, 65534)
     space = parse_space(FAULTY, "faulty")
-    with pytest.raises(StudyError, match=r"tuner\.pkl (may be written by others|belongs to another)"):
+    with pytest.raises(
+        StudyError, match=r"tuner\.pkl (may be written by others|belongs to another)"
+    ):
         run_study(space, StudyOptions(name="faulty", results_dir=tmp_path, resume=True))
     assert not marker.exists()
     assert not ray.is_initialized()

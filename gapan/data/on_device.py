@@ -1,9 +1,10 @@
 """Images decoded once and kept on the training device; training crops made there per batch.
 
 With ``data.pipeline=workers`` every epoch decodes every JPEG again in DataLoader workers, which
-on a fast GPU cannot keep up with the trainer (bench.input_pipeline measures by how much). With ``data.pipeline=device`` each image is decoded once per
-process: training images as uint8 squares of side ``image_size * 8/7`` (256 for 224, room for
-the random crop), evaluation images exactly as `eval_transform` makes them. A training batch is
+on a fast GPU cannot keep up with the trainer (bench.input_pipeline measures by how much). With
+``data.pipeline=device`` each image is decoded once per process: training images as uint8
+squares of side ``image_size * 8/7`` (256 for 224, room for the random crop), evaluation images
+exactly as `eval_transform` makes them. A training batch is
 then an index into device memory, and its random resized crops and flips are one `roi_align`
 call over the whole batch.
 

@@ -39,6 +39,7 @@ from PIL import Image
 from gapan.data import families
 from gapan.data.benchmarks import Source
 from gapan.data.imageset import DataError, make_imageset
+from gapan.files import cache_root
 
 PACKAGE = "wesnoth-1.16-data"
 UPSTREAM = "The Battle for Wesnoth 1.16 (https://www.wesnoth.org)"
@@ -135,14 +136,13 @@ _IMAGE_FUNCTION = re.compile(r"~[A-Z_]+\(")
 
 
 def default_root() -> Path:
-    """``wesnoth-v<FORMAT_VERSION>`` under ``$GAPAN_DATA_HOME``, else under ``~/.cache/gapan``.
+    """``wesnoth-v<FORMAT_VERSION>`` under ``$GAPAN_DATA_HOME``, else under the cache root.
 
     The version in the name makes a new format prepare a new folder: an older cache, and the
     features cached from its files, are never read as the new set.
     """
     home = os.environ.get("GAPAN_DATA_HOME")
-    home_dir = Path(home) if home else Path.home() / ".cache" / "gapan"
-    return home_dir.expanduser() / f"wesnoth-v{FORMAT_VERSION}"
+    return (Path(home).expanduser() if home else cache_root()) / f"wesnoth-v{FORMAT_VERSION}"
 
 
 # ----------------------------------------------------------------------------- unit definitions

@@ -5,7 +5,8 @@ imports Optuna. When Ray's or Optuna's API moves, these are the files to edit.
 - `search`: Optuna's ask and tell behind Ray Tune's `Searcher` (`StudySearcher`), the scheduler;
 - `trainable`: the trainer as a Tune trainable (`run_trial`);
 - `cluster`: Ray started or joined (`start_ray`), and the checks that fail fast before it;
-- `folder`: the study folder's life cycle and Tune's results turned into its tables;
+- `folder`: the study folder before and after a run, and Tune's results turned into records;
+- `resume`: what a resume must find (a trusted, intact folder) and must keep (every ended trial);
 - `faults`: injected faults for rehearsals, out-of-memory reasons;
 - `runner`: `run_study`, which ties them together;
 - `cli`: the command line every study script shares.

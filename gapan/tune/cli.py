@@ -133,6 +133,16 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
     print(f"results: {study_dir}")
     if not args.no_report:
         from reports import build_report
+        from reports.load import ResultsError
 
-        print(f"report: {build_report(study_dir)}")
+        try:
+            report = build_report(study_dir, on_note=lambda note: print(f"warning: {note}"))
+        except (ResultsError, OSError) as error:
+            print(
+                f"error: the study's results are kept in {study_dir}, but its report could not "
+                f"be built: {error}",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"report: {report}")
     return 0

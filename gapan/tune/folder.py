@@ -1,15 +1,11 @@
-"""The study folder's life cycle: refusing or clearing it, checking a resume, and turning Tune's
-results into the folder's tables."""
+"""The study folder before and after a run: refusing or clearing it for a new study, checking it
+can be written and holds the disk the study needs, and turning Tune's results into records."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import re
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +20,7 @@ from gapan.tune.faults import FAULTS_DIR
 from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
 
-TUNE_DIR = "tune"  # Tune's own experiment folder inside the study folder
+TUNE_DIR = results.TUNE_DIR
 
 
 def started(study_dir: Path) -> bool:
@@ -33,15 +29,19 @@ def started(study_dir: Path) -> bool:
 
 
 def check_writable(study_dir: Path) -> None:
-    """Refuse, before any work, a study folder that cannot be written."""
+    """Refuse, before any work, a study folder that cannot be made or written; create nothing."""
+    existing = study_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=study_dir, prefix=".write-check-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
         raise StudyError(
-            f"cannot write the study folder {study_dir} ({error.strerror or error}). Choose a "
-            "folder you can write with --results-dir (or --storage), or fix its permissions."
+            f"cannot write the study folder {study_dir} ({error}). Choose a folder you can write "
+            "with --results-dir (or --storage), or fix its permissions."
         ) from None
 
 
@@ -94,167 +94,6 @@ def check_new(study_dir: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-
-
-def check_resumable(study_dir: Path, space: StudySpace) -> None:
-    """Refuse a resume that cannot work, saying why and what to do instead."""
-    if not (study_dir / results.STUDY_FILE).exists():
-        leftovers = study_artefacts(study_dir)
-        if leftovers:
-            raise StudyError(
-                f"{study_dir} has no {results.STUDY_FILE}, so it cannot be resumed, but it holds a "
-                f"study's results ({', '.join(leftovers)}). Restore {results.STUDY_FILE} from a "
-                "backup to resume it, or give a new --name to start another study; do not delete "
-                "parts of a study folder."
-            )
-        raise StudyError(f"{study_dir} holds no study to resume; run without --resume to start it")
-    if not started(study_dir):
-        raise StudyError(
-            f"{study_dir} holds no Tune experiment to resume ({study_dir / TUNE_DIR} is missing "
-            "or incomplete)"
-            + (
-                "; its study stopped before its first trial: run without --resume to start it"
-                if not (study_dir / results.TRIALS_FILE).exists()
-                else ""
-            )
-        )
-    check_trusted(study_dir)
-    check_experiment_state(study_dir)
-    saved = read_study_file(study_dir)
-    wanted = space.to_dict()
-    differs = [
-        k
-        for k in (
-            "name",
-            "kind",
-            "metric",
-            "mode",
-            "search",
-            "seeds",
-            "fixed",
-            "methods",
-            "num_samples",
-        )
-        if saved.get(k) != wanted.get(k)
-    ]
-    if differs:
-        raise StudyError(
-            f"{study_dir} belongs to another study or other options (different "
-            f"{', '.join(differs)}); resume with the options it started with, or give a new --name"
-        )
-
-
-def check_trusted(study_dir: Path) -> None:
-    """Refuse to resume from state files that someone else could have written.
-
-    Tune's resume unpickles its state (tuner.pkl, trials serialised inside its experiment
-    state), and unpickling runs whatever code the file names. Only a folder whose files belong to
-    this user and that no one else may write is resumed (docs/when-things-go-wrong.md, the trust
-    model).
-    """
-    user = os.getuid()
-    paths = [study_dir, *sorted((study_dir / TUNE_DIR).rglob("*")), study_dir / OPTUNA_FILE]
-    for path in paths:
-        if not path.exists():
-            continue
-        info = path.lstat()
-        problem = ""
-        if info.st_uid != user:
-            problem = f"belongs to another user (uid {info.st_uid})"
-        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            problem = f"may be written by others (mode {stat.filemode(info.st_mode)})"
-        if problem:
-            raise StudyError(
-                f"{path} {problem}: resuming unpickles the study's state files, which would run "
-                "any code planted in them, so it is refused. If you trust every user who can "
-                f"write it, make it yours and private (chown, then chmod go-w {path}) and resume; "
-                "otherwise start a new study with --name."
-            )
-
-
-def check_experiment_state(study_dir: Path) -> None:
-    """Refuse a resume whose Tune experiment state is unreadable.
-
-    Tune would print the error, start the experiment afresh and replace every finished trial's
-    record; the study folder's tables must never shrink that way.
-    """
-    states = sorted((study_dir / TUNE_DIR).glob("experiment_state-*.json"))
-    problem = ""
-    if not states:
-        if (study_dir / results.TRIALS_FILE).exists():
-            where = study_dir / TUNE_DIR
-            problem = f"Tune's experiment state (experiment_state-*.json in {where}) is missing"
-    else:
-        try:
-            json.loads(states[-1].read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            problem = f"Tune's experiment state {states[-1]} is damaged ({error})"
-    if problem:
-        raise StudyError(
-            f"{problem}, after a full disk or a crash while it was written; resuming would start "
-            f"the study afresh and drop its finished trials. They are safe in "
-            f"{results.TRIALS_FILE} and {OPTUNA_FILE}. Restore {TUNE_DIR}/ from a backup and pass "
-            "--resume again, or give a new --name to start a new study (this folder's report "
-            "still rebuilds with `python -m reports`)."
-        )
-
-
-ENDED = ("completed", "stopped_early", "failed", "diverged")
-
-
-def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
-    """How many trials the folder already records as ended, by the file that records them."""
-    counts = {}
-    table = study_dir / results.TRIALS_FILE
-    if table.exists():
-        with table.open(newline="", encoding="utf-8") as file:
-            counts[results.TRIALS_FILE] = sum(
-                row.get("status") in ENDED for row in csv.DictReader(file)
-            )
-    if (study_dir / OPTUNA_FILE).exists():
-        try:
-            study = optuna.load_study(study_name=space.name, storage=journal(study_dir))
-            finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-            counts[OPTUNA_FILE] = len(study.get_trials(deepcopy=False, states=finished))
-        except (ValueError, KeyError, OSError) as error:
-            raise StudyError(
-                f"{study_dir / OPTUNA_FILE}, the Optuna study, cannot be read "
-                f"({type(error).__name__}: {error}); the sampler's history is in it. Restore it "
-                "from a backup and resume, or give a new --name to start a new study (this "
-                "folder's report still rebuilds with `python -m reports`)."
-            ) from None
-    return counts
-
-
-def check_nothing_lost(
-    before: dict[str, int], records: list[results.TrialRecord], finished: bool
-) -> None:
-    """Refuse to write tables with fewer ended trials than the folder recorded before a resume."""
-    now = sum(results.trial_status(record, finished) in ENDED for record in records)
-    if not before or now >= max(before.values()):
-        return
-    recorded = ", ".join(f"{name}: {count}" for name, count in before.items())
-    raise StudyError(
-        f"the resumed study holds {now} ended trials where the folder recorded more ({recorded}): "
-        "Tune lost part of its experiment state. Nothing was written; the folder's tables are as "
-        f"they were. Restore {TUNE_DIR}/ from a backup and pass --resume again, or give a new "
-        "--name to start a new study."
-    )
-
-
-def read_study_file(study_dir: Path) -> dict[str, Any]:
-    """study.json, or a StudyError naming it when it is damaged."""
-    path = study_dir / results.STUDY_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(saved, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as error:
-        raise StudyError(
-            f"{path} is damaged ({error}); it records what the study asked for. Restore it from "
-            "a backup to resume, or give a new --name to start another study."
-        ) from None
-    return saved
 
 
 def trial_records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecord]:

@@ -17,7 +17,7 @@ from gapan.evaluate import reference_record
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
 from gapan.train import frozen_features, resolve_device
-from gapan.tune import cluster, folder
+from gapan.tune import cluster, folder, resume
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.search import StudySearcher, scheduler
 from gapan.tune.trainable import run_trial, trial_config
@@ -147,7 +147,7 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     cluster.check_before_ray(options)
     study_dir = options.study_dir
     if options.resume:
-        folder.check_resumable(study_dir, space)
+        resume.check_resumable(study_dir, space)
     else:
         folder.check_new(study_dir)
     base = from_flat(space.fixed)
@@ -156,7 +156,7 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     if not options.resume:
         need = disk_need(space, splits.train.num_classes, in_features)
         folder.check_free_space(study_dir, need)
-    ended_before = folder.ended_trials(study_dir, space) if options.resume else {}
+    ended_before = resume.ended_trials(study_dir, space) if options.resume else {}
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     results.write_study(study_dir, space, {"resources": resources})
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
@@ -178,7 +178,7 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         record.resolved = to_flat(trial_config(record.config, space))
     # Tune creates trials as it goes: an interrupted study has fewer than it planned.
     finished = len(records) == space.trial_count()
-    folder.check_nothing_lost(ended_before, records, finished)
+    resume.check_nothing_lost(ended_before, records, finished)
     if finished:
         folder.close_abandoned_optuna_trials(study_dir, space)
     try:

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from gapan.config import from_flat
+from gapan.files import write_atomic
 from gapan.space import StudySpace, optuna_distributions
 from gapan.tune.trial_order import SECONDS_ATTR, next_grid_point
 
@@ -58,7 +59,7 @@ def _sampler(space: StudySpace) -> optuna.samplers.BaseSampler:
             n_startup_trials=min(10, max(2, space.num_samples // 3)),
         )
     # A grid's every trial is enqueued with all its parameters, so no sampler is ever consulted.
-    # Not Optuna's GridSampler: it runs its points in an order of its own, not gapan.tune.trial_order's.
+    # Not Optuna's GridSampler: it runs its points in an order of its own, not trial_order's.
     return optuna.samplers.RandomSampler(seed=0)
 
 
@@ -134,7 +135,7 @@ class StudySearcher(Searcher):
             self._study.tell(number, value)
 
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(json.dumps({"trials": self._numbers}))
+        write_atomic(checkpoint_path, json.dumps({"trials": self._numbers}))
 
     def restore(self, checkpoint_path: str) -> None:
         self._numbers = {

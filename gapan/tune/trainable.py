@@ -17,7 +17,7 @@ from ray import tune
 from gapan import results
 from gapan.config import ExperimentConfig, from_flat
 from gapan.space import StudySpace
-from gapan.train import train
+from gapan.train import CheckpointError, train
 from gapan.tune.faults import inject_fault, out_of_memory_reason, release_memory
 
 
@@ -74,6 +74,13 @@ def run_trial(config: dict[str, Any], space: StudySpace, study_dir: str) -> None
         except torch.OutOfMemoryError as error:
             failure = out_of_memory_reason(error, cfg, gpu_share)
             traceback.clear_frames(error.__traceback__)
+        except CheckpointError as error:
+            # A retry would read the same file. The message names the trial's working copy;
+            # the file the user can act on is the trial's latest checkpoint_* folder in tune/.
+            failure = (
+                f"its last checkpoint could not be resumed from: {error} In the study folder, "
+                "that is the trial's latest tune/trial_*/checkpoint_* folder."
+            )
         except BaseException as error:
             # The traceback keeps train()'s frames, and with them the model, optimizer and
             # features on the GPU, alive while Tune handles the error: drop their variables.
