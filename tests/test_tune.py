@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from conftest import (
 from gapan.space import load_space, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cluster import pending_trials_limit, trial_slots
+from gapan.tune.trainable import _quiet_exit
+from reports import build_report
 
 TINY_ABLATION = '''"""Does a flow help on a tiny slice?"""
 KIND = "ablation"
@@ -151,6 +155,8 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
 
     resumed = resume_study(space_file, tmp_path / "results", "resumable")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Ray stops the trial workers at the end; nothing may read like a failure.
+    assert "Exception ignored" not in resumed.stdout + resumed.stderr
 
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     pairs = sorted(zip(trials["config/flow.depth"], trials["seed"], strict=True))
@@ -166,6 +172,33 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert sorted((t.params["flow.depth"], t.params["train.seed"]) for t in ot_trials) == pairs
 
 
+@pytest.mark.slow
+def test_a_study_stopped_with_ctrl_c_keeps_its_trials_and_reports(tmp_path):
+    space_file = tmp_path / "resumable.py"
+    space_file.write_text(RESUMABLE)
+    study_dir = tmp_path / "results" / "resumable"
+    driver = start_study(space_file, tmp_path / "results", "resumable")
+    while not trial_results(study_dir, completed_only=True):
+        assert driver.poll() is None, "the study ended before Ctrl-C"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+    assert driver.wait(timeout=300) == 0
+
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+    # Only trials that started have rows, each with its setting and seed.
+    assert 1 <= len(trials) < 6
+    assert trials["config/flow.depth"].notna().all() and trials["seed"].notna().all()
+    assert set(trials["status"]) <= {"completed", "interrupted"}
+    assert "completed" in set(trials["status"])
+    report = build_report(study_dir)
+    assert "resumable" in report.read_text()
+
+    resumed = resume_study(space_file, tmp_path / "results", "resumable")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}
+
+
 def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):
     # Two CPUs, no GPU (the module's Ray instance).
     assert trial_slots(StudyOptions(name="slots", cpus_per_trial=1)) == 2
@@ -175,3 +208,20 @@ def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):
     with pending_trials_limit(3):
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
     assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+
+
+def test_a_workers_exit_during_garbage_collection_is_silent_and_other_errors_are_not(
+    capsys, monkeypatch
+):
+    class RaisesWhenCollected:
+        def __init__(self, error: BaseException):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    monkeypatch.setattr(sys, "unraisablehook", _quiet_exit)
+    RaisesWhenCollected(SystemExit(1))  # as Ray's SIGTERM handler raises inside a callback
+    assert capsys.readouterr().err == ""
+    RaisesWhenCollected(ValueError("a real problem"))
+    assert "ValueError: a real problem" in capsys.readouterr().err
