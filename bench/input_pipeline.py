@@ -1,6 +1,6 @@
 """Training images per second from real JPEG files against the same step on random tensors.
 
-The real path is the trainer's own: `gapan.train.finetune_inputs` (the data set's `ImageSet`, the
+The real path is the trainer's own: `gapan.inputs.finetune_inputs` (the data set's `ImageSet`, the
 m-per-class sampler, `train_transform` and a DataLoader with ``data.num_workers`` processes)
 feeding the bare backbone step of `bench.step` (backbone, 512-d head, trivial loss, AdamW; bf16
 autocast and channels-last on CUDA). The reference is that step on random images already on the
@@ -8,7 +8,7 @@ device. The images are synthetic JPEG photos of CUB's usual 500 x 375, written o
 --data-dir. Each worker count is measured on its own, steady state (after warm-up batches), and
 the decode-only rate (the loader with no step) is shown beside it.
 
-The trainer's other input path, ``data.pipeline=device`` (`gapan.train.on_device_inputs`: every
+The trainer's other input path, ``data.pipeline=device`` (`gapan.inputs.on_device_inputs`: every
 image decoded once into device memory, each batch cropped and flipped there), is measured too,
 with the seconds its one-time decoding took.
 
@@ -52,13 +52,8 @@ from gapan.config import ExperimentConfig, from_flat
 from gapan.data import ImageSet, build_splits
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.data.transforms import train_transform
-from gapan.train import (
-    TrainBatches,
-    build_optimizer,
-    finetune_inputs,
-    on_device_inputs,
-    train_epoch,
-)
+from gapan.inputs import TrainBatches, finetune_inputs, on_device_inputs
+from gapan.train import build_optimizer, train_epoch
 
 # A batch of undecoded files: their bytes end to end, each file's length, the labels.
 EncodedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

@@ -16,8 +16,8 @@ from typing import Any
 
 from gapan.config import ConfigError, ExperimentConfig, from_flat, parse_overrides
 from gapan.data import DataError, Splits, build_splits
+from gapan.inputs import frozen_features, resolve_device
 from gapan.metrics import retrieval_metrics
-from gapan.train import frozen_features, resolve_device
 
 DESCRIPTION = "the pretrained backbone as it is (no training): its pooled features"
 

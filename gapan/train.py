@@ -1,7 +1,8 @@
 """The trainer: `train(cfg, report)` runs one experiment and returns its final metrics.
 
-It runs alone (``python -m gapan.train flow.depth=8 ...``), in tests and in notebooks, and inside
-Ray Tune through a ten-line wrapper (gapan.tune). Each epoch it trains, evaluates retrieval on the
+It runs alone (``python -m gapan.train flow.depth=8 ...``, gapan/train_cli.py), in tests and in
+notebooks, and inside Ray Tune through a thin wrapper (gapan/tune/trainable.py). Its inputs come
+from gapan/inputs.py. Each epoch it trains, evaluates retrieval on the
 validation classes, saves a checkpoint (when given a run folder) and calls ``report`` with a flat
 dict. Test metrics on the unseen classes are computed once, after the last epoch, so nothing is
 ever tuned on them.
@@ -9,53 +10,44 @@ ever tuned on them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import pickle
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from torch.utils.data import DataLoader
 
 from gapan import cuda_graphs
 from gapan.config import (
     ConfigError,
     ExperimentConfig,
-    config_fields,
-    from_flat,
     load_config,
-    parse_overrides,
     save_config,
     to_flat,
 )
-from gapan.data import DataError, ImageSet, Splits, build_splits
-from gapan.data.sampler import MPerClassBatchSampler
-from gapan.features import cached_features, read_cached_features
-from gapan.files import atomic_path, write_atomic
+from gapan.data import Splits, build_splits
+from gapan.files import atomic_path
+from gapan.inputs import (
+    Batches,
+    Inputs,
+    TrainBatches,
+    finetune_inputs,
+    frozen_inputs,
+    on_device_inputs,
+    resolve_device,
+)
 from gapan.losses import GapanCriterion
 from gapan.metrics import retrieval_metrics
 from gapan.model import EmbeddingModel
-from gapan.weights import backbone_identity, weights_identity
-
-# The backbone (timm) and the image transforms (torchvision) are imported by the input builders
-# that use them: they take seconds to import in every new trial worker, and a frozen trial whose
-# features are cached needs neither.
 
 Report = Callable[[dict[str, Any]], None]
-Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
-# Training batches also carry their classes (sorted distinct labels), found on the CPU: on the
-# GPU, torch.unique makes the host wait for the size of its result.
-TrainBatches = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -71,181 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu")
-    return torch.device(name)
-
-
-@dataclass
-class Inputs:
-    """What the loop reads, the same way whether the backbone is frozen or fine-tuned."""
-
-    in_features: int
-    backbone: torch.nn.Module | None  # None when training on cached features
-    train_batches: Callable[[int], TrainBatches]  # epoch -> (inputs, labels, classes) batches
-    steps_per_epoch: int  # batches that train_batches yields, each one optimizer step
-    eval_batches: dict[str, Callable[[], Batches]]  # split name -> its batches, in order
-    eval_labels: dict[str, torch.Tensor]
-
-
-def _batch_sampler(cfg: ExperimentConfig, labels: torch.Tensor) -> MPerClassBatchSampler:
-    batch_size = cfg.data.classes_per_batch * cfg.data.samples_per_class
-    steps = cfg.train.steps_per_epoch or max(1, len(labels) // batch_size)
-    return MPerClassBatchSampler(
-        labels, cfg.data.classes_per_batch, cfg.data.samples_per_class, steps, cfg.train.seed
-    )
-
-
-def _labels_and_classes(
-    labels: torch.Tensor, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch's labels and its classes (sorted distinct labels, found here on the CPU)."""
-    classes = torch.unique(labels)
-    return labels.to(device, non_blocking=True), classes.to(device, non_blocking=True)
-
-
-def _eval_sets(splits: Splits) -> dict:
-    sets = {"val": splits.val, "test": splits.test}
-    if splits.test_gallery is not None:
-        sets["gallery"] = splits.test_gallery
-    return sets
-
-
-def frozen_features(
-    cfg: ExperimentConfig, splits: Splits, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Backbone features of every split (CPU tensors by name), from the cache or computed into it.
-
-    When the weights' identity is known without loading them (a weight package or file) and
-    every split is cached, the backbone is never built.
-    """
-    sets = {"train": splits.train, **_eval_sets(splits)}
-    weights = weights_identity(cfg.model.pretrained)
-    if weights is not None:
-        identity = backbone_identity(cfg.model.backbone, weights)
-        features = read_cached_features(identity, sets, cfg.data.image_size)
-        if features is not None:
-            return features
-    from gapan.backbone import build_backbone
-
-    backbone = build_backbone(cfg.model)
-    return cached_features(backbone, sets, cfg.data.image_size, cfg.train.eval_batch_size, device)
-
-
-def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
-    """Backbone features computed once per data set, backbone and image size, then reused."""
-    features = frozen_features(cfg, splits, device)
-    features = {name: value.to(device) for name, value in features.items()}
-    sampler = _batch_sampler(cfg, splits.train.labels)
-
-    def train_batches(epoch: int) -> TrainBatches:
-        sampler.set_epoch(epoch)
-        for batch in sampler:
-            labels = splits.train.labels[batch]
-            index = torch.as_tensor(batch).to(device, non_blocking=True)
-            yield features["train"][index], *_labels_and_classes(labels, device)
-
-    def eval_batches(name: str) -> Callable[[], Batches]:
-        size = cfg.train.eval_batch_size
-        return lambda: ((chunk, None) for chunk in features[name].split(size))
-
-    sets = _eval_sets(splits)
-    return Inputs(
-        in_features=features["train"].shape[1],
-        backbone=None,
-        train_batches=train_batches,
-        steps_per_epoch=len(sampler),
-        eval_batches={name: eval_batches(name) for name in sets},
-        eval_labels={name: images.labels for name, images in sets.items()},
-    )
-
-
-def _image_inputs(
-    backbone: torch.nn.Module,
-    splits: Splits,
-    sampler: MPerClassBatchSampler,
-    train_batches: Callable[[int], TrainBatches],
-    eval_batches: Callable[[ImageSet], Callable[[], Batches]],
-) -> Inputs:
-    """Inputs of a fine-tuned backbone: images in, whichever way they are decoded."""
-    sets = _eval_sets(splits)
-    return Inputs(
-        in_features=backbone.num_features,
-        backbone=backbone,
-        train_batches=train_batches,
-        steps_per_epoch=len(sampler),
-        eval_batches={name: eval_batches(images) for name, images in sets.items()},
-        eval_labels={name: images.labels for name, images in sets.items()},
-    )
-
-
-def finetune_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
-    """Decoded and augmented images, end to end through the backbone."""
-    from gapan.backbone import build_backbone
-    from gapan.data.transforms import eval_transform, train_transform
-
-    backbone = build_backbone(cfg.model)
-    sampler = _batch_sampler(cfg, splits.train.labels)
-    loader_args = {
-        "num_workers": cfg.data.num_workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": cfg.data.num_workers > 0,
-    }
-    train_loader = DataLoader(
-        splits.train.with_transform(train_transform(cfg.data.image_size)),
-        batch_sampler=sampler,
-        **loader_args,
-    )
-
-    def train_batches(epoch: int) -> TrainBatches:
-        sampler.set_epoch(epoch)
-        for images, labels in train_loader:
-            yield images.to(device, non_blocking=True), *_labels_and_classes(labels, device)
-
-    def eval_batches(images: ImageSet) -> Callable[[], Batches]:
-        loader = DataLoader(
-            images.with_transform(eval_transform(cfg.data.image_size)),
-            batch_size=cfg.train.eval_batch_size,
-            **loader_args,
-        )
-        return lambda: ((x.to(device, non_blocking=True), y) for x, y in loader)
-
-    return _image_inputs(backbone, splits, sampler, train_batches, eval_batches)
-
-
-def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
-    """Images decoded once onto the device; each batch cropped and flipped there."""
-    from gapan.backbone import build_backbone
-    from gapan.data import on_device
-    from gapan.data.transforms import to_float
-
-    backbone = build_backbone(cfg.model)
-    size, workers = cfg.data.image_size, cfg.data.num_workers
-    train_images = on_device.decoded(splits.train, on_device.stored_side(size), device, workers)
-    sampler = _batch_sampler(cfg, splits.train.labels)
-
-    def train_batches(epoch: int) -> TrainBatches:
-        sampler.set_epoch(epoch)
-        # Crops drawn from (seed, epoch): a resumed run draws the ones it would have drawn.
-        generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
-        for batch in sampler:
-            index = torch.as_tensor(batch)
-            pixels = train_images[index.to(device, non_blocking=True)]
-            crops = on_device.random_resized_crops(pixels, size, generator)
-            yield crops, *_labels_and_classes(splits.train.labels[index], device)
-
-    def eval_batches(images: ImageSet) -> Callable[[], Batches]:
-        stored = on_device.decoded(images, size, device, workers)
-        chunks = cfg.train.eval_batch_size
-        # What eval_transform makes from the same files: its uint8 square, scaled to float.
-        return lambda: ((to_float(chunk), None) for chunk in stored.split(chunks))
-
-    return _image_inputs(backbone, splits, sampler, train_batches, eval_batches)
 
 
 def build_optimizer(
@@ -581,40 +398,8 @@ def train(
     return metrics
 
 
-def _help_text() -> str:
-    defaults = to_flat(ExperimentConfig())
-    lines = [f"  {key} = {defaults[key]!r}" for key in config_fields()]
-    return "config keys (key=value) and their defaults:\n" + "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m gapan.train",
-        description="Train GAPan on one config; key=value arguments override the defaults.",
-        epilog=_help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    parser.add_argument(
-        "--run-dir",
-        type=Path,
-        help="folder for the config and checkpoint (default: runs/<time>); an existing run resumes",
-    )
-    args = parser.parse_args(argv)
-    try:
-        cfg = from_flat(parse_overrides(args.overrides))
-    except ConfigError as error:
-        parser.error(str(error))
-    run_dir = args.run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    print(f"run folder: {run_dir}", flush=True)
-    try:
-        metrics = train(cfg, print_report, run_dir)
-    except (ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return 0 if metrics.get("status") == "completed" else 1
-
-
 if __name__ == "__main__":
+    # `python -m gapan.train`: the command line lives in gapan/train_cli.py.
+    from gapan.train_cli import main
+
     sys.exit(main())

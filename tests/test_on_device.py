@@ -7,7 +7,8 @@ import torch
 
 from gapan.config import from_flat
 from gapan.data import build_splits, on_device
-from gapan.train import finetune_inputs, on_device_inputs, train
+from gapan.inputs import finetune_inputs, on_device_inputs
+from gapan.train import train
 
 SLICE = {
     "model.backbone_mode": "finetune",

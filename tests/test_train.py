@@ -23,10 +23,10 @@ from gapan.train import (
     build_scheduler,
     load_checkpoint,
     lr_factor,
-    main,
     save_checkpoint,
     train,
 )
+from gapan.train_cli import main
 from tests.conftest import ROOT
 
 SLICE = {"data.max_classes": 30, "flow.hidden": 64}
@@ -42,9 +42,10 @@ def quiet(metrics):
 
 @pytest.mark.slow
 def test_training_beats_the_pretrained_embedding_on_unseen_classes():
-    # Every class: on a family-disjoint split the unseen classes gain less than the validation
-    # ones, and a slice of them is too small to show it.
-    cfg = from_flat({"flow.hidden": 64, "train.epochs": 6})
+    # Every class, at the main job's budget: on a family-disjoint split training gains a few
+    # hundredths of MAP@R over the backbone as it is, and a slice of the classes is too small to
+    # show it. Depth 0 is the quickest setting that trains the embedding.
+    cfg = from_flat({"flow.depth": 0, "train.epochs": 8})
     splits = build_splits(cfg.data)
     features = cached_features(
         build_backbone(cfg.model),
@@ -59,10 +60,10 @@ def test_training_beats_the_pretrained_embedding_on_unseen_classes():
     }
     reports = []
     final = train(cfg, reports.append)
-    assert [r["epoch"] for r in reports] == list(range(1, 7))
+    assert [r["epoch"] for r in reports] == list(range(1, 9))
     assert final["status"] == "completed"
-    assert final["val_map_at_r"] > pretrained["val"] + 0.02
-    assert final["test_map_at_r"] > pretrained["test"] + 0.005
+    assert final["val_map_at_r"] > pretrained["val"] + 0.015
+    assert final["test_map_at_r"] > pretrained["test"] + 0.015
     assert final["train_loss"] < reports[0]["train_loss"]
     # Test metrics appear once, after the last epoch; validation every epoch.
     assert all("test_map_at_r" not in r for r in reports[:-1])

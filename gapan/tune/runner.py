@@ -14,9 +14,9 @@ from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
 from gapan.data import Splits, build_splits
 from gapan.evaluate import reference_record
+from gapan.inputs import frozen_features, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
-from gapan.train import frozen_features, resolve_device
 from gapan.tune import cluster, folder, resume
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.search import StudySearcher, scheduler
