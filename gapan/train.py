@@ -230,8 +230,8 @@ class CheckpointError(ConfigError):
     says what to do. Retrying does not help: the same file would be read again."""
 
 
-# What `_checkpoint_state` writes and `train` reads back (``scheduler`` came later, and
-# ``cuda_rng`` is there only on machines with a GPU).
+# What every checkpoint holds for `train` to read back; ``scheduler`` is optional (a run may
+# have started without one) and ``cuda_rng`` is there only on machines with a GPU.
 _CHECKPOINT_KEYS = ("epoch", "model", "criterion", "optimizer", "torch_rng", "metrics")
 
 
@@ -345,7 +345,7 @@ def train(
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         first_epoch, metrics = state["epoch"] + 1, state["metrics"]
-        scheduler_state = state.get("scheduler")  # absent from checkpoints older than it
+        scheduler_state = state.get("scheduler")  # optional: see _CHECKPOINT_KEYS
     # Placed on its curve by the epochs done, which is all a checkpoint without scheduler state
     # tells; one with it restores it on top.
     scheduler = build_scheduler(

@@ -673,6 +673,9 @@ def test_validation_is_cut_at_a_family_boundary() -> None:
     assert families.validation_cut(names, family_of, 4) == 5
     assert families.validation_cut(names, {}, 2) == 7
     assert families.validation_cut(names, family_of, 0) == 9
+    # A last family of one class is never the whole validation split: retrieval needs two.
+    single = ["a1", "a2", "b1", "b2", "c1"]
+    assert families.validation_cut(single, {name: name[0] for name in single}, 1) == 2
 
 
 # ----------------------------------------------------------------------------- Wesnoth: preparing

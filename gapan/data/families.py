@@ -170,6 +170,8 @@ def validation_cut(names: Sequence[str], family_of: Mapping[str, str], wanted: i
         if family_of.get(names[position], names[position])
         != family_of.get(names[position - 1], names[position - 1])
     ]
+    # Retrieval needs at least two validation classes: prefer the cuts that leave them.
+    boundaries = [position for position in boundaries if len(names) - position >= 2] or boundaries
     if not boundaries:
         return target
     return min(boundaries, key=lambda position: (abs(position - target), position))

@@ -602,6 +602,10 @@ def build_cache(
     progress(f"Wesnoth sprites: {named} named by {len(by_unit)} units")
     sprites = _candidate_sprites(contents, by_unit, preparation)
     progress(f"  {len(sprites)} with at least {preparation.min_visible_pixels} visible pixels")
+    if not sprites:
+        raise DataError(
+            f"the package holds no visible unit sprites; expected the {PACKAGE} package."
+        )
     size = preparation.thumbnail_size
     thumbnails = np.stack([families.thumbnail(sprite.image, size) for sprite in sprites])
     pairs = families.near_pairs(

@@ -112,7 +112,7 @@ def trial_records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecor
             number=int(match.group(1)) if match else len(records),
             config=config,
             epochs=[{k: v for k, v in row.items() if not _is_missing(v)} for row in epochs],
-            error=_first_lines(result.error),
+            error=_last_lines(result.error),
             time_total_s=float(last.get("time_total_s", math.nan)),
             gpus=gpus,
         )
@@ -124,7 +124,7 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _first_lines(error: BaseException | None, lines: int = 12) -> str:
+def _last_lines(error: BaseException | None, lines: int = 12) -> str:
     if error is None:
         return ""
     text = str(error).strip() or type(error).__name__

@@ -61,6 +61,12 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
         )
         if saved.get(k) != wanted.get(k)
     ]
+    if saved.get("folder") not in (None, str(study_dir)):
+        raise StudyError(
+            f"{study_dir} was made as {saved['folder']} and has moved since; Tune's and Optuna's "
+            "state inside it name the old place, so a resume here would write there. Resume it "
+            "where it was made, or give a new --name to start a new study."
+        )
     if differs:
         raise StudyError(
             f"{study_dir} belongs to another study or other options (different "
@@ -77,13 +83,16 @@ def check_trusted(study_dir: Path) -> None:
     model).
     """
     user = os.getuid()
-    paths = [study_dir, *sorted((study_dir / TUNE_DIR).rglob("*")), study_dir / OPTUNA_FILE]
+    tune_dir = study_dir / TUNE_DIR
+    paths = [study_dir, tune_dir, *sorted(tune_dir.rglob("*")), study_dir / OPTUNA_FILE]
     for path in paths:
         if not path.exists():
             continue
         info = path.lstat()
         problem = ""
-        if info.st_uid != user:
+        if stat.S_ISLNK(info.st_mode):
+            problem = "is a symbolic link, whose target could be anyone's"
+        elif info.st_uid != user:
             problem = f"belongs to another user (uid {info.st_uid})"
         elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             problem = f"may be written by others (mode {stat.filemode(info.st_mode)})"
@@ -97,22 +106,22 @@ def check_trusted(study_dir: Path) -> None:
 
 
 def check_experiment_state(study_dir: Path) -> None:
-    """Refuse a resume whose Tune experiment state is unreadable.
+    """Refuse a resume whose Tune experiment state (or the searcher's, beside it) is unreadable.
 
     Tune would print the error, start the experiment afresh and replace every finished trial's
     record; the study folder's tables must never shrink that way.
     """
-    states = sorted((study_dir / TUNE_DIR).glob("experiment_state-*.json"))
+    experiment = sorted((study_dir / TUNE_DIR).glob("experiment_state-*.json"))
+    searcher = sorted((study_dir / TUNE_DIR).glob("searcher-state-*.json"))
     problem = ""
-    if not states:
-        if (study_dir / results.TRIALS_FILE).exists():
-            where = study_dir / TUNE_DIR
-            problem = f"Tune's experiment state (experiment_state-*.json in {where}) is missing"
-    else:
+    if not experiment and (study_dir / results.TRIALS_FILE).exists():
+        where = study_dir / TUNE_DIR
+        problem = f"Tune's experiment state (experiment_state-*.json in {where}) is missing"
+    for state in experiment[-1:] + searcher[-1:]:
         try:
-            json.loads(states[-1].read_text(encoding="utf-8"))
+            json.loads(state.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            problem = f"Tune's experiment state {states[-1]} is damaged ({error})"
+            problem = problem or f"Tune's experiment state {state} is damaged ({error})"
     if problem:
         raise StudyError(
             f"{problem}, after a full disk or a crash while it was written; resuming would start "
@@ -127,8 +136,13 @@ ENDED = ("completed", "stopped_early", "failed", "diverged")
 
 
 def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
-    """How many trials the folder already records as ended, by the file that records them."""
-    counts = {}
+    """How many trials the folder already records as ended, by the file that records them.
+
+    trials.csv is the record when there is one. The Optuna journal runs ahead of it (Optuna
+    records a trial's end before Tune's next snapshot, and an early-stopped trial of an
+    unfinished study counts as ended there, not in trials.csv), so its count is only the
+    journal's check that it can be read, and the record only when trials.csv is missing."""
+    counts: dict[str, int] = {}
     table = study_dir / results.TRIALS_FILE
     if table.exists():
         with table.open(newline="", encoding="utf-8") as file:
@@ -139,7 +153,7 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
         try:
             study = optuna.load_study(study_name=space.name, storage=journal(study_dir))
             finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-            counts[OPTUNA_FILE] = len(study.get_trials(deepcopy=False, states=finished))
+            journal_count = len(study.get_trials(deepcopy=False, states=finished))
         except (ValueError, KeyError, OSError) as error:
             raise StudyError(
                 f"{study_dir / OPTUNA_FILE}, the Optuna study, cannot be read "
@@ -147,6 +161,8 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
                 "from a backup and resume, or give a new --name to start a new study (this "
                 "folder's report still rebuilds with `python -m reports`)."
             ) from None
+        if results.TRIALS_FILE not in counts:
+            counts[OPTUNA_FILE] = journal_count
     return counts
 
 

@@ -49,9 +49,16 @@ def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | 
 
 def disk_need(space: StudySpace, num_classes: int, in_features: int | None) -> int:
     """Bytes the study's checkpoints take at most: every trial keeps its last `CHECKPOINTS_KEPT`,
-    each holding the weights and AdamW's two moments of every trained parameter."""
+    each holding the weights and AdamW's two moments of every trained parameter (a search's
+    trials counted at the largest value of every searched number)."""
     if space.kind == "search":
-        sizes = [trained_parameters(from_flat(space.fixed), num_classes, in_features)]
+        largest = {
+            key: max(dim["values"]) if "values" in dim else dim["high"]
+            for key, dim in space.search.items()
+            if dim["type"] in ("int", "float")
+        }
+        config = trial_config({**space.fixed, **largest}, space)
+        sizes = [trained_parameters(config, num_classes, in_features)]
         trials_each = space.trial_count()
     else:
         values = space.search[space.knob]["values"]
@@ -158,7 +165,10 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         folder.check_free_space(study_dir, need)
     ended_before = resume.ended_trials(study_dir, space) if options.resume else {}
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    results.write_study(study_dir, space, {"resources": resources})
+    try:
+        results.write_study(study_dir, space, {"resources": resources, "folder": str(study_dir)})
+    except OSError as error:
+        raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
     cluster.start_ray(options)
 
@@ -176,8 +186,10 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     records = folder.trial_records(grid, options.gpus_per_trial)
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
-    # Tune creates trials as it goes: an interrupted study has fewer than it planned.
-    finished = len(records) == space.trial_count()
+    # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or
+    # trials that Tune had not ended when it stopped.
+    ended = grid.num_terminated + grid.num_errors
+    finished = len(records) == space.trial_count() and ended == len(records)
     resume.check_nothing_lost(ended_before, records, finished)
     if finished:
         folder.close_abandoned_optuna_trials(study_dir, space)
@@ -194,5 +206,8 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         study_wall_s=time.perf_counter() - started,
         trials=len(records),
     )
-    results.write_environment(study_dir, environment)
+    try:
+        results.write_environment(study_dir, environment)
+    except OSError as error:
+        print(f"warning: {study_dir / results.ENVIRONMENT_FILE} not written ({error})")
     return study_dir

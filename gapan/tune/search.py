@@ -51,13 +51,16 @@ def open_optuna_study(space: StudySpace, storage: optuna.storages.BaseStorage) -
 
 def _sampler(space: StudySpace) -> optuna.samplers.BaseSampler:
     if space.kind == "search":
-        return optuna.samplers.TPESampler(
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-            seed=0,
-            n_startup_trials=min(10, max(2, space.num_samples // 3)),
-        )
+        with warnings.catch_warnings():
+            # `group` is experimental in Optuna 5; it keeps conditional dimensions apart.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                seed=0,
+                n_startup_trials=min(10, max(2, space.num_samples // 3)),
+            )
     # A grid's every trial is enqueued with all its parameters, so no sampler is ever consulted.
     # Not Optuna's GridSampler: it runs its points in an order of its own, not trial_order's.
     return optuna.samplers.RandomSampler(seed=0)
@@ -142,6 +145,9 @@ class StudySearcher(Searcher):
             str(key): int(value)
             for key, value in json.loads(Path(checkpoint_path).read_text())["trials"].items()
         }
+        # Tune restores this searcher as it was pickled at the study's start, its sampler's random
+        # state included: without a new seed, a resumed search would draw its first points again.
+        self._study.sampler.reseed_rng()
         known = set(self._numbers.values())
         running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [trial.number for trial in running if trial.number not in known]
