@@ -158,11 +158,12 @@ def validation_cut(names: Sequence[str], family_of: Mapping[str, str], wanted: i
     """Where to cut `names` into training (before) and validation (after) classes.
 
     The cut falls on a family boundary, the one that holds out the number of validation classes
-    closest to `wanted` while leaving at least one class on each side (ties: more validation).
-    Without a boundary, or with `wanted` 0, the cut is ``len(names) - wanted``.
+    closest to `wanted` while leaving at least one class on each side (ties: more validation),
+    and two validation classes where a boundary allows. Without families or a boundary, or with
+    `wanted` 0, the cut is ``len(names) - wanted``.
     """
     target = len(names) - wanted
-    if wanted == 0:
+    if wanted == 0 or not family_of:
         return target
     boundaries = [
         position
