@@ -557,3 +557,80 @@ def test_the_dashboard_listens_on_this_machine_only_and_asks_for_the_token():
     if seen["network_address"] != "127.0.0.1":  # a machine with a network
         assert seen["from_network"] == "ConnectionRefusedError"
     assert seen["status"] == 401  # Ray's token authentication is on: no token, no answer
+
+
+LISTENERS_PROBE = """
+import json, os, re, subprocess, time, urllib.error, urllib.request
+import ray
+from gapan.tune import StudyOptions, start_ray
+
+start_ray(StudyOptions(name="probe", num_cpus=1, dashboard_port=0))
+ray.get(ray.remote(lambda: 1).remote())  # a worker process too, as a trial starts one
+time.sleep(3)
+
+
+def descendants(pid):
+    found = {pid}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found |= descendants(int(entry))
+    return found
+
+
+ours = descendants(os.getpid())
+listeners = []
+for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+    if not set(map(int, re.findall(r"pid=(\\d+)", line))) & ours:
+        continue
+    host, port = line.split()[3].rsplit(":", 1)
+    if host in ("127.0.0.1", "[::1]"):
+        continue
+    address = "127.0.0.1" if host in ("*", "0.0.0.0", "[::]") else host.strip("[]")
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as response:
+            answer = f"{response.status} {response.read(200)!r}"
+    except urllib.error.HTTPError as error:
+        answer = str(error.code)
+    except Exception as error:  # gRPC servers do not speak HTTP/1.1
+        answer = type(error).__name__
+    listeners.append({"host": host, "port": port, "answer": answer})
+print(json.dumps(listeners))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_every_listener_outside_loopback_wants_the_token_or_is_a_documented_metrics_page():
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (Debian's iproute2) to list listening sockets")
+    probe = subprocess.Popen(
+        [sys.executable, "-c", LISTENERS_PROBE],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = probe.communicate(timeout=180)
+    finally:
+        if probe.poll() is None:
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
+    assert probe.returncode == 0, err[-3000:]
+    listeners = json.loads(out.strip().splitlines()[-1])
+    assert listeners  # Ray's gRPC servers listen on every interface in this Ray version
+    documented = (ROOT / "docs" / "when-things-go-wrong.md").read_text()
+    for listener in listeners:
+        answer = listener["answer"]
+        if answer.startswith("200"):
+            # What answers without the token must be one of the metrics pages the docs name.
+            assert "# HELP" in answer, listener
+            assert "Prometheus metrics" in documented
+        else:
+            assert answer == "401" or not answer[:1].isdigit(), listener
