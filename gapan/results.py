@@ -23,6 +23,7 @@ STUDY_FILE = "study.json"
 ENVIRONMENT_FILE = "environment.json"
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"
+TRIALS_DIR = "trials"  # one folder per trial, holding its resolved config
 REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (gapan.evaluate)
 TUNE_DIR = "tune"  # Tune's own experiment folder (checkpoints, experiment state)
 
@@ -41,6 +42,8 @@ REPORTED_ENDS = ("completed", "diverged", "failed")
 # Every status of trials.csv (`trial_status`); `interrupted`: the study stopped before the trial
 # finished (a resumable state).
 STATUSES = ("completed", "stopped_early", "failed", "diverged", "interrupted")
+# Every status but `interrupted`: the trial will not run again.
+ENDED = tuple(status for status in STATUSES if status != "interrupted")
 
 
 @dataclass
@@ -171,7 +174,7 @@ def write_tables(
     write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
     write_atomic(study_dir / EPOCHS_FILE, csv_text(epochs_table(records)))
     for record in records:
-        trial_dir = study_dir / "trials" / record.trial_id
+        trial_dir = study_dir / TRIALS_DIR / record.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)
         _write_json(trial_dir / "config.json", record.resolved or record.config)
     return trials

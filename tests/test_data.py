@@ -652,7 +652,7 @@ def test_drop_near_copies_keeps_the_first_of_each_group() -> None:
     labels = ["a", "a", "a", "b", "b"]
     # 1 copies 0; 2 copies 1 only (1 is dropped, so 2 stays); 3 copies 0 across classes.
     pairs = [(0, 1, 0.001), (1, 2, 0.005), (0, 3, 0.0), (2, 4, 0.015)]
-    assert families.drop_near_copies(labels, pairs, 0.01) == [0, 2, 4]
+    assert families.drop_near_copies(len(labels), pairs, 0.01) == [0, 2, 4]
 
 
 def test_split_families_keeps_every_family_on_one_side() -> None:
@@ -891,7 +891,9 @@ def test_prepare_the_real_package(tmp_path: Path) -> None:
     assert 140 <= manifest["num_classes"] <= 200
     assert 3500 <= manifest["num_images"] <= 6000
     assert manifest["source"]["package"] == "wesnoth-1.16-data"
-    assert all(len(files) >= wesnoth.MIN_IMAGES for files in manifest["classes"].values())
+    assert all(
+        len(files) >= wesnoth.PREPARATION.min_images for files in manifest["classes"].values()
+    )
     assert time.perf_counter() - started < 300
     splits = build_splits(dataclasses.replace(DataConfig(), root=str(root)))
     family = {name: family for family, names in manifest["families"].items() for name in names}

@@ -535,10 +535,11 @@ ray.shutdown()
 """
 
 
-@pytest.mark.slow
-def test_the_dashboard_listens_on_this_machine_only_and_asks_for_the_token():
+def run_probe(code: str) -> str:
+    """Run `code` in its own process session (it starts Ray) and return what it printed; kill
+    the session, Ray included, if it hangs."""
     probe = subprocess.Popen(
-        [sys.executable, "-c", DASHBOARD_PROBE],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.PIPE,
@@ -552,6 +553,12 @@ def test_the_dashboard_listens_on_this_machine_only_and_asks_for_the_token():
             os.killpg(probe.pid, signal.SIGKILL)
             probe.wait()
     assert probe.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_the_dashboard_listens_on_this_machine_only_and_asks_for_the_token():
+    out = run_probe(DASHBOARD_PROBE)
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["url"].startswith("127.0.0.1:")
     if seen["network_address"] != "127.0.0.1":  # a machine with a network
@@ -608,21 +615,7 @@ ray.shutdown()
 def test_every_listener_outside_loopback_wants_the_token_or_is_a_documented_metrics_page():
     if shutil.which("ss") is None:
         pytest.skip("needs ss (Debian's iproute2) to list listening sockets")
-    probe = subprocess.Popen(
-        [sys.executable, "-c", LISTENERS_PROBE],
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = probe.communicate(timeout=180)
-    finally:
-        if probe.poll() is None:
-            os.killpg(probe.pid, signal.SIGKILL)
-            probe.wait()
-    assert probe.returncode == 0, err[-3000:]
+    out = run_probe(LISTENERS_PROBE)
     listeners = json.loads(out.strip().splitlines()[-1])
     assert listeners  # Ray's gRPC servers listen on every interface in this Ray version
     documented = (ROOT / "docs" / "when-things-go-wrong.md").read_text()

@@ -75,7 +75,7 @@ def near_pairs(thumbnails: np.ndarray, threshold: float) -> list[tuple[int, int,
 
 
 def drop_near_copies(
-    labels: Sequence[str], pairs: Iterable[tuple[int, int, float]], threshold: float
+    count: int, pairs: Iterable[tuple[int, int, float]], threshold: float
 ) -> list[int]:
     """The images to keep: each one unless it is a near-copy of an image kept before it.
 
@@ -83,7 +83,7 @@ def drop_near_copies(
     Either way only the first of a group is kept (images in their given order).
 
     Args:
-        labels: The class of each image, in order.
+        count: How many images there are, in their order.
         pairs: `near_pairs` at a threshold of at least `threshold`.
         threshold: Pairs closer than this are near-copies.
 
@@ -95,7 +95,7 @@ def drop_near_copies(
         if distance < threshold:
             earlier.setdefault(j, []).append(i)
     kept: set[int] = set()
-    for index in range(len(labels)):
+    for index in range(count):
         if not any(other in kept for other in earlier.get(index, ())):
             kept.add(index)
     return sorted(kept)

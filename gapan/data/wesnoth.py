@@ -73,7 +73,6 @@ class Preparation:
 
 
 PREPARATION = Preparation()
-MIN_IMAGES = PREPARATION.min_images
 
 METHOD = f"""\
 1. Read `data/core/units/**.cfg` and the sprites `data/core/images/units/**.png` from the package.
@@ -549,11 +548,10 @@ def _keep_distinct_sprites(
             for i, j, distance in pairs
             if i in position and j in position
         ]
-        labels = [sprites[index].unit for index in candidates]
         kept = [
             candidates[number]
             for number in families.drop_near_copies(
-                labels, local_pairs, preparation.near_copy_distance
+                len(candidates), local_pairs, preparation.near_copy_distance
             )
         ]
         sizes: dict[str, int] = {}

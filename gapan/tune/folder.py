@@ -58,7 +58,7 @@ def check_free_space(study_dir: Path, need: int) -> None:
 
 def study_artefacts(study_dir: Path) -> list[str]:
     """What a study left in its folder that a new study would overwrite or mix with."""
-    names = (results.TRIALS_FILE, results.EPOCHS_FILE, OPTUNA_FILE, TUNE_DIR, "trials")
+    names = (results.TRIALS_FILE, results.EPOCHS_FILE, OPTUNA_FILE, TUNE_DIR, results.TRIALS_DIR)
     return [name for name in names if (study_dir / name).exists()]
 
 

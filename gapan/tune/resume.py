@@ -132,9 +132,6 @@ def check_experiment_state(study_dir: Path) -> None:
         )
 
 
-ENDED = ("completed", "stopped_early", "failed", "diverged")
-
-
 def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
     """How many trials the folder already records as ended, by the file that records them.
 
@@ -147,7 +144,7 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
     if table.exists():
         with table.open(newline="", encoding="utf-8") as file:
             counts[results.TRIALS_FILE] = sum(
-                row.get("status") in ENDED for row in csv.DictReader(file)
+                row.get("status") in results.ENDED for row in csv.DictReader(file)
             )
     if (study_dir / OPTUNA_FILE).exists():
         try:
@@ -170,7 +167,7 @@ def check_nothing_lost(
     before: dict[str, int], records: list[results.TrialRecord], finished: bool
 ) -> None:
     """Refuse to write tables with fewer ended trials than the folder recorded before a resume."""
-    now = sum(results.trial_status(record, finished) in ENDED for record in records)
+    now = sum(results.trial_status(record, finished) in results.ENDED for record in records)
     if not before or now >= max(before.values()):
         return
     recorded = ", ".join(f"{name}: {count}" for name, count in before.items())
