@@ -84,3 +84,95 @@ def _create(name: str) -> nn.Module:
         except TypeError:  # a fixed-size model without position-embedding interpolation
             pass
     return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+class _Normalise(nn.Module):
+    """The backbone's input normalisation, as the first layer of its frozen part."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.clone(), persistent=False)
+        self.register_buffer("std", std.clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
+def stage_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """A timm model's layers in the order its forward runs them, and its stages' last layers.
+
+    The layers are the model's top-level children, with the container of its stages (timm's
+    ``blocks``) opened into its children. The stages are timm's `feature_info`: one entry per
+    change of resolution, each naming the layer that ends it (``blocks.4``, ``layer3``).
+    """
+    stage_ends = [info["module"] for info in getattr(model, "feature_info", [])]
+    opened = {name.rpartition(".")[0] for name in stage_ends if "." in name}
+    layers = []
+    for name, child in model.named_children():
+        if name in opened:
+            layers += [(f"{name}.{inner}", layer) for inner, layer in child.named_children()]
+        else:
+            layers.append((name, child))
+    return layers, stage_ends
+
+
+def split_backbone(backbone: Backbone, trainable_stages: int) -> tuple[nn.Module, nn.Module]:
+    """The backbone cut before its last `trainable_stages` stages: (frozen part, trained part).
+
+    The frozen part takes images in [0, 1] to feature maps (normalising them first); the trained
+    part takes those maps to pooled features, so ``trained(frozen(x))`` is ``backbone(x)``. The
+    cut is checked on a small image: a model whose forward is not its layers in sequence
+    (a transformer with position embeddings, a U-Net) is refused.
+
+    Raises:
+        ConfigError: the backbone has no stages to cut at, too few stages, or a forward that
+            its layers in sequence do not reproduce.
+    """
+    layers, stage_ends = stage_layers(backbone.model)
+    names = [name for name, _ in layers]
+    usable = len(stage_ends) - 1  # the first stage (the stem) always stays frozen
+    if usable < 1 or any(end not in names for end in stage_ends):
+        raise ConfigError(
+            f"model.backbone_mode=partial cannot cut {backbone.name}: timm lists no stages it "
+            "can cut between. Use model.backbone_mode=frozen or finetune."
+        )
+    if trainable_stages > usable:
+        raise ConfigError(
+            f"model.trainable_blocks={trainable_stages}, but {backbone.name} has {usable} stages "
+            f"that can train ({', '.join(stage_ends[1:])}); choose 1 to {usable}, or "
+            "model.backbone_mode=finetune to train all of it."
+        )
+    cut = names.index(stage_ends[-(trainable_stages + 1)]) + 1
+    frozen = nn.Sequential(_Normalise(backbone.mean, backbone.std), *[m for _, m in layers[:cut]])
+    trained = nn.Sequential(*[module for _, module in layers[cut:]])
+    _check_cut(backbone, frozen, trained)
+    return frozen.eval().requires_grad_(False), trained
+
+
+def _check_cut(backbone: Backbone, frozen: nn.Module, trained: nn.Module) -> None:
+    was_training = backbone.training
+    backbone.eval()
+    probe = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            whole = backbone(probe)
+            parts = trained(frozen(probe))
+        same = parts.shape == whole.shape and torch.allclose(parts, whole, atol=1e-4, rtol=1e-3)
+    except (RuntimeError, ValueError, TypeError):  # layers that do not fit in sequence
+        same = False
+    backbone.train(was_training)
+    if not same:
+        raise ConfigError(
+            f"model.backbone_mode=partial cannot cut {backbone.name}: its layers run in "
+            "sequence do not reproduce its forward. Use model.backbone_mode=frozen or finetune."
+        )
+
+
+def trained_stage_parameters(model: nn.Module, trainable_stages: int) -> int:
+    """Parameters of the layers `split_backbone` trains, from the structure alone (a model on
+    the meta device will do)."""
+    layers, stage_ends = stage_layers(model)
+    names = [name for name, _ in layers]
+    stage = stage_ends[-(min(trainable_stages, len(stage_ends) - 1) + 1)]
+    cut = names.index(stage) + 1
+    return sum(p.numel() for _, module in layers[cut:] for p in module.parameters())

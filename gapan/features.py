@@ -1,10 +1,14 @@
-"""Frozen-backbone features, computed once per image set, backbone and image size.
+"""Frozen-backbone outputs, computed once per image set, backbone and image size.
 
 With a frozen backbone every epoch of every trial would push the same images through the same
 network; `cached_features` does it once and keeps the result as safetensors under
 ``$GAPAN_CACHE/features/`` (default ``~/.cache/gapan/features/``). Trials that start together share
 one build: a file lock serialises the builders and the file appears by atomic rename, so a reader
 never sees it half-written.
+
+Partial fine-tuning freezes only the lower stages: `cached_stage_outputs` keeps their feature
+maps, of several augmented views of every training image, so that trials train the upper stages
+without running the lower ones again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +40,9 @@ _log = logging.getLogger(__name__)
 
 # Part of every cache key: change it when `eval_transform` changes.
 TRANSFORM_VERSION = "shorter-side-resize-center-crop-v1"
+# Part of every key of augmented views: change it when `train_transform` changes.
+AUGMENTATION_VERSION = "random-resized-crop-flip-v1"
+AUGMENTATION_SEED = 7_919  # view v is drawn from seed AUGMENTATION_SEED + v
 
 
 def extract_features(
@@ -48,33 +55,77 @@ def extract_features(
 ) -> torch.Tensor:
     """Backbone features of every image, in order.
 
-    The backbone runs with channels-last memory (on a 2-core CPU it doubled MobileNetV2's
-    throughput at 96 px), in bfloat16 autocast on CUDA and in float32 elsewhere.
-
     Returns:
         float32 tensor (N, backbone.num_features) on the CPU.
     """
     from gapan.data.transforms import eval_transform
 
+    transform = eval_transform(image_size)
+    return run_network(backbone, images, transform, batch_size, device, num_workers)
+
+
+def run_network(
+    network: torch.nn.Module,
+    images: ImageSet,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device | str,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """`network`'s output for every image after `transform`, in order, as `dtype` on the CPU.
+
+    The network runs in eval mode with channels-last memory (on a 2-core CPU it doubled
+    MobileNetV2's throughput at 96 px), in bfloat16 autocast on CUDA and in float32 elsewhere.
+    """
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        images.with_transform(eval_transform(image_size)),
+        images.with_transform(transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         pin_memory=on_cuda,
     )
-    was_training = backbone.training
-    backbone.eval().to(device, memory_format=torch.channels_last)
+    was_training = network.training
+    network.eval().to(device, memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
-    chunks = [torch.empty(0, backbone.num_features)]
+    chunks = []
     with torch.inference_mode(), autocast:
         for batch, _ in loader:
             batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
-            chunks.append(backbone(batch).float().cpu())
-    backbone.train(was_training)
+            chunks.append(network(batch).to(dtype).cpu().contiguous())
+    network.train(was_training)
+    if not chunks:
+        return torch.empty(0, getattr(network, "num_features", 0), dtype=dtype)
     return torch.cat(chunks)
+
+
+def augmented_views(
+    network: torch.nn.Module,
+    images: ImageSet,
+    image_size: int,
+    views: int,
+    batch_size: int,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float16,
+) -> torch.Tensor:
+    """`network`'s output for `views` augmented views of every image: (N, views, ...).
+
+    Each view is a random resized crop and flip (`train_transform`), drawn from a generator
+    seeded by the view's number, so the same images give the same views on every machine.
+    """
+    from gapan.data.transforms import train_transform
+
+    outputs = []
+    for view in range(views):
+        # The transforms draw from torch's global generator; decoding in this process (no
+        # workers) in a fixed order makes the draws a function of the seed alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(AUGMENTATION_SEED + view)
+            transform = train_transform(image_size)
+            outputs.append(run_network(network, images, transform, batch_size, device, 0, dtype))
+    return torch.stack(outputs, dim=1)
 
 
 def cached_features(
@@ -103,21 +154,78 @@ def cached_features(
     Returns:
         float32 tensors (N, num_features) on the CPU, by set name.
     """
+
+    def build(images: ImageSet) -> torch.Tensor:
+        return extract_features(backbone, images, image_size, batch_size, device, num_workers)
+
+    return {
+        name: _cached(_folder(cache_dir), backbone.identity, name, images, image_size, build)
+        for name, images in sets.items()
+    }
+
+
+def cached_stage_outputs(
+    frozen: torch.nn.Module,
+    identity: str,
+    train: ImageSet,
+    evaluated: Mapping[str, ImageSet],
+    image_size: int,
+    views: int,
+    batch_size: int,
+    device: torch.device | str,
+    cache_dir: str | Path | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The frozen part of a backbone's output (feature maps, float16), from the disk cache.
+
+    Args:
+        frozen: The frozen lower part of a backbone (`gapan.backbone.split_backbone`).
+        identity: What makes `frozen` what it is (backbone, weights, cut): a cache key.
+        train: Images seen in `views` augmented views each (`augmented_views`).
+        evaluated: Image sets by name, seen once each as `eval_transform` makes them.
+
+    Returns:
+        The training maps (N, views, C, H, W) and each evaluated set's maps (N, C, H, W).
+    """
+    from gapan.data.transforms import eval_transform
+
     folder = _folder(cache_dir)
-    features = {}
-    for name, images in sets.items():
-        path = folder / _entry_name(backbone.identity, images, image_size)
-        cached = _read_entry(path, len(images))
-        if cached is None:
-            with FileLock(f"{path}.lock"):
-                # Another process may have built it while this one waited for the lock.
-                cached = _read_entry(path, len(images))
-                if cached is None:
-                    cached = _build_entry(
-                        path, name, backbone, images, image_size, batch_size, device, num_workers
-                    )
-        features[name] = cached
-    return features
+
+    def augmented(images: ImageSet) -> torch.Tensor:
+        return augmented_views(frozen, images, image_size, views, batch_size, device)
+
+    def plain(images: ImageSet) -> torch.Tensor:
+        transform = eval_transform(image_size)
+        return run_network(frozen, images, transform, batch_size, device, 0, torch.float16)
+
+    views_variant = f"{AUGMENTATION_VERSION}-{views}views"
+    train_maps = _cached(folder, identity, "train", train, image_size, augmented, views_variant)
+    plain_variant = f"{TRANSFORM_VERSION}-maps"
+    maps = {
+        name: _cached(folder, identity, name, images, image_size, plain, plain_variant)
+        for name, images in evaluated.items()
+    }
+    return train_maps, maps
+
+
+def _cached(
+    folder: Path,
+    identity: str,
+    name: str,
+    images: ImageSet,
+    image_size: int,
+    build: Callable[[ImageSet], torch.Tensor],
+    variant: str = TRANSFORM_VERSION,
+) -> torch.Tensor:
+    """One cache entry, read, or built once under a lock that concurrent trials share."""
+    path = folder / _entry_name(identity, images, image_size, variant)
+    cached = _read_entry(path, len(images))
+    if cached is None:
+        with FileLock(f"{path}.lock"):
+            # Another process may have built it while this one waited for the lock.
+            cached = _read_entry(path, len(images))
+            if cached is None:
+                cached = _build_entry(path, name, identity, images, image_size, variant, build)
+    return cached
 
 
 def read_cached_features(
@@ -145,8 +253,10 @@ def _folder(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else cache_root() / "features"
 
 
-def _entry_name(backbone_identity: str, images: ImageSet, image_size: int) -> str:
-    key = f"{backbone_identity}|{images.fingerprint}|{image_size}|{TRANSFORM_VERSION}"
+def _entry_name(
+    backbone_identity: str, images: ImageSet, image_size: int, variant: str = TRANSFORM_VERSION
+) -> str:
+    key = f"{backbone_identity}|{images.fingerprint}|{image_size}|{variant}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     backbone_name = backbone_identity.partition("@")[0]
     readable = re.sub(r"[^\w.-]", "_", backbone_name)
@@ -171,7 +281,7 @@ def _read_entry(path: Path, count: int) -> torch.Tensor | None:
     return features
 
 
-@functools.lru_cache(maxsize=4)  # the train, val, test and gallery sets of one data set
+@functools.lru_cache(maxsize=8)  # the sets of one data set, as features and as stage outputs
 def _load_entry(path: str, mtime_ns: int, size: int) -> torch.Tensor:
     """Read a cache entry once per process: a Tune worker reused for many trials loads its
     features once, not once per trial. The file's time and size are in the key, so a rebuilt
@@ -182,34 +292,33 @@ def _load_entry(path: str, mtime_ns: int, size: int) -> torch.Tensor:
 def _build_entry(
     path: Path,
     name: str,
-    backbone: Backbone,
+    identity: str,
     images: ImageSet,
     image_size: int,
-    batch_size: int,
-    device: torch.device | str,
-    num_workers: int,
+    variant: str,
+    build: Callable[[ImageSet], torch.Tensor],
 ) -> torch.Tensor:
     # Minutes on a CPU, once per data set, backbone and image size: say what is happening.
     print(
-        f"Caching {backbone.identity} features of the {name} images ({len(images)} at "
-        f"{image_size} px), once",
+        f"Caching {identity} outputs of the {name} images ({len(images)} at {image_size} px, "
+        f"{variant}), once",
         flush=True,
     )
     start = time.perf_counter()
-    features = extract_features(backbone, images, image_size, batch_size, device, num_workers)
+    features = build(images)
     seconds = time.perf_counter() - start
     metadata = {
-        "backbone": backbone.identity,
+        "backbone": identity,
         "fingerprint": images.fingerprint,
         "image_size": str(image_size),
-        "transform": TRANSFORM_VERSION,
+        "transform": variant,
     }
     save_safetensors_atomic({"features": features}, path, metadata)
     _log.info(
-        "built %s features: %d images x %d at %d px in %.1f s (%.0f img/s) -> %s",
+        "built %s entry: %s from %d images at %d px in %.1f s (%.0f img/s) -> %s",
         name,
+        tuple(features.shape),
         len(features),
-        features.shape[1],
         image_size,
         seconds,
         len(features) / max(seconds, 1e-9),

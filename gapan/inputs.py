@@ -2,6 +2,8 @@
 
 `Inputs` looks the same to the loop (gapan/train.py) whichever way it is built:
 `frozen_inputs` reads backbone features cached once per data set, backbone and image size;
+`partial_inputs` reads the cached output of the backbone's frozen lower stages, for several
+augmented views of every training image, and trains the stages above;
 `finetune_inputs` decodes and augments images in DataLoader workers; `on_device_inputs` decodes
 each image once onto the training device and augments batches there (gapan/data/on_device.py).
 """
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader
 from gapan.config import ConfigError, ExperimentConfig
 from gapan.data import ImageSet, Splits
 from gapan.data.sampler import MPerClassBatchSampler
-from gapan.features import cached_features, read_cached_features
+from gapan.features import cached_features, cached_stage_outputs, read_cached_features
 from gapan.weights import backbone_identity, weights_identity
 
 # The backbone (timm) and the image transforms (torchvision) are imported by the input builders
@@ -43,7 +45,9 @@ class Inputs:
     """What the loop reads, the same way whether the backbone is frozen or fine-tuned."""
 
     in_features: int
-    backbone: torch.nn.Module | None  # None when training on cached features
+    # What the model trains of the backbone: None on cached features, its upper stages on
+    # cached stage outputs, all of it on images.
+    backbone: torch.nn.Module | None
     train_batches: Callable[[int], TrainBatches]  # epoch -> (inputs, labels, classes) batches
     steps_per_epoch: int  # batches that train_batches yields, each one optimizer step
     eval_batches: dict[str, Callable[[], Batches]]  # split name -> its batches, in order
@@ -120,6 +124,62 @@ def frozen_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -
         eval_batches={name: eval_batches(name) for name in sets},
         eval_labels={name: images.labels for name, images in sets.items()},
     )
+
+
+def partial_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Inputs:
+    """The backbone's lower stages run once, cached; its last `model.trainable_blocks` train.
+
+    Every training image has `data.cached_views` augmented views cached; each epoch shows every
+    image in a batch as one of them, drawn from (seed, epoch) so that a resumed run draws the
+    same. Evaluation reads the lower stages' output of the evaluation transform.
+    """
+    backbone, frozen, trained, identity = split_for_training(cfg)
+    train_maps, maps = cached_stage_outputs(
+        frozen,
+        identity,
+        splits.train,
+        _eval_sets(splits),
+        cfg.data.image_size,
+        cfg.data.cached_views,
+        cfg.train.eval_batch_size,
+        device,
+    )
+    sampler = _batch_sampler(cfg, splits.train.labels)
+
+    def train_batches(epoch: int) -> TrainBatches:
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+        for batch in sampler:
+            index = torch.as_tensor(batch)
+            views = torch.randint(train_maps.shape[1], (len(index),), generator=generator)
+            inputs = train_maps[index, views].to(device, torch.float32, non_blocking=True)
+            yield inputs, *_labels_and_classes(splits.train.labels[index], device)
+
+    def eval_batches(name: str) -> Callable[[], Batches]:
+        size = cfg.train.eval_batch_size
+        return lambda: ((chunk.to(device, torch.float32), None) for chunk in maps[name].split(size))
+
+    return Inputs(
+        in_features=backbone.num_features,
+        backbone=trained.to(device),
+        train_batches=train_batches,
+        steps_per_epoch=len(sampler),
+        eval_batches={name: eval_batches(name) for name in maps},
+        eval_labels={name: images.labels for name, images in _eval_sets(splits).items()},
+    )
+
+
+def split_for_training(
+    cfg: ExperimentConfig,
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, str]:
+    """The backbone, its frozen and trained parts (`gapan.backbone.split_backbone`), and the
+    identity of the frozen part: backbone, weights and cut, the key of its cached output."""
+    from gapan.backbone import build_backbone, split_backbone
+
+    backbone = build_backbone(cfg.model)
+    stages = cfg.model.trainable_blocks
+    frozen, trained = split_backbone(backbone, stages)
+    return backbone, frozen, trained, f"{backbone.identity}|frozen-below-last-{stages}-stages"
 
 
 def _image_inputs(

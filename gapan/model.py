@@ -11,7 +11,9 @@ class EmbeddingModel(nn.Module):
     """Images (or cached backbone features) to embeddings.
 
     In `frozen` mode the backbone ran once, ahead of training (gapan.features), and `backbone` is
-    None: the model takes the cached features. In `finetune` mode it takes images in [0, 1].
+    None: the model takes the cached features. In `partial` mode `backbone` is the backbone's
+    upper stages and the model takes the cached output of its lower ones. In `finetune` mode it
+    takes images in [0, 1].
     Retrieval uses the L2-normalised output (`embed`).
     """
 

@@ -41,6 +41,7 @@ from gapan.inputs import (
     finetune_inputs,
     frozen_inputs,
     on_device_inputs,
+    partial_inputs,
     resolve_device,
 )
 from gapan.losses import GapanCriterion
@@ -318,6 +319,8 @@ def train(
     splits = build_splits(cfg.data)
     if cfg.model.backbone_mode == "frozen":
         build_inputs = frozen_inputs
+    elif cfg.model.backbone_mode == "partial":
+        build_inputs = partial_inputs
     elif cfg.data.pipeline == "device":
         build_inputs = on_device_inputs
     else:

@@ -134,6 +134,22 @@ def test_a_finetune_study_trains_the_backbone_end_to_end(tmp_path, ray_instance)
         assert '"model.backbone_mode": "finetune"' in config
 
 
+@pytest.mark.slow
+def test_a_partial_study_trains_the_last_stage_on_cached_views(tmp_path, ray_instance):
+    options = StudyOptions(
+        name="partial",
+        results_dir=tmp_path,
+        smoke=True,
+        overrides={"model.backbone_mode": "partial", "data.cached_views": 2},
+    )
+    study_dir = run_study(load_space("ablate_flow_depth"), options)
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["test_map_at_r"].between(0, 1).all()
+    config = json.loads((study_dir / "trials" / trials["trial_id"][0] / "config.json").read_text())
+    assert config["model.backbone_mode"] == "partial" and config["model.trainable_blocks"] == 1
+
+
 RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').replace(
     '"train.epochs": 2', '"train.epochs": 3'
 )

@@ -25,7 +25,12 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     data.add_argument("--data-root", help="the data set folder (wesnoth: prepared cache)")
     data.add_argument("--backbone", help="a timm model name (default mobilenetv2_100)")
     data.add_argument("--pretrained", help="none, a weight file, timm, or a weight package")
-    data.add_argument("--backbone-mode", choices=["frozen", "finetune"])
+    data.add_argument(
+        "--backbone-mode",
+        choices=["frozen", "partial", "finetune"],
+        help="frozen: cached features (default); partial: the last model.trainable_blocks "
+        "stages train on cached maps of the lower ones; finetune: end to end",
+    )
     data.add_argument("--epochs", type=int)
     data.add_argument(
         "--set",

@@ -14,7 +14,7 @@ from gapan import results
 from gapan.config import ExperimentConfig, from_flat, to_flat
 from gapan.data import Splits, build_splits
 from gapan.evaluate import reference_record
-from gapan.inputs import frozen_features, resolve_device
+from gapan.inputs import frozen_features, partial_inputs, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
 from gapan.tune import cluster, folder, resume
@@ -29,8 +29,8 @@ CHECKPOINTS_KEPT = 3
 
 
 def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | None]:
-    """Fail on bad data, build the frozen-feature cache and measure the pretrained reference,
-    once, before any trial starts.
+    """Fail on bad data, build the cache of frozen outputs (features, or the lower stages' maps
+    in partial mode) and measure the pretrained reference, once, before any trial starts.
 
     Returns:
         The splits, and the backbone's feature size when its features are cached.
@@ -40,6 +40,8 @@ def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | 
     if cfg.model.backbone_mode == "frozen":
         features = frozen_features(cfg, splits, resolve_device(cfg.train.device))
         in_features = features["train"].shape[1]
+    elif cfg.model.backbone_mode == "partial":
+        partial_inputs(cfg, splits, resolve_device(cfg.train.device))  # fills the cache trials read
     if not (study_dir / results.REFERENCE_FILE).exists():
         print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
         reference = reference_record(cfg, splits)
@@ -78,14 +80,18 @@ def trained_parameters(cfg: ExperimentConfig, num_classes: int, in_features: int
             backbone is built on the meta device, which takes shapes but no memory.
     """
     count = _criterion_parameters(cfg, num_classes)
-    if in_features is None or cfg.model.backbone_mode == "finetune":
+    if in_features is None or cfg.model.backbone_mode != "frozen":
         import timm
+
+        from gapan.backbone import trained_stage_parameters
 
         with torch.device("meta"):
             backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0)
         in_features = backbone.num_features
         if cfg.model.backbone_mode == "finetune":
             count += sum(parameter.numel() for parameter in backbone.parameters())
+        elif cfg.model.backbone_mode == "partial":
+            count += trained_stage_parameters(backbone, cfg.model.trainable_blocks)
     return count + (in_features + 1) * cfg.model.embed_dim  # and the embedding head
 
 
