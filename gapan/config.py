@@ -129,6 +129,11 @@ class LossConfig:
     # An optional standard metric-learning loss trained beside (or instead of) GAPan's.
     metric: str = _one_of("none", "proxy_anchor", "norm_softmax")
     metric_weight: float = _bounded(1.0, 0.0)
+    # Proxy-Anchor's margin delta and scale alpha (its paper's values by default).
+    proxy_margin: float = _bounded(0.1, 0.0, 1.0)
+    proxy_alpha: float = _bounded(32.0, 0.0, 1000.0, low_open=True)
+    # Normalized Softmax's temperature (its paper's value by default).
+    softmax_temperature: float = _bounded(0.05, 0.0, 10.0, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapan.config import ExperimentConfig
+from gapan.config import ExperimentConfig, LossConfig
 from gapan.flow import ClassConditionalFlow, build_flow
 
 
@@ -43,8 +43,9 @@ def alignment_loss(
     return F.cross_entropy(class_scores, targets)
 
 
-def _build_metric_loss(name: str, num_classes: int, dim: int) -> nn.Module | None:
-    """Standard baselines from pytorch-metric-learning, with their papers' hyperparameters."""
+def _build_metric_loss(cfg: LossConfig, num_classes: int, dim: int) -> nn.Module | None:
+    """Standard baselines from pytorch-metric-learning (their papers' values by default)."""
+    name = cfg.metric
     if name == "none":
         return None
     # Imported here: its import is slow, and trial workers and commands without a metric loss
@@ -52,9 +53,13 @@ def _build_metric_loss(name: str, num_classes: int, dim: int) -> nn.Module | Non
     from pytorch_metric_learning import losses as metric_losses
 
     if name == "proxy_anchor":  # Kim et al., CVPR 2020
-        return metric_losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32)
+        return metric_losses.ProxyAnchorLoss(
+            num_classes, dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha
+        )
     if name == "norm_softmax":  # Zhai and Wu, BMVC 2019
-        return metric_losses.NormalizedSoftmaxLoss(num_classes, dim, temperature=0.05)
+        return metric_losses.NormalizedSoftmaxLoss(
+            num_classes, dim, temperature=cfg.softmax_temperature
+        )
     raise ValueError(f"unknown metric loss {name!r}")
 
 
@@ -72,7 +77,7 @@ class GapanCriterion(nn.Module):
         self.flow: ClassConditionalFlow | None = (
             build_flow(dim, num_classes, cfg.flow, cfg.prior) if uses_flow else None
         )
-        self.metric_loss = _build_metric_loss(cfg.loss.metric, num_classes, dim)
+        self.metric_loss = _build_metric_loss(cfg.loss, num_classes, dim)
         self.scale = math.sqrt(dim)
 
     def metric_parameters(self) -> list[nn.Parameter]:

@@ -15,7 +15,11 @@ project is installed::
 
 A search study gives ranges (``{"type": "float", "low": 1e-2, "high": 10.0, "log": True}``),
 ``NUM_SAMPLES`` and ``SCHEDULER = "asha"``; a comparison gives ``METHODS`` (name -> config
-overrides) and searches the name.
+overrides) and searches the name. A tuned comparison (``KIND = "tuned"``) gives ``METHODS`` as
+name -> ``{"fixed": {...}, "search": {...}}``: each method is searched (`StudySpace.searches`)
+over ``SEARCH`` (the ranges every method shares) and its own ranges with ``NUM_SAMPLES``
+trials, then each one's best configuration runs ``SEEDS`` fresh seeds in a comparison
+(`StudySpace.confirmation`).
 
 `optuna_distribution` turns one checked dimension into an Optuna distribution, for the studies
 and for the reports alike. This module imports neither torch nor Optuna at import time, so the
@@ -40,10 +44,12 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 SPACES_PACKAGE = "search_spaces"  # the package that ships the space files
-KINDS = ("ablation", "search", "compare")
+KINDS = ("ablation", "search", "compare", "tuned")
 DIMENSION_TYPES = ("int", "float", "categorical")
 DIMENSION_FIELDS = ("type", "values", "low", "high", "log")
 METHOD = "method"  # the knob of a comparison: names of config presets
+SEARCH_PREFIX = "search_"  # a tuned comparison's folder of each method's search
+CONFIRMATION = "confirm"  # and of the comparison of their best configurations
 
 
 class SpaceError(ValueError):
@@ -64,23 +70,63 @@ class StudySpace:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: str | None = None
     num_samples: int = 0
+    first_seed: int = 0  # seeds run are first_seed, first_seed + 1, ...
 
     @property
     def knob(self) -> str | None:
         """The one searched key of an ablation or comparison."""
-        return None if self.kind == "search" else next(iter(self.search))
+        return None if self.kind in ("search", "tuned") else next(iter(self.search))
 
     def grid(self) -> dict[str, list[Any]]:
         """Every (setting, seed) pair of an ablation or comparison."""
         return {self.knob: list(self.search[self.knob]["values"]), "train.seed": self.seed_list()}
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
+        return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def trial_count(self) -> int:
         if self.kind == "search":
             return self.num_samples * self.seeds
+        if self.kind == "tuned":
+            return len(self.methods) * (self.num_samples + self.seeds)
         return len(self.search[self.knob]["values"]) * self.seeds
+
+    def searches(self) -> dict[str, StudySpace]:
+        """A tuned comparison's search of each method: the same budget (trials, epochs, sampler)
+        over the shared ranges and the method's own, on top of its fixed keys."""
+        return {
+            method: StudySpace(
+                name=f"{SEARCH_PREFIX}{method}",
+                question=f"The best configuration of {method} on the validation classes.",
+                kind="search",
+                metric=self.metric,
+                mode=self.mode,
+                fixed={**self.fixed, **spec["fixed"]},
+                search={**self.search, **spec["search"]},
+                num_samples=self.num_samples,
+            )
+            for method, spec in self.methods.items()
+        }
+
+    def confirmation(self, best: Mapping[str, Mapping[str, Any]]) -> StudySpace:
+        """A tuned comparison's second step: every method at its fixed keys and `best` searched
+        values, over seeds that no search used."""
+        return StudySpace(
+            name=CONFIRMATION,
+            question=f"{self.question}\n\nEach method at its best configuration, fresh seeds.",
+            kind="compare",
+            metric=self.metric,
+            mode=self.mode,
+            seeds=self.seeds,
+            fixed=self.fixed,
+            search={METHOD: {"type": "categorical", "values": list(self.methods)}},
+            baseline=self.baseline,
+            methods={
+                method: {**spec["fixed"], **best[method]} for method, spec in self.methods.items()
+            },
+            # The searches ran seed 0: the winner's own run would carry its selection's luck.
+            first_seed=1,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "knob": self.knob}
@@ -97,6 +143,7 @@ _FIELDS = {
     "METHODS": "methods",
     "SCHEDULER": "scheduler",
     "NUM_SAMPLES": "num_samples",
+    "FIRST_SEED": "first_seed",
 }
 
 
@@ -205,6 +252,8 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
         fixed = {key: coerce_value(key, value) for key, value in space.fixed.items()}
     except ConfigError as error:
         raise fail(f"FIXED: {error}") from None
+    if space.kind == "tuned":
+        return _check_tuned(space, fixed, source)
     if not isinstance(space.search, dict) or not space.search:
         raise fail("SEARCH must be a non-empty dict of searched keys")
 
@@ -255,6 +304,48 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
     if space.scheduler not in (None, "asha"):
         raise fail(f"SCHEDULER must be 'asha' or None; got {space.scheduler!r}")
     return dataclasses.replace(space, fixed=fixed, search=search, methods=methods)
+
+
+def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> StudySpace:
+    """A tuned comparison: each method's search is itself a checked search study."""
+
+    def fail(message: str) -> SpaceError:
+        return SpaceError(f"{source}: {message}")
+
+    if not isinstance(space.search, dict):
+        raise fail("SEARCH must be a dict of the ranges every method searches (may be empty)")
+    if not isinstance(space.methods, dict) or len(space.methods) < 2:
+        raise fail("METHODS must name at least two methods, each {'fixed': ..., 'search': ...}")
+    if not isinstance(space.baseline, str) or space.baseline not in space.methods:
+        raise fail(f"BASELINE {space.baseline!r} is not one of METHODS")
+    if not isinstance(space.num_samples, int) or space.num_samples < 1:
+        raise fail("NUM_SAMPLES (search trials per method) must be a positive integer")
+    if space.scheduler is not None:
+        raise fail("a tuned comparison gives every trial its whole budget: no SCHEDULER")
+    methods = {}
+    for method, spec in space.methods.items():
+        if not (isinstance(method, str) and method.isidentifier()):
+            raise fail(f"METHODS: {method!r} is not a name (letters, digits, _): it names a folder")
+        if not (
+            isinstance(spec, dict)
+            and set(spec) <= {"fixed", "search"}
+            and all(isinstance(part, dict) for part in spec.values())
+        ):
+            raise fail(f"METHODS[{method!r}] must be a dict with 'fixed' and 'search' dicts")
+        spec = {"fixed": dict(spec.get("fixed", {})), "search": dict(spec.get("search", {}))}
+        clash = set(spec["search"]) & set(space.search)
+        if clash:
+            raise fail(f"METHODS[{method!r}] searches {', '.join(sorted(clash))}, shared already")
+        methods[method] = spec
+    space = dataclasses.replace(space, fixed=fixed, methods=methods)
+    for method, search in space.searches().items():
+        checked = check_space(search, f"{source}, METHODS[{method!r}] with SEARCH")
+        methods[method] = {
+            "fixed": {k: v for k, v in checked.fixed.items() if k in methods[method]["fixed"]},
+            "search": {k: v for k, v in checked.search.items() if k not in space.search},
+        }
+        shared = {key: checked.search[key] for key in space.search}
+    return dataclasses.replace(space, methods=methods, search=shared)
 
 
 def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:

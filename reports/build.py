@@ -17,6 +17,7 @@ from reports.load import REFERENCE_FILE, Results, load_results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
 from reports.reference import reference_data, reference_mismatches
 from reports.summary import Sentence, ablation_summary, search_summary
+from reports.tuned import TunedParts, budget_table, tuned_parts
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,19 @@ def build_report(
         ResultsError: The folder is not a readable results folder (`UnfinishedStudyError`: its
             study has not written its tables yet).
     """
-    results = load_results(results_dir)
-    out = Path(out) if out is not None else results.directory / "report.html"
+    tuned = tuned_parts(results_dir)
+    if tuned is not None:
+        for part in tuned.searches.values():
+            build_report(part.directory, on_note=on_note)
+    results = tuned.confirmation if tuned is not None else load_results(results_dir)
+    out = Path(out) if out is not None else Path(results_dir) / "report.html"
     report = _Report(results)
     if results.is_ablation:
         report.ablation()
     else:
         report.search()
+    if tuned is not None:
+        report.tuned(tuned)
     report.common()
     for name, table in report.tables.items():
         # Every text cell quoted: a bare carriage return in one would split its row.
@@ -80,6 +87,9 @@ class _Report:
         ]
         self.tables: dict[str, pd.DataFrame] = {}
         self.reference = reference_data(results)
+        self.title = results.name
+        self.question = str(results.study.get("question") or "")
+        self.kind = results.kind
 
     def guarded(self, part: str, make: Callable[[], None]) -> None:
         """Run one part; a failure becomes a visible note rather than no report at all."""
@@ -295,6 +305,58 @@ class _Report:
             parts.append(figure_html(figure, div_id, captions[name]))
         self.add("importances", "What mattered", *parts)
 
+    # Tuned comparisons: the confirmation above, each method's search here.
+
+    def tuned(self, parts: TunedParts) -> None:
+        self.title, self.question = parts.name, parts.question
+        self.kind = "tuned: each method searched, then compared"
+        budgets = budget_table(parts)
+        self.tables["searches"] = budgets
+        sections = [
+            paragraph(
+                "Every method was searched on the validation classes with the same budget; the "
+                "comparisons above ran each method's best configuration with fresh seeds (the "
+                "searches ran seed 0). Each search's full report is in its folder.",
+                "lead",
+            ),
+            table_html(budgets, caption="Each method's search: trials, time, best validation"),
+        ]
+        for method, results in parts.searches.items():
+            self.guarded(
+                f"search of {method}",
+                lambda m=method, r=results: sections.extend(self._search_parts(m, r)),
+            )
+        self.add("searches", "The searches behind each method's configuration", *sections)
+
+    def _search_parts(self, method: str, results: Results) -> list[str]:
+        history = figures.history_data(results)
+        reference = None if self.reference is None else self.reference["validation"]
+        figure = figures.draw_history(history, results.metric, reference)
+        parts = [f"<h3>{page.escape(method)}</h3>"]
+        parts.append(
+            figure_html(
+                figure,
+                f"figure-history-{method}",
+                f"{method}: each trial's final validation metric and the best so far.",
+            )
+        )
+        best = tables.best_trial(results)
+        columns = ['<div class="columns">']
+        if best is not None:
+            config = tables.best_trial_config(results, best)
+            columns.append(pairs_html(config, caption="Best searched values (confirmed above)"))
+        try:
+            importances = figures.importance_data(
+                search.param_importances(search.optuna_study(results))
+            )
+            self.tables[f"importances_{method}"] = importances
+            columns.append(
+                table_html(importances, caption="Parameter importances (optuna.importance)")
+            )
+        except ValueError as error:
+            columns.append(paragraph(f"No parameter importances: {error}"))
+        return [*parts, *columns, "</div>"]
+
     # Every report.
 
     def common(self) -> None:
@@ -372,7 +434,7 @@ class _Report:
     def html(self) -> str:
         results = self.results
         study = results.study
-        facts = [("kind", results.kind), ("metric", f"{results.metric} ({results.mode})")]
+        facts = [("kind", self.kind), ("metric", f"{results.metric} ({results.mode})")]
         if results.is_ablation:
             facts += [("knob", results.knob), ("baseline", str(study.get("baseline")))]
             facts.append(("seeds", str(study.get("seeds", ""))))
@@ -380,8 +442,8 @@ class _Report:
         facts.append(("trials", str(len(results.trials))))
         generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         return page.render_page(
-            title=results.name,
-            question=str(study.get("question") or ""),
+            title=self.title,
+            question=self.question,
             facts=facts,
             notes=self.notes,
             summary=self.summary,

@@ -233,7 +233,7 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
     """Notes on the trials the study planned (study.json) that trials.csv lacks.
 
     An ablation or comparison plans every setting (its knob's ``values``, or its ``methods``)
-    with every seed 0 .. ``seeds`` - 1; a search plans ``num_samples`` trials. A trial counts as
+    with every seed ``first_seed`` .. ``first_seed + seeds - 1``; a search plans ``num_samples`` trials. A trial counts as
     present whatever its status; rows left out as malformed count as missing.
     """
     if study["kind"] == "search":
@@ -256,9 +256,11 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
         for setting, seed in zip(trials["setting"], trials["seed"], strict=True)
         if isinstance(seed, int | float) and math.isfinite(seed)
     }
+    first = study.get("first_seed", 0)
+    first = first if isinstance(first, int) and not isinstance(first, bool) else 0
     missing = [
         (value, seed)
-        for seed in range(seeds)
+        for seed in range(first, first + seeds)
         for value in values
         if not any(same_setting(setting, value) and seed == run for setting, run in present)
     ]

@@ -70,3 +70,26 @@ def test_a_pure_baseline_builds_no_flow():
     assert criterion.flow is None
     parts = criterion(torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2]))
     assert set(parts) == {"loss", "metric"}
+
+
+def test_the_baselines_take_their_hyperparameters_from_the_config():
+    baseline = {"loss.align_weight": 0.0, "loss.nll_weight": 0.0}
+    proxy = criterion_for(
+        **baseline, **{"loss.metric": "proxy_anchor", "loss.proxy_margin": 0.3}
+    ).metric_loss
+    assert (proxy.margin, proxy.alpha) == (0.3, 32.0)
+    proxy = criterion_for(**baseline, **{"loss.metric": "proxy_anchor", "loss.proxy_alpha": 8.0})
+    assert (proxy.metric_loss.margin, proxy.metric_loss.alpha) == (0.1, 8.0)
+    softmax = criterion_for(
+        **baseline, **{"loss.metric": "norm_softmax", "loss.softmax_temperature": 0.2}
+    ).metric_loss
+    assert softmax.temperature == 0.2
+    # The temperature changes the loss of the same embeddings.
+    embeddings, labels = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    losses = [
+        criterion_for(**baseline, **{"loss.metric": "norm_softmax", "loss.softmax_temperature": t})(
+            embeddings, labels
+        )["metric"]
+        for t in (0.05, 0.5)
+    ]
+    assert not torch.isclose(losses[0], losses[1])

@@ -273,3 +273,76 @@ def test_any_field_value_gives_a_space_or_a_space_error(field, value):
         parse_space(text, "fuzz")
     except SpaceError:
         pass
+
+
+TUNED = '''"""Q?"""
+KIND = "tuned"
+METRIC = "val_map_at_r"
+MODE = "max"
+SEEDS = 3
+NUM_SAMPLES = 4
+FIXED = {"train.epochs": 3}
+SEARCH = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+METHODS = {
+    "gapan": {"fixed": {}, "search": {"flow.depth": {"type": "int", "low": 1, "high": 4}}},
+    "proxy_anchor": {
+        "fixed": {"loss.metric": "proxy_anchor", "loss.align_weight": 0.0},
+        "search": {"loss.proxy_margin": {"type": "float", "low": 0.0, "high": 0.5}},
+    },
+}
+BASELINE = "gapan"
+'''
+
+
+def test_a_tuned_comparison_searches_every_method_with_the_same_budget():
+    space = parse_space(TUNED, "tuned")
+    searches = space.searches()
+    assert list(searches) == ["gapan", "proxy_anchor"]
+    for method, search in searches.items():
+        assert search.kind == "search" and search.num_samples == 4 and search.scheduler is None
+        assert search.fixed["train.epochs"] == 3 and "optim.lr" in search.search
+        assert search.name == f"search_{method}"
+    assert set(searches["proxy_anchor"].search) == {"optim.lr", "loss.proxy_margin"}
+    assert searches["proxy_anchor"].fixed["loss.metric"] == "proxy_anchor"
+    confirmation = space.confirmation(
+        {"gapan": {"optim.lr": 1e-3, "flow.depth": 2}, "proxy_anchor": {"optim.lr": 2e-3}}
+    )
+    assert confirmation.kind == "compare" and confirmation.baseline == "gapan"
+    assert confirmation.seed_list() == [1, 2, 3]  # never the searches' seed 0
+    assert confirmation.methods["proxy_anchor"] == {
+        "loss.metric": "proxy_anchor",
+        "loss.align_weight": 0.0,
+        "optim.lr": 2e-3,
+    }
+    assert space.trial_count() == 2 * (4 + 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('BASELINE = "gapan"', 'BASELINE = "gapan2"'), "BASELINE"),
+        (("NUM_SAMPLES = 4", "NUM_SAMPLES = 0"), "NUM_SAMPLES"),
+        (("NUM_SAMPLES = 4", 'NUM_SAMPLES = 4\nSCHEDULER = "asha"'), "whole budget"),
+        (('"search": {"flow.depth"', '"search": {"optim.lr"'), "shared already"),
+        (
+            ('"flow.depth": {"type": "int", "low": 1', '"flow.dept": {"type": "int", "low": 1'),
+            "gapan",
+        ),
+        (('"proxy_anchor": {', '"../x": {'), "names a folder"),
+        (('"fixed": {}, ', '"fixed": [], '), "dicts"),
+        (('"loss.proxy_margin": {"type"', '"loss.align_weight": {"type"'), "both FIXED and"),
+    ],
+)
+def test_broken_tuned_comparisons_name_the_field(change, message):
+    old, new = change
+    assert old in TUNED
+    with pytest.raises(SpaceError, match=message):
+        parse_space(TUNED.replace(old, new), "broken")
+
+
+@given(st.sampled_from(["SEARCH", "FIXED", "METHODS", "NUM_SAMPLES", "BASELINE"]), literals)
+def test_any_tuned_field_value_gives_a_space_or_a_space_error(field, value):
+    try:
+        parse_space(TUNED + f"\n{field} = {value!r}\n", "fuzz")
+    except SpaceError:
+        pass

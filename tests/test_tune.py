@@ -1,5 +1,6 @@
 """Studies on real Ray Tune and Optuna: a small end-to-end ablation, and resuming a killed one."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -148,6 +149,35 @@ def test_a_partial_study_trains_the_last_stage_on_cached_views(tmp_path, ray_ins
     assert trials["test_map_at_r"].between(0, 1).all()
     config = json.loads((study_dir / "trials" / trials["trial_id"][0] / "config.json").read_text())
     assert config["model.backbone_mode"] == "partial" and config["model.trainable_blocks"] == 1
+
+
+@pytest.mark.slow
+def test_a_tuned_comparison_confirms_each_methods_best_search_trial(tmp_path, ray_instance):
+    options = StudyOptions(name="tuned", results_dir=tmp_path, smoke=True)
+    study_dir = run_study(load_space("compare_tuned"), options)
+    methods = ["gapan", "gapan_no_flow", "proxy_anchor", "norm_softmax"]
+    confirmed = pd.read_csv(study_dir / "confirm" / "trials.csv", dtype={"trial_id": str})
+    assert sorted(confirmed["setting"]) == sorted(methods * 2)
+    assert set(confirmed["seed"]) == {1, 2}  # fresh seeds: the searches ran seed 0
+    for method in methods:
+        searched = pd.read_csv(study_dir / f"search_{method}" / "trials.csv", dtype=str)
+        assert len(searched) == 2 and set(searched["seed"]) == {"0"}  # the same budget each
+        scores = searched["val_map_at_r"].astype(float)
+        best_id = searched["trial_id"][scores.idxmax()]
+        best = json.loads(
+            (study_dir / f"search_{method}" / "trials" / best_id / "config.json").read_text()
+        )
+        run_id = confirmed.loc[confirmed["setting"] == method, "trial_id"].iloc[0]
+        ran = json.loads((study_dir / "confirm" / "trials" / run_id / "config.json").read_text())
+        searched_keys = [c.removeprefix("config/") for c in searched if c.startswith("config/")]
+        assert {key: ran[key] for key in searched_keys} == {key: best[key] for key in searched_keys}
+    report = build_report(study_dir).read_text()
+    assert "The searches behind each method" in report and "figure-history-norm_softmax" in report
+    assert (study_dir / "search_gapan" / "report.html").exists()
+
+    again = run_study(load_space("compare_tuned"), dataclasses.replace(options, resume=True))
+    kept = pd.read_csv(again / "confirm" / "trials.csv", dtype={"trial_id": str})
+    assert list(kept["trial_id"]) == list(confirmed["trial_id"])  # nothing ran again
 
 
 RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').replace(

@@ -62,6 +62,8 @@ def check_name(name: str) -> None:
 def smoke_space(space: StudySpace) -> StudySpace:
     """Two settings (the baseline first), two seeds, two epochs, a small slice of classes."""
     fixed = {**space.fixed, "train.epochs": 2, "data.max_classes": 24}
+    if space.kind == "tuned":  # every method, searched and confirmed at the smallest size
+        return dataclasses.replace(space, fixed=fixed, num_samples=2, seeds=2)
     if space.kind == "search":
         return dataclasses.replace(space, fixed=fixed, num_samples=4)
     knob = space.knob
@@ -77,9 +79,12 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
         space = smoke_space(space)
     if options.seeds is not None and space.kind != "search":
         space = dataclasses.replace(space, seeds=options.seeds)
-    if options.num_samples is not None and space.kind == "search":
+    if options.num_samples is not None and space.kind in ("search", "tuned"):
         space = dataclasses.replace(space, num_samples=options.num_samples)
-    searched = set(space.search) & set(options.overrides)
+    searched = set(options.overrides) & {
+        *space.search,
+        *(key for spec in space.methods.values() if "search" in spec for key in spec["search"]),
+    }
     if searched:
         raise StudyError(
             f"{', '.join(sorted(searched))} is searched by this study; it cannot "

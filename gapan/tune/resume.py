@@ -44,7 +44,8 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
         )
     check_trusted(study_dir)
     check_experiment_state(study_dir)
-    saved = read_study_file(study_dir)
+    # A study written before seeds could start elsewhere than 0 started them at 0.
+    saved = {"first_seed": 0, **read_study_file(study_dir)}
     wanted = space.to_dict()
     differs = [
         k
@@ -58,6 +59,7 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
             "fixed",
             "methods",
             "num_samples",
+            "first_seed",
         )
         if saved.get(k) != wanted.get(k)
     ]

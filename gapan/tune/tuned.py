@@ -1,0 +1,103 @@
+"""`run_tuned`: a tuned comparison, as studies that `run_study` runs one after another.
+
+The study folder holds one search study per method (``search_<method>/``), each with the same
+budget, and the comparison of their best configurations over fresh seeds (``confirm/``). Its
+own study.json says what the parts are, for the report. Each part is an ordinary study: it
+resumes, and is reported, like any other. Nothing is chosen on the test classes: a method's
+best configuration is its best trial by the validation metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gapan import results
+from gapan.space import StudySpace
+from gapan.tune import folder
+from gapan.tune.options import StudyError, StudyOptions, apply_options
+from gapan.tune.runner import run_study
+
+
+def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
+    """Search every method, then confirm each one's best configuration; return the folder.
+
+    Each part is run by `gapan.tune.runner.run_study`. With ``options.resume`` the parts
+    already finished are kept as they are, the one that stopped is resumed and those never
+    started are started.
+    """
+    space = apply_options(space, options)
+    study_dir = options.study_dir
+    if options.resume:
+        if not (study_dir / results.STUDY_FILE).exists():
+            raise StudyError(
+                f"{study_dir} holds no tuned comparison to resume; run without --resume to start it"
+            )
+    else:
+        folder.check_new(study_dir)
+        folder.check_writable(study_dir)
+    results.write_study(study_dir, space, {"folder": str(study_dir)})
+    best = {}
+    for method, search in space.searches().items():
+        part = _run_part(search, options, study_dir)
+        best[method] = best_configuration(part, search)
+    _run_part(space.confirmation(best), options, study_dir)
+    return study_dir
+
+
+def _run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
+    """One part, run in the tuned study's folder, unless it finished before."""
+    part_dir = study_dir / part.name
+    if options.resume and finished(part_dir, part):
+        print(f"{part_dir} finished before; kept as it is", flush=True)
+        return part_dir
+    part_options = dataclasses.replace(
+        options,
+        name=part.name,
+        storage=str(study_dir),
+        # The tuned study applied these to every part already.
+        overrides={},
+        smoke=False,
+        seeds=None,
+        num_samples=None,
+        resume=options.resume and (part_dir / results.STUDY_FILE).exists(),
+    )
+    print(f"Running {part_dir.name} ({part.trial_count()} trials)", flush=True)
+    return run_study(part, part_options)
+
+
+def finished(part_dir: Path, part: StudySpace) -> bool:
+    """Whether a part wrote its tables with every planned trial ended."""
+    try:
+        trials = pd.read_csv(part_dir / results.TRIALS_FILE)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return False
+    ended = trials["status"].isin(results.ENDED).all() if "status" in trials else False
+    return len(trials) == part.trial_count() and bool(ended)
+
+
+def best_configuration(part_dir: Path, search: StudySpace) -> dict[str, Any]:
+    """The searched values of a search's best completed trial by its validation metric, as the
+    trial trained them (its config.json, typed), so the confirmation runs exactly them."""
+    trials = pd.read_csv(part_dir / results.TRIALS_FILE, dtype={"trial_id": str})
+    scored = trials[(trials["status"] == "completed") & trials[search.metric].notna()]
+    if scored.empty:
+        raise StudyError(
+            f"no trial of {part_dir} completed with a {search.metric}, so it has no best "
+            "configuration to confirm; see its trials.csv for the errors, fix them and run "
+            "again with a new --name"
+        )
+    order = scored.sort_values(search.metric, ascending=search.mode == "min", kind="stable")
+    trial_id = order["trial_id"].iloc[0]
+    config_path = part_dir / results.TRIALS_DIR / trial_id / "config.json"
+    config = json.loads(config_path.read_text())
+    chosen = {key: config[key] for key in search.search}
+    for key, value in chosen.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StudyError(f"{config_path}: {key} is {value}, not a usable setting")
+    return chosen

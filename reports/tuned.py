@@ -1,0 +1,67 @@
+"""A tuned comparison's results: its confirmation study and each method's search, and the
+table that shows their budgets were equal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gapan.space import CONFIRMATION, SEARCH_PREFIX
+from reports.load import STUDY_FILE, Results, ResultsError, load_results, usable_trials
+
+
+@dataclass(frozen=True)
+class TunedParts:
+    name: str
+    question: str
+    searches: dict[str, Results]  # method -> its search
+    confirmation: Results
+
+
+def tuned_parts(results_dir: Path | str) -> TunedParts | None:
+    """The parts of a tuned comparison's folder, or None for any other study's folder.
+
+    Raises:
+        ResultsError: A part is missing or unreadable; the message names it.
+    """
+    directory = Path(results_dir)
+    try:
+        study = json.loads((directory / STUDY_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # load_results names the problem
+    if not isinstance(study, dict) or study.get("kind") != "tuned":
+        return None
+    methods = study.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ResultsError(f"{directory / STUDY_FILE} names no methods")
+    searches = {method: load_results(directory / f"{SEARCH_PREFIX}{method}") for method in methods}
+    return TunedParts(
+        name=str(study.get("name") or directory.name),
+        question=str(study.get("question") or ""),
+        searches=searches,
+        confirmation=load_results(directory / CONFIRMATION),
+    )
+
+
+def budget_table(parts: TunedParts) -> pd.DataFrame:
+    """Per method: trials run and completed, epochs, summed trial time and best validation."""
+    rows = []
+    for method, results in parts.searches.items():
+        trials = results.trials
+        usable = usable_trials(results)
+        metric = results.metric
+        best = usable[metric].max() if results.mode == "max" else usable[metric].min()
+        rows.append(
+            {
+                "method": method,
+                "trials": len(trials),
+                "completed": int((trials["status"] == "completed").sum()),
+                "epochs per trial": int(trials["epochs"].max()) if len(trials) else 0,
+                "trial time (s)": float(trials["time_total_s"].sum()),
+                f"best {metric}": float(best) if len(usable) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
