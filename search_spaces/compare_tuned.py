@@ -16,7 +16,7 @@ SEEDS = 5
 FIXED = {"train.epochs": 8}
 SEARCH = {
     "optim.lr": {"type": "float", "low": 3e-5, "high": 3e-3, "log": True},
-    "optim.backbone_lr": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
+    "optim.backbone_lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
 }
 METHODS = {
     "gapan": {
