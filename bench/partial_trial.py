@@ -34,9 +34,13 @@ def cache_figures(cfg: ExperimentConfig) -> dict[str, Any]:
     """Build the stage-output cache in the current cache root, which the caller made empty."""
     splits = build_splits(cfg.data)
     device = torch.device("cpu")
+    # Seeded as `train` seeds before building its inputs: random weights (model.pretrained=none)
+    # are then the trial's own, and so is the cache entry, keyed by the weights' identity.
+    torch.manual_seed(cfg.train.seed)
     started = time.perf_counter()
     partial_inputs(cfg, splits, device)
     build = time.perf_counter() - started
+    torch.manual_seed(cfg.train.seed)
     started = time.perf_counter()
     inputs = partial_inputs(cfg, splits, device)
     load = time.perf_counter() - started

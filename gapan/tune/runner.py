@@ -41,6 +41,9 @@ def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | 
         features = frozen_features(cfg, splits, resolve_device(cfg.train.device))
         in_features = features["train"].shape[1]
     elif cfg.model.backbone_mode == "partial":
+        # Seeded as a trial seeds its backbone: random weights (model.pretrained=none) differ by
+        # seed, and so do their cache entries; pretrained ones share one.
+        torch.manual_seed(cfg.train.seed)
         partial_inputs(cfg, splits, resolve_device(cfg.train.device))  # fills the cache trials read
     if not (study_dir / results.REFERENCE_FILE).exists():
         print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
