@@ -233,8 +233,9 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
     """Notes on the trials the study planned (study.json) that trials.csv lacks.
 
     An ablation or comparison plans every setting (its knob's ``values``, or its ``methods``)
-    with every seed ``first_seed`` .. ``first_seed + seeds - 1``; a search plans ``num_samples`` trials. A trial counts as
-    present whatever its status; rows left out as malformed count as missing.
+    with every seed ``first_seed`` .. ``first_seed + seeds - 1``; a search plans
+    ``num_samples`` trials. A trial counts as present whatever its status; rows left out as
+    malformed count as missing.
     """
     if study["kind"] == "search":
         planned = study.get("num_samples")
