@@ -116,13 +116,15 @@ def stage_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[st
     return layers, stage_ends
 
 
-def split_backbone(backbone: Backbone, trainable_stages: int) -> tuple[nn.Module, nn.Module]:
+def split_backbone(
+    backbone: Backbone, trainable_stages: int, image_size: int = 64
+) -> tuple[nn.Module, nn.Module]:
     """The backbone cut before its last `trainable_stages` stages: (frozen part, trained part).
 
     The frozen part takes images in [0, 1] to feature maps (normalising them first); the trained
     part takes those maps to pooled features, so ``trained(frozen(x))`` is ``backbone(x)``. The
-    cut is checked on a small image: a model whose forward is not its layers in sequence
-    (a transformer with position embeddings, a U-Net) is refused.
+    cut is checked on images of `image_size`: a model whose forward is not its layers in
+    sequence (a transformer with position embeddings, a U-Net) is refused.
 
     Raises:
         ConfigError: the backbone has no stages to cut at, too few stages, or a forward that
@@ -142,23 +144,29 @@ def split_backbone(backbone: Backbone, trainable_stages: int) -> tuple[nn.Module
             f"that can train ({', '.join(stage_ends[1:])}); choose 1 to {usable}, or "
             "model.backbone_mode=finetune to train all of it."
         )
-    cut = names.index(stage_ends[-(trainable_stages + 1)]) + 1
+    cut = names.index(cut_layer(backbone.model, trainable_stages)) + 1
     frozen = nn.Sequential(_Normalise(backbone.mean, backbone.std), *[m for _, m in layers[:cut]])
     trained = nn.Sequential(*[module for _, module in layers[cut:]])
-    _check_cut(backbone, frozen, trained)
+    _check_cut(backbone, frozen, trained, image_size)
     return frozen.eval().requires_grad_(False), trained
 
 
-def _check_cut(backbone: Backbone, frozen: nn.Module, trained: nn.Module) -> None:
+def cut_layer(model: nn.Module, trainable_stages: int) -> str:
+    """The name of the last frozen layer when the last `trainable_stages` stages train."""
+    _, stage_ends = stage_layers(model)
+    return stage_ends[-(min(trainable_stages, len(stage_ends) - 1) + 1)]
+
+
+def _check_cut(backbone: Backbone, frozen: nn.Module, trained: nn.Module, size: int) -> None:
     was_training = backbone.training
     backbone.eval()
-    probe = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.inference_mode():
             whole = backbone(probe)
             parts = trained(frozen(probe))
         same = parts.shape == whole.shape and torch.allclose(parts, whole, atol=1e-4, rtol=1e-3)
-    except (RuntimeError, ValueError, TypeError):  # layers that do not fit in sequence
+    except Exception:  # noqa: BLE001 - layers that do not fit in sequence fail in any way
         same = False
     backbone.train(was_training)
     if not same:
@@ -171,8 +179,6 @@ def _check_cut(backbone: Backbone, frozen: nn.Module, trained: nn.Module) -> Non
 def trained_stage_parameters(model: nn.Module, trainable_stages: int) -> int:
     """Parameters of the layers `split_backbone` trains, from the structure alone (a model on
     the meta device will do)."""
-    layers, stage_ends = stage_layers(model)
-    names = [name for name, _ in layers]
-    stage = stage_ends[-(min(trainable_stages, len(stage_ends) - 1) + 1)]
-    cut = names.index(stage) + 1
+    layers, _ = stage_layers(model)
+    cut = [name for name, _ in layers].index(cut_layer(model, trainable_stages)) + 1
     return sum(p.numel() for _, module in layers[cut:] for p in module.parameters())

@@ -58,7 +58,8 @@ class DataConfig:
     # batches there (gapan/data/on_device.py): faster, at the cost of device memory.
     pipeline: str = _one_of("workers", "device")
     # Partial mode: augmented views (random resized crop and flip) of every training image whose
-    # frozen-stage output is cached; each epoch shows every image as one of them, drawn per seed.
+    # frozen-stage output is cached. The views are the same for every seed (they are drawn once,
+    # for the cache); each time a batch holds an image, it shows one view, drawn per seed.
     cached_views: int = _bounded(4, 1, 64)
 
 
@@ -72,9 +73,9 @@ class ModelConfig:
     # `partial`: the lower stages are frozen and their output cached for `data.cached_views`
     # augmented views of every image, and the last `trainable_blocks` stages train.
     backbone_mode: str = _one_of("frozen", "finetune", "partial")
-    # Partial mode: how many of the backbone's last stages train, counted in timm's feature
-    # stages (the model's `feature_info`: one per change of resolution), with the layers after
-    # the last stage. The backbone has one stage fewer than its feature_info entries to give.
+    # Partial mode: how many of the backbone's last stages train (with the layers after them),
+    # counted in timm's feature stages: the model's `feature_info`, one per change of
+    # resolution. The first (the stem) always stays frozen.
     trainable_blocks: int = _bounded(1, 1, 16)
     # Size of the retrieval embedding.
     embed_dim: int = _bounded(512, 2, 8192)

@@ -174,12 +174,17 @@ def split_for_training(
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, str]:
     """The backbone, its frozen and trained parts (`gapan.backbone.split_backbone`), and the
     identity of the frozen part: backbone, weights and cut, the key of its cached output."""
-    from gapan.backbone import build_backbone, split_backbone
+    from gapan.backbone import build_backbone, cut_layer, split_backbone
 
     backbone = build_backbone(cfg.model)
     stages = cfg.model.trainable_blocks
-    frozen, trained = split_backbone(backbone, stages)
-    return backbone, frozen, trained, f"{backbone.identity}|frozen-below-last-{stages}-stages"
+    frozen, trained = split_backbone(backbone, stages, cfg.data.image_size)
+    return (
+        backbone,
+        frozen,
+        trained,
+        f"{backbone.identity}|frozen-through-{cut_layer(backbone.model, stages)}",
+    )
 
 
 def _image_inputs(

@@ -70,7 +70,7 @@ class StudySpace:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: str | None = None
     num_samples: int = 0
-    first_seed: int = 0  # seeds run are first_seed, first_seed + 1, ...
+    first_seed: int = 0  # seeds run are first_seed, first_seed + 1, ... (set by the runner)
 
     @property
     def knob(self) -> str | None:
@@ -143,7 +143,6 @@ _FIELDS = {
     "METHODS": "methods",
     "SCHEDULER": "scheduler",
     "NUM_SAMPLES": "num_samples",
-    "FIRST_SEED": "first_seed",
 }
 
 
@@ -337,6 +336,12 @@ def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> Study
         if clash:
             raise fail(f"METHODS[{method!r}] searches {', '.join(sorted(clash))}, shared already")
         methods[method] = spec
+    seeded = [name for name, spec in methods.items() if "train.seed" in spec["fixed"]]
+    if "train.seed" in fixed or seeded:
+        raise fail(
+            "train.seed is the study's to choose in a tuned comparison (seed 0 for every "
+            "search, 1 to SEEDS for the confirmation); leave it out of FIXED, METHODS and --set"
+        )
     space = dataclasses.replace(space, fixed=fixed, methods=methods)
     for method, search in space.searches().items():
         checked = check_space(search, f"{source}, METHODS[{method!r}] with SEARCH")

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gapan.sequential import holm
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 # Below this many pairs no test is run; from the second threshold on, Wilcoxon replaces the t-test
@@ -144,24 +146,6 @@ def cohens_dz(differences: Sequence[float] | np.ndarray | pd.Series) -> float:
     if spread <= 1e-12 * max(1.0, float(np.abs(array).max())):
         return math.nan
     return float(array.mean() / spread)
-
-
-def holm(p_values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
-    """Holm's step-down adjusted p-values, in the input's order; NaN stays NaN and is not counted.
-
-    The k-th smallest of m p-values (k from 0) is multiplied by m - k, then a running maximum
-    keeps the adjusted values in the order of the raw ones, capped at 1.
-    """
-    raw = np.asarray(p_values, dtype=float)
-    adjusted = np.full(raw.shape, np.nan)
-    valid = np.flatnonzero(np.isfinite(raw))
-    m = len(valid)
-    order = valid[np.argsort(raw[valid], kind="stable")]
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * raw[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def paired_differences(values: pd.DataFrame, setting: str, baseline: str) -> pd.DataFrame:

@@ -99,11 +99,10 @@ def test_gradients_reach_the_trained_stages_and_never_the_frozen_ones():
     assert all(grad is not None for grad in stage_grads)
     assert sum(float(grad.abs().sum()) for grad in stage_grads) > 0
     # The frozen stages are not part of the model: their output came from the cache.
-    frozen, trained = split_backbone(Backbone(cfg.model.backbone, cfg.model.pretrained), 1)
+    _, trained = split_backbone(Backbone(cfg.model.backbone, cfg.model.pretrained), 1)
     assert sum(p.numel() for p in model.backbone.parameters()) == sum(
         p.numel() for p in trained.parameters()
     )
-    assert not any(p.requires_grad for p in frozen.parameters())
 
 
 @pytest.mark.slow
@@ -131,3 +130,32 @@ def test_partial_mode_trains_alone_from_the_command_line(tmp_path):
         and not torch.equal(value, start[key.removeprefix("backbone.")])
     ]
     assert moved  # the trained stages left their pretrained weights
+
+
+def test_each_seed_draws_its_own_views_and_draws_them_again_on_resume():
+    cfg = from_flat(SLICE)
+    splits = build_splits(cfg.data)
+    inputs = partial_inputs(cfg, splits, torch.device("cpu"))
+    first = [maps for maps, _, _ in inputs.train_batches(1)]
+    again = [maps for maps, _, _ in inputs.train_batches(1)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    other = partial_inputs(from_flat({**SLICE, "train.seed": 1}), splits, torch.device("cpu"))
+    assert not torch.equal(first[0], next(other.train_batches(1))[0])
+
+
+def test_the_optimizer_trains_the_last_stages_head_and_flow_and_nothing_below():
+    from gapan.train import build_optimizer
+
+    cfg = from_flat(SLICE)
+    splits = build_splits(cfg.data)
+    inputs = partial_inputs(cfg, splits, torch.device("cpu"))
+    model = EmbeddingModel(inputs.backbone, inputs.in_features, cfg.model.embed_dim)
+    criterion = GapanCriterion(cfg, splits.train.num_classes, cfg.model.embed_dim)
+    optimizer = build_optimizer(cfg, model, criterion)
+    trained = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    with torch.device("meta"):
+        backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0)
+    stages = trained_stage_parameters(backbone, cfg.model.trainable_blocks)
+    head_and_flow = sum(p.numel() for p in [*model.head.parameters(), *criterion.parameters()])
+    assert trained == stages + head_and_flow
+    assert 0 < stages < sum(p.numel() for p in backbone.parameters())

@@ -346,3 +346,12 @@ def test_any_tuned_field_value_gives_a_space_or_a_space_error(field, value):
         parse_space(TUNED + f"\n{field} = {value!r}\n", "fuzz")
     except SpaceError:
         pass
+
+
+def test_the_seeds_of_a_tuned_comparison_are_the_studys_to_choose():
+    with pytest.raises(SpaceError, match="train.seed is the study's to choose"):
+        parse_space(
+            TUNED.replace('{"train.epochs": 3}', '{"train.epochs": 3, "train.seed": 2}'), "t"
+        )
+    with pytest.raises(SpaceError, match="train.seed is the study's to choose"):
+        parse_space(TUNED.replace('"fixed": {}', '"fixed": {"train.seed": 1}'), "t")

@@ -27,6 +27,13 @@ class StudyOptions:
     max_concurrent: int = 0  # 0: as many as the resources allow
     num_samples: int | None = None  # search studies: trials to sample
     seeds: int | None = None  # ablations and comparisons: seeds per setting
+    # Adaptive seeds (ablations and comparisons): rounds of one more seed for every setting whose
+    # comparison with the baseline is undecided (gapan/tune/adaptive.py, gapan/sequential.py).
+    adaptive: bool = False
+    min_seeds: int = 3
+    max_seeds: int = 10
+    precision: float = 0.0  # decided once the interval is narrower than +- this; 0: never
+    budget_minutes: float | None = None  # no new round starts after this much of the run
     address: str | None = None  # join a running Ray cluster ("auto" or host:port)
     storage: str | None = None  # shared folder for a multi-node study (default: results_dir)
     resume: bool = False
@@ -60,7 +67,8 @@ def check_name(name: str) -> None:
 
 
 def smoke_space(space: StudySpace) -> StudySpace:
-    """Two settings (the baseline first), two seeds, two epochs, a small slice of classes."""
+    """Two settings (the baseline first), two seeds, two epochs, a small slice of classes; a
+    search samples four trials, and a tuned comparison searches two per method."""
     fixed = {**space.fixed, "train.epochs": 2, "data.max_classes": 24}
     if space.kind == "tuned":  # every method, searched and confirmed at the smallest size
         return dataclasses.replace(space, fixed=fixed, num_samples=2, seeds=2)

@@ -19,6 +19,28 @@ from gapan.tune.folder import TUNE_DIR, started, study_artefacts
 from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
 
+# What a resumed study must share with the one that started.
+SAME_ON_RESUME = (
+    "name",
+    "kind",
+    "metric",
+    "mode",
+    "search",
+    "seeds",
+    "fixed",
+    "methods",
+    "num_samples",
+    "first_seed",
+)
+
+
+def changed_fields(saved: dict, space: StudySpace) -> list[str]:
+    """The fields of a study.json that `space` would write differently."""
+    # A study written before seeds could start elsewhere than 0 started them at 0.
+    saved = {"first_seed": 0, **saved}
+    wanted = space.to_dict()
+    return [key for key in SAME_ON_RESUME if saved.get(key) != wanted.get(key)]
+
 
 def check_resumable(study_dir: Path, space: StudySpace) -> None:
     """Refuse a resume that cannot work, saying why and what to do instead."""
@@ -44,25 +66,8 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
         )
     check_trusted(study_dir)
     check_experiment_state(study_dir)
-    # A study written before seeds could start elsewhere than 0 started them at 0.
-    saved = {"first_seed": 0, **read_study_file(study_dir)}
-    wanted = space.to_dict()
-    differs = [
-        k
-        for k in (
-            "name",
-            "kind",
-            "metric",
-            "mode",
-            "search",
-            "seeds",
-            "fixed",
-            "methods",
-            "num_samples",
-            "first_seed",
-        )
-        if saved.get(k) != wanted.get(k)
-    ]
+    saved = read_study_file(study_dir)
+    differs = changed_fields(saved, space)
     if saved.get("folder") not in (None, str(study_dir)):
         raise StudyError(
             f"{study_dir} was made as {saved['folder']} and has moved since; Tune's and Optuna's "

@@ -9,7 +9,6 @@ best configuration is its best trial by the validation metric.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,9 +18,8 @@ import pandas as pd
 
 from gapan import results
 from gapan.space import StudySpace
-from gapan.tune import folder
 from gapan.tune.options import StudyError, StudyOptions, apply_options
-from gapan.tune.runner import run_study
+from gapan.tune.parts import check_whole_study, run_part
 
 
 def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
@@ -33,52 +31,14 @@ def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
     """
     space = apply_options(space, options)
     study_dir = options.study_dir
-    if options.resume:
-        if not (study_dir / results.STUDY_FILE).exists():
-            raise StudyError(
-                f"{study_dir} holds no tuned comparison to resume; run without --resume to start it"
-            )
-    else:
-        folder.check_new(study_dir)
-        folder.check_writable(study_dir)
+    check_whole_study(study_dir, space, options.resume)
     results.write_study(study_dir, space, {"folder": str(study_dir)})
     best = {}
     for method, search in space.searches().items():
-        part = _run_part(search, options, study_dir)
+        part = run_part(search, options, study_dir)
         best[method] = best_configuration(part, search)
-    _run_part(space.confirmation(best), options, study_dir)
+    run_part(space.confirmation(best), options, study_dir)
     return study_dir
-
-
-def _run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
-    """One part, run in the tuned study's folder, unless it finished before."""
-    part_dir = study_dir / part.name
-    if options.resume and finished(part_dir, part):
-        print(f"{part_dir} finished before; kept as it is", flush=True)
-        return part_dir
-    part_options = dataclasses.replace(
-        options,
-        name=part.name,
-        storage=str(study_dir),
-        # The tuned study applied these to every part already.
-        overrides={},
-        smoke=False,
-        seeds=None,
-        num_samples=None,
-        resume=options.resume and (part_dir / results.STUDY_FILE).exists(),
-    )
-    print(f"Running {part_dir.name} ({part.trial_count()} trials)", flush=True)
-    return run_study(part, part_options)
-
-
-def finished(part_dir: Path, part: StudySpace) -> bool:
-    """Whether a part wrote its tables with every planned trial ended."""
-    try:
-        trials = pd.read_csv(part_dir / results.TRIALS_FILE)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return False
-    ended = trials["status"].isin(results.ENDED).all() if "status" in trials else False
-    return len(trials) == part.trial_count() and bool(ended)
 
 
 def best_configuration(part_dir: Path, search: StudySpace) -> dict[str, Any]:
