@@ -26,6 +26,7 @@ EPOCHS_FILE = "epochs.csv"
 TRIALS_DIR = "trials"  # one folder per trial, holding its resolved config
 REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (gapan.evaluate)
 TUNE_DIR = "tune"  # Tune's own experiment folder (checkpoints, experiment state)
+SEQUENTIAL_FILE = "sequential.json"  # an adaptive study's rounds and decisions
 
 EPOCH_COLUMNS = (
     "epoch",

@@ -16,6 +16,7 @@ from reports import convergence, figures, page, search, tables
 from reports.load import REFERENCE_FILE, Results, load_results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
 from reports.reference import reference_data, reference_mismatches
+from reports.sequential import sequential_data, sequential_method_note
 from reports.summary import Sentence, ablation_summary, search_summary
 from reports.tuned import TunedParts, budget_table, tuned_parts
 
@@ -124,6 +125,8 @@ class _Report:
         self.tables["still_improving"] = still_improving
         self.guarded("metric", lambda: self._metric_section(metric_data, settings))
         self.guarded("baseline comparison", lambda: self._comparison_section(comparison))
+        if results.sequential is not None:
+            self.guarded("adaptive seeds", self._sequential_section)
         self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
         self.guarded("learning curves", lambda: self._curves_section(still_improving))
 
@@ -163,6 +166,14 @@ class _Report:
             "all settings (* below 0.05). Wilcoxon signed-rank with 6 or more pairs, the paired "
             "t-test with 3 to 5; fewer than 3 pairs get no test."
         )
+        if self.results.sequential is not None:
+            caption = (
+                "Diamonds: the mean paired difference (setting − baseline over the seeds both "
+                "ran) with its repeated confidence interval at 0.05 / m, the one that decided "
+                "the rounds; circles: single seeds. Right: the repeated p-value, Holm-adjusted "
+                "across all settings (* below 0.05). Both stay valid however many seeds each "
+                "setting took (see How the answer was reached)."
+            )
         self.add(
             "baseline",
             f"Against the baseline {self.results.knob} = {comparison['baseline']}",
@@ -172,6 +183,26 @@ class _Report:
                 caption="Paired comparisons; d_z is the mean difference over the standard "
                 "deviation of the differences.",
             ),
+        )
+
+    def _sequential_section(self) -> None:
+        data = sequential_data(self.results)
+        self.tables["sequential"] = data["settings"]
+        self.tables["rounds"] = data["rounds"]
+        self.summary.append(Sentence(data["summary"]))
+        self.add(
+            "adaptive",
+            "How the answer was reached",
+            paragraph(data["summary"], "lead"),
+            table_html(
+                data["settings"],
+                caption="Per setting: the seeds its comparison used, the round that decided it "
+                "and how, with the repeated confidence interval and p-value of that look.",
+            ),
+            table_html(
+                data["rounds"], caption="The rounds: seeds run and the settings given them."
+            ),
+            paragraph(f"Method: {data['method']}. {sequential_method_note()}"),
         )
 
     def _validation_test_section(self, validation_test: pd.DataFrame) -> None:

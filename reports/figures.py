@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from gapan.sequential import Design
 from reports import stats
 from reports.load import (
     Results,
@@ -297,7 +298,13 @@ def comparison_data(results: Results) -> dict[str, Any]:
     if baseline is None:
         comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS)
     else:
-        comparisons = stats.compare_to_baseline(values, baseline, settings)
+        comparisons = (
+            stats.sequential_comparisons(
+                values, baseline, settings, Design(**results.study["sequential"])
+            )
+            if results.sequential is not None
+            else stats.compare_to_baseline(values, baseline, settings)
+        )
         for setting in comparisons["setting"]:
             pairs = stats.paired_differences(values, setting, baseline)
             pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])

@@ -29,6 +29,7 @@ from gapan.results import (
     ENVIRONMENT_FILE,
     EPOCHS_FILE,
     REFERENCE_FILE,
+    SEQUENTIAL_FILE,
     STATUSES,
     STUDY_FILE,
     TRIALS_FILE,
@@ -84,6 +85,8 @@ class Results:
         notes: Problems found while reading that the report shows, e.g. a missing optional file.
         reference: reference.json, the pretrained backbone with no training; None when the file
             is missing (older studies) or unreadable (then `notes` says why).
+        sequential: sequential.json of an adaptive study (`gapan.tune.adaptive`): its design,
+            rounds and decisions; None for every other study.
     """
 
     directory: Path
@@ -93,6 +96,7 @@ class Results:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     reference: Reference | None = None
+    sequential: dict[str, Any] | None = None  # sequential.json of an adaptive study
 
     @property
     def name(self) -> str:
@@ -175,7 +179,16 @@ def load_results(results_dir: Path | str) -> Results:
             reference = read_reference(reference_path)
         except ResultsError as error:
             notes.append(f"{error} The report leaves the pretrained reference out.")
-    return Results(directory, study, trials, epochs, environment, tuple(notes), reference)
+    sequential = None
+    if "sequential" in study:
+        sequential_path = directory / SEQUENTIAL_FILE
+        if sequential_path.is_file():
+            sequential = _read_json(sequential_path)
+        else:
+            notes.append(f"{sequential_path} is missing, so the report cannot say how it stopped.")
+    return Results(
+        directory, study, trials, epochs, environment, tuple(notes), reference, sequential
+    )
 
 
 def _required(directory: Path, name: str) -> Path:
@@ -237,6 +250,8 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
     ``num_samples`` trials. A trial counts as present whatever its status; rows left out as
     malformed count as missing.
     """
+    if "sequential" in study:
+        return []  # an adaptive study plans each round from the last; its report lists them
     if study["kind"] == "search":
         planned = study.get("num_samples")
         if isinstance(planned, int) and len(trials) < planned:

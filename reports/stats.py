@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gapan import sequential
 from gapan.sequential import holm
 
 ALPHA = 0.05
@@ -37,6 +38,7 @@ TOO_FEW_SEEDS = "too few seeds for a test"
 WILCOXON = "Wilcoxon signed-rank"
 PAIRED_T = "paired t-test"
 NO_TEST = "none"
+SEQUENTIAL_T = "group-sequential t"
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,40 @@ def compare_to_baseline(
                 f"with {row['n_pairs']} pairs and {tested} tests no result can reach "
                 f"{alpha} after Holm: add seeds"
             )
+    return table[COMPARISON_COLUMNS]
+
+
+def sequential_comparisons(
+    values: pd.DataFrame, baseline: str, settings: Sequence[str], design: sequential.Design
+) -> pd.DataFrame:
+    """`compare_to_baseline` for an adaptive study: the same columns, from the group-sequential
+    design its seeds were chosen by. The interval is the repeated confidence interval at
+    alpha / m (what decided the study's rounds), the p-value the repeated p-value, then Holm."""
+    rows = []
+    for setting in settings:
+        if setting == baseline:
+            continue
+        pairs = paired_differences(values, setting, baseline)
+        differences = pairs.sort_values("seed")["difference"].to_numpy(dtype=float)
+        seen = sequential.look(differences, design)
+        rows.append(
+            {
+                "setting": setting,
+                "baseline": baseline,
+                "n_pairs": seen.pairs,
+                "mean_difference": seen.mean,
+                "ci_low": seen.low,
+                "ci_high": seen.high,
+                "test": SEQUENTIAL_T,
+                "statistic": math.nan,
+                "p_value": seen.p_value if seen.pairs >= design.min_seeds else math.nan,
+                "effect_size_dz": cohens_dz(differences),
+                "note": "" if seen.pairs >= design.min_seeds else TOO_FEW_SEEDS,
+            }
+        )
+    table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
+    table["p_holm"] = holm(table["p_value"]) if len(table) else np.array([], dtype=float)
+    table["significant"] = (table["p_holm"] < design.alpha).astype(bool)
     return table[COMPARISON_COLUMNS]
 
 

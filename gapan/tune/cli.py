@@ -60,7 +60,26 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--results-dir", type=Path, default=Path("results"))
     study.add_argument("--storage", help="a shared folder for results on a multi-node cluster")
     study.add_argument("--num-samples", type=int, help="trials of a search study")
-    study.add_argument("--seeds", type=int, help="seeds per setting of an ablation")
+    study.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="seeds per setting of an ablation, or auto: rounds of one more seed for the "
+        "settings whose comparison with the baseline is undecided (group-sequential tests)",
+    )
+    study.add_argument("--min-seeds", type=int, default=3, help="--seeds auto: the first round")
+    study.add_argument("--max-seeds", type=int, default=10, help="--seeds auto: the most seeds")
+    study.add_argument(
+        "--precision",
+        type=float,
+        default=0.0,
+        help="--seeds auto: a comparison whose interval is narrower than +- this (in the "
+        "metric's units, e.g. 0.01) is decided (default 0: only one excluding zero is)",
+    )
+    study.add_argument(
+        "--budget-minutes",
+        type=float,
+        help="--seeds auto: start no new round after this many minutes",
+    )
     study.add_argument(
         "--max-failures",
         type=int,
@@ -87,6 +106,15 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--dashboard-port", type=int, default=8265)
     study.add_argument("--no-report", action="store_true", help="skip the HTML report")
     return parser
+
+
+def _seeds(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seeds or auto, not {text!r}") from None
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -121,7 +149,12 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent,
             num_samples=args.num_samples,
-            seeds=args.seeds,
+            seeds=None if args.seeds == "auto" else args.seeds,
+            adaptive=args.seeds == "auto",
+            min_seeds=args.min_seeds,
+            max_seeds=args.max_seeds,
+            precision=args.precision,
+            budget_minutes=args.budget_minutes,
             address=args.address,
             storage=args.storage,
             resume=args.resume,

@@ -157,13 +157,18 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
 
     Everything that can be checked is checked before Ray starts: the space against the config,
     the resources and cluster address asked for, the study folder, the data set, and the
-    frozen-feature cache (built here once, shared by every trial). A tuned comparison runs as
-    several studies (`gapan.tune.tuned`).
+    frozen-feature cache (built here once, shared by every trial). A tuned comparison and an
+    adaptive study run as several studies (`gapan.tune.tuned`, `gapan.tune.adaptive`).
     """
+    # Studies made of studies run their parts through this function.
     if space.kind == "tuned":
-        from gapan.tune.tuned import run_tuned  # which runs its parts through this function
+        from gapan.tune.tuned import run_tuned
 
         return run_tuned(space, options)
+    if options.adaptive:
+        from gapan.tune.adaptive import run_adaptive
+
+        return run_adaptive(space, options)
     space = apply_options(space, options)
     cluster.check_before_ray(options)
     study_dir = options.study_dir

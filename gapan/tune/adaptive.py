@@ -1,0 +1,200 @@
+"""`run_adaptive`: an ablation or comparison whose seeds go where the answer is still open.
+
+Round 1 runs every setting with `StudyOptions.min_seeds` seeds. After each round every setting's
+comparison with the baseline (paired by seed) is looked at (`gapan.sequential.look`); each
+later round runs one more seed of the baseline and of every setting still undecided. The study
+stops when every comparison is decided, at `max_seeds`, or when `budget_minutes` have passed.
+
+Each round is a study of its own in the study's folder (``round_<k>/``), so a killed study
+resumes inside the round it was in and never runs a finished seed again; the rounds' tables are
+merged into the study's own after every round, so the folder reads like any ablation's, with
+``sequential.json`` saying how each answer was reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gapan import results
+from gapan.files import write_atomic
+from gapan.sequential import METHOD, UNDECIDED, Design, look, undecided
+from gapan.space import StudySpace
+from gapan.tune.options import StudyError, StudyOptions, apply_options
+from gapan.tune.parts import check_whole_study, run_part
+
+ROUND_PREFIX = "round_"
+
+
+def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
+    """Run (or resume) an adaptive study to its end and write its folder; return the folder."""
+    # study.json's seeds: the most any setting may get (each round says what it ran).
+    space = dataclasses.replace(apply_options(space, options), seeds=options.max_seeds)
+    if space.kind not in ("ablation", "compare"):
+        raise StudyError("--seeds auto is for ablations and comparisons, not for searches")
+    try:
+        design = Design(
+            min_seeds=options.min_seeds,
+            max_seeds=options.max_seeds,
+            comparisons=len(space.search[space.knob]["values"]) - 1,
+            precision=options.precision,
+        )
+    except ValueError as error:
+        raise StudyError(f"--min-seeds/--max-seeds: {error}") from None
+    study_dir = options.study_dir
+    check_whole_study(study_dir, space, options.resume)
+    results.write_study(
+        study_dir, space, {"folder": str(study_dir), "sequential": dataclasses.asdict(design)}
+    )
+    started = time.monotonic()
+    rounds: list[dict[str, Any]] = []
+    settings = list(space.search[space.knob]["values"])
+    seeds_done, stop = 0, ""
+    while not stop:
+        seeds = design.min_seeds if not rounds else 1
+        part = round_space(space, len(rounds) + 1, settings, seeds_done, seeds)
+        run_part(part, options, study_dir)
+        seeds_done += seeds
+        trials = merge_rounds(study_dir, space, len(rounds) + 1)
+        differences = paired_differences(trials, space)
+        looks = {setting: look(values, design) for setting, values in differences.items()}
+        rounds.append(
+            {
+                "round": len(rounds) + 1,
+                "seeds": list(range(seeds_done - seeds, seeds_done)),
+                "settings": [str(setting) for setting in settings],
+                "looks": {setting: dataclasses.asdict(seen) for setting, seen in looks.items()},
+            }
+        )
+        # Seeds, not pairs, bound the rounds: a setting whose trials fail has fewer pairs.
+        more = undecided(differences, design) if seeds_done < design.max_seeds else []
+        if not more:
+            open_ones = [s for s, seen in looks.items() if seen.decision == UNDECIDED]
+            stop = (
+                f"{design.max_seeds} seeds, the most allowed, with "
+                f"{len(open_ones)} comparison(s) still undecided"
+                if open_ones
+                else "every comparison decided"
+            )
+        elif options.budget_minutes is not None and (
+            time.monotonic() - started > options.budget_minutes * 60
+        ):
+            stop = f"the time budget of {options.budget_minutes:g} minutes ran out"
+        settings = [space.baseline, *[_setting_value(space, name) for name in more]]
+        write_sequential(study_dir, design, rounds, stop)
+    return study_dir
+
+
+def round_space(
+    space: StudySpace, number: int, settings: list[Any], first_seed: int, seeds: int
+) -> StudySpace:
+    """Round `number`: `settings` (the baseline among them) with seeds `first_seed` onwards."""
+    knob = space.knob
+    return dataclasses.replace(
+        space,
+        name=f"{ROUND_PREFIX}{number}",
+        search={knob: {**space.search[knob], "values": list(settings)}},
+        seeds=seeds,
+        first_seed=first_seed,
+    )
+
+
+def _setting_value(space: StudySpace, name: str) -> Any:
+    """The knob's value whose text is `name` (trials.csv holds settings as text)."""
+    return next(value for value in space.search[space.knob]["values"] if str(value) == name)
+
+
+def paired_differences(trials: pd.DataFrame, space: StudySpace) -> dict[str, list[float]]:
+    """Each setting's differences from the baseline (setting minus baseline) in seed order, over
+    the seeds where both completed with a finite metric (a failed trial leaves its pair out)."""
+    usable = trials[(trials["status"] == "completed") & trials[space.metric].notna()]
+    values = usable.pivot_table(
+        index="seed", columns="setting", values=space.metric, aggfunc="first"
+    )
+    baseline = str(space.baseline)
+    out: dict[str, list[float]] = {}
+    for value in space.search[space.knob]["values"]:
+        setting = str(value)
+        if setting == baseline:
+            continue
+        if setting not in values or baseline not in values:
+            out[setting] = []
+            continue
+        pairs = (values[setting] - values[baseline]).dropna().sort_index()
+        out[setting] = [float(v) for v in pairs]
+    return out
+
+
+def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame:
+    """Write the study's own tables from its first `count` rounds; return the trials table."""
+    folders = [study_dir / f"{ROUND_PREFIX}{number}" for number in range(1, count + 1)]
+    trials = pd.concat(
+        [
+            pd.read_csv(
+                folder / results.TRIALS_FILE, dtype={"trial_id": str, "setting": str}
+            ).assign(round=number)
+            for number, folder in enumerate(folders, start=1)
+        ],
+        ignore_index=True,
+    )
+    trials["number"] = range(1, len(trials) + 1)
+    epochs = pd.concat(
+        [
+            pd.read_csv(folder / results.EPOCHS_FILE, dtype={"trial_id": str})
+            for folder in folders
+            if (folder / results.EPOCHS_FILE).exists()
+        ],
+        ignore_index=True,
+    )
+    write_atomic(study_dir / results.TRIALS_FILE, results.csv_text(trials))
+    write_atomic(study_dir / results.EPOCHS_FILE, results.csv_text(epochs))
+    for folder in folders:
+        for trial in (folder / results.TRIALS_DIR).iterdir():
+            target = study_dir / results.TRIALS_DIR / trial.name
+            if not target.exists():
+                shutil.copytree(trial, target)
+    first = folders[0]
+    if (first / results.REFERENCE_FILE).exists():
+        shutil.copyfile(first / results.REFERENCE_FILE, study_dir / results.REFERENCE_FILE)
+    environment = json.loads((first / results.ENVIRONMENT_FILE).read_text())
+    walls = [
+        json.loads((folder / results.ENVIRONMENT_FILE).read_text()).get("study_wall_s", math.nan)
+        for folder in folders
+    ]
+    environment.update(
+        study_wall_s=float(sum(walls)),
+        trials=len(trials),
+        rounds=count,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    results.write_environment(study_dir, environment)
+    return trials
+
+
+def write_sequential(
+    study_dir: Path, design: Design, rounds: list[dict[str, Any]], stop: str
+) -> None:
+    """sequential.json: the design, every round's looks, and why the study stopped."""
+    decided: dict[str, dict[str, Any]] = {}
+    for record in rounds:
+        for setting, seen in record["looks"].items():
+            if setting not in decided or decided[setting]["decision"] == UNDECIDED:
+                decided[setting] = {**seen, "round": record["round"]}
+    record = {
+        "method": METHOD,
+        "design": dataclasses.asdict(design),
+        "rounds": rounds,
+        "settings": decided,
+        "stopped": stop or "running",
+    }
+    write_atomic(
+        study_dir / results.SEQUENTIAL_FILE, json.dumps(record, indent=2, default=str) + "\n"
+    )
