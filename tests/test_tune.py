@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import (
+    ROOT,
+    WATCHED_STATE_PERIOD_S,
     assert_finished_trials_kept,
     kill_study,
     resume_study,
@@ -178,6 +181,61 @@ def test_a_tuned_comparison_confirms_each_methods_best_search_trial(tmp_path, ra
     again = run_study(load_space("compare_tuned"), dataclasses.replace(options, resume=True))
     kept = pd.read_csv(again / "confirm" / "trials.csv", dtype={"trial_id": str})
     assert list(kept["trial_id"]) == list(confirmed["trial_id"])  # nothing ran again
+
+
+def adaptive_command(space_file: Path, results: Path, resume: bool) -> list[str]:
+    code = (
+        "from pathlib import Path; from gapan.space import load_space; from gapan.tune import *; "
+        f"run_study(load_space({str(space_file)!r}), StudyOptions(name='adaptive', "
+        f"results_dir=Path({str(results)!r}), max_concurrent=1, num_cpus=2, dashboard_port=0, "
+        f"adaptive=True, min_seeds=2, max_seeds=3, resume={resume}))"
+    )
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.slow
+def test_an_adaptive_study_killed_mid_round_resumes_that_round_and_reports(tmp_path):
+    space_file = tmp_path / "adaptive.py"
+    space_file.write_text(TINY_ABLATION)
+    study_dir = tmp_path / "results" / "adaptive"
+    driver = subprocess.Popen(
+        adaptive_command(space_file, tmp_path / "results", resume=False),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": WATCHED_STATE_PERIOD_S},
+    )
+    second = study_dir / "round_2"
+    deadline = time.monotonic() + 300
+    while not trial_results(second, completed_only=True) and time.monotonic() < deadline:
+        assert driver.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.5)
+    kill_study(driver)
+    first_round = trial_results(study_dir / "round_1", completed_only=True)
+    second_round = trial_results(second, completed_only=True)
+    assert len(first_round) == 4 and len(second_round) >= 1
+
+    resumed = subprocess.run(
+        adaptive_command(space_file, tmp_path / "results", resume=True),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "round_1 finished before; kept as it is" in resumed.stdout
+    assert trial_results(study_dir / "round_1") == first_round  # not one epoch again
+    assert_finished_trials_kept(second_round, trial_results(second))
+    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
+    assert sorted(trials["seed"]) == [0, 0, 1, 1, 2, 2]  # seeds 0-1, then one more round
+    sequential = json.loads((study_dir / "sequential.json").read_text())
+    assert [entry["round"] for entry in sequential["rounds"]] == [1, 2]
+    assert (
+        "3 seeds, the most allowed" in sequential["stopped"] or "decided" in sequential["stopped"]
+    )
+    report = build_report(study_dir).read_text()
+    assert "How the answer was reached" in report and "group-sequential" in report
 
 
 RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').replace(
