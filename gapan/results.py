@@ -36,8 +36,13 @@ EPOCH_COLUMNS = (
     "train_nll",
     "train_metric",
     "lr",
+    "time_per_step_s",
+    "peak_gpu_memory_mb",
     "node_id",
 )
+# What a trial cost, in trials.csv: the mean over its epochs of the time per training step and
+# per epoch (evaluation included), and its highest GPU memory (CUDA only).
+COST_COLUMNS = ("time_per_step_s", "time_per_epoch_s", "peak_gpu_memory_mb")
 # Statuses a trial reports itself in its last result, with the reason under `error`.
 REPORTED_ENDS = ("completed", "diverged", "failed")
 # Every status of trials.csv (`trial_status`); `interrupted`: the study stopped before the trial
@@ -144,6 +149,7 @@ def trials_table(records: list[TrialRecord], space: StudySpace, finished: bool) 
             if epoch.get("status") not in ("diverged", "failed")
         ]
         row["epochs"] = int(max(trained, default=0))
+        row.update(trial_cost(record.epochs))
         row["time_total_s"] = record.time_total_s
         row["gpus"] = record.gpus
         row["gpu_time_s"] = record.gpus * record.time_total_s
@@ -151,6 +157,22 @@ def trials_table(records: list[TrialRecord], space: StudySpace, finished: bool) 
         row["error"] = record.error or (last.get("error", "") if status in REPORTED_ENDS else "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def trial_cost(epochs: list[dict[str, Any]]) -> dict[str, float]:
+    """`COST_COLUMNS` of a trial from the epochs it reported (NaN where none reported it)."""
+
+    def values(key: str) -> list[float]:
+        return [float(epoch[key]) for epoch in epochs if isinstance(epoch.get(key), int | float)]
+
+    steps, spans, peaks = (
+        values(key) for key in ("time_per_step_s", "time_this_epoch_s", "peak_gpu_memory_mb")
+    )
+    return {
+        "time_per_step_s": sum(steps) / len(steps) if steps else math.nan,
+        "time_per_epoch_s": sum(spans) / len(spans) if spans else math.nan,
+        "peak_gpu_memory_mb": max(peaks) if peaks else math.nan,
+    }
 
 
 def epochs_table(records: list[TrialRecord]) -> pd.DataFrame:

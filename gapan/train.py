@@ -362,6 +362,8 @@ def train(
 
     for epoch in range(first_epoch, cfg.train.epochs + 1):
         epoch_started = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         losses = train_epoch(
             forward,
             criterion,
@@ -372,8 +374,18 @@ def train(
             loss_function,
             scheduler,
         )
+        # What a step costs: training only (train_epoch reads its losses back at the end, so
+        # the device has finished), without the evaluation.
+        step_seconds = (time.perf_counter() - epoch_started) / max(inputs.steps_per_epoch, 1)
         # The head and flow's rate, as the epoch leaves it (the floor after the last epoch).
-        metrics = {"epoch": epoch, **losses, "lr": optimizer.param_groups[0]["lr"]}
+        metrics = {
+            "epoch": epoch,
+            **losses,
+            "lr": optimizer.param_groups[0]["lr"],
+            "time_per_step_s": step_seconds,
+        }
+        if device.type == "cuda":
+            metrics["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if not all(math.isfinite(value) for value in losses.values()):
             metrics.update(
                 status="diverged",

@@ -119,8 +119,13 @@ class _Report:
         settings = tables.settings_table(
             validation_test, reference=self.reference, still_improving=still_improving
         )
+        quality_cost = figures.quality_cost_data(results)
+        if len(quality_cost):
+            cost = quality_cost.set_index("label")["time_per_step_s"] * 1000
+            settings[tables.STEP_COST] = settings["setting"].map(cost)
         self.tables["seeds"] = metric_data["points"]
         self.tables["settings"] = settings
+        self.tables["quality_cost"] = quality_cost
         self.tables["comparisons"] = comparison["comparisons"]
         self.tables["still_improving"] = still_improving
         self.guarded("metric", lambda: self._metric_section(metric_data, settings))
@@ -129,6 +134,7 @@ class _Report:
             self.guarded("adaptive seeds", self._sequential_section)
         self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
         self.guarded("learning curves", lambda: self._curves_section(still_improving))
+        self.guarded("quality against cost", lambda: self._quality_cost_section(quality_cost))
 
     def _metric_section(self, metric_data: dict, settings: pd.DataFrame) -> None:
         results = self.results
@@ -183,6 +189,23 @@ class _Report:
                 caption="Paired comparisons; d_z is the mean difference over the standard "
                 "deviation of the differences.",
             ),
+        )
+
+    def _quality_cost_section(self, data: pd.DataFrame) -> None:
+        if data.empty:
+            return  # a study from before trials recorded their time per step
+        figure = figures.draw_quality_cost(data, self.results.metric, self.results.knob)
+        best = ", ".join(data.loc[data["non_dominated"], "label"].astype(str))
+        self.add(
+            "quality-cost",
+            "Quality against cost",
+            figure_html(
+                figure,
+                "figure-quality-cost",
+                "Mean validation metric against the mean time per training step (evaluation "
+                "excluded). Stars: no other point is both better and cheaper.",
+            ),
+            paragraph(f"Non-dominated: {best}.", "lead"),
         )
 
     def _sequential_section(self) -> None:
@@ -274,6 +297,9 @@ class _Report:
         self.guarded("history", lambda: self._history_section(history))
         self.guarded("best configuration", self._best_section)
         self.guarded("importances", lambda: self._importance_section(importances, problem))
+        quality_cost = figures.quality_cost_data(results)
+        self.tables["quality_cost"] = quality_cost
+        self.guarded("quality against cost", lambda: self._quality_cost_section(quality_cost))
 
     def _history_section(self, history: pd.DataFrame) -> None:
         caption = (

@@ -701,6 +701,85 @@ def cost_data(results: Results) -> dict[str, Any]:
     return {"trials": table, "settings": settings, "totals": totals, "knob": results.knob}
 
 
+def quality_cost_data(results: Results) -> pd.DataFrame:
+    """Each setting's (or, in a search, each trial's) mean validation metric against its mean
+    time per training step, and whether no other point is both better and cheaper.
+
+    Columns: label, metric, time_per_step_s, trials, non_dominated. Empty when trials.csv has no
+    time per step (studies older than the column).
+    """
+    columns = ["label", "metric", "time_per_step_s", "trials", "non_dominated"]
+    usable = usable_trials(results)
+    if "time_per_step_s" not in usable.columns:
+        return pd.DataFrame(columns=columns)
+    usable = usable[np.isfinite(usable["time_per_step_s"].astype(float))]
+    if results.is_ablation:
+        table = (
+            usable.groupby(usable["setting"].astype(str))
+            .agg(
+                metric=(results.metric, "mean"),
+                time_per_step_s=("time_per_step_s", "mean"),
+                trials=("trial_id", "count"),
+            )
+            .reindex([s for s in setting_order(results) if s in set(usable["setting"].astype(str))])
+            .rename_axis("label")
+            .reset_index()
+        )
+    else:
+        table = pd.DataFrame(
+            {
+                "label": "trial " + usable["number"].astype(int).astype(str),
+                "metric": usable[results.metric].astype(float),
+                "time_per_step_s": usable["time_per_step_s"].astype(float),
+                "trials": 1,
+            }
+        )
+    sign = 1.0 if results.mode == "max" else -1.0
+    quality = sign * table["metric"].to_numpy(dtype=float)
+    cost = table["time_per_step_s"].to_numpy(dtype=float)
+    table["non_dominated"] = [
+        not np.any(
+            (quality >= quality[i])
+            & (cost <= cost[i])
+            & ((quality > quality[i]) | (cost < cost[i]))
+        )
+        for i in range(len(table))
+    ]
+    return table[columns]
+
+
+def draw_quality_cost(data: pd.DataFrame, metric: str, knob: str) -> go.Figure:
+    """The metric against the time per step; non-dominated points as stars on their front."""
+    figure = go.Figure()
+    front = data[data["non_dominated"]].sort_values("time_per_step_s")
+    figure.add_trace(
+        go.Scatter(
+            x=front["time_per_step_s"] * 1000,
+            y=front["metric"],
+            mode="lines",
+            line={"color": "#bbbbbb", "dash": "dot"},
+            name="non-dominated front",
+            hoverinfo="skip",
+        )
+    )
+    for dominated, marker in ((False, "star"), (True, "circle")):
+        own = data[data["non_dominated"] != dominated]
+        figure.add_trace(
+            go.Scatter(
+                x=own["time_per_step_s"] * 1000,
+                y=own["metric"],
+                mode="markers+text",
+                text=[plot_text(label) for label in own["label"]],
+                textposition="top center",
+                marker={"symbol": marker, "size": 12 if not dominated else 8},
+                name="dominated" if dominated else "non-dominated (no other is better and cheaper)",
+            )
+        )
+    figure.update_xaxes(title_text="time per training step (ms)")
+    figure.update_yaxes(title_text=plot_text(metric))
+    return style(figure, f"{plot_text(metric)} against cost, by {plot_text(knob)}", 420)
+
+
 def study_wall_time(environment: dict[str, Any]) -> float:
     """The study's wall time in seconds from environment.json, else NaN.
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from gapan.results import (
+    COST_COLUMNS,
     ENVIRONMENT_FILE,
     EPOCHS_FILE,
     REFERENCE_FILE,
@@ -41,7 +42,16 @@ MODES = ("max", "min")
 # Trials whose final validation metric enters the statistics; failed and diverged ones do not.
 USABLE_STATUSES = ("completed", "stopped_early")
 # Columns of trials.csv that hold numbers; every other column is kept as the exact text written.
-NUMERIC_TRIAL_COLUMNS = ("number", "seed", "epochs", "time_total_s", "gpus", "gpu_time_s")
+NUMERIC_TRIAL_COLUMNS = (
+    "number",
+    "seed",
+    "epochs",
+    "round",
+    "time_total_s",
+    "gpus",
+    "gpu_time_s",
+    *COST_COLUMNS,
+)
 TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
 
 

@@ -95,6 +95,9 @@ REFERENCE_ROW = "pretrained (no training)"
 STILL_IMPROVING = "still improving"
 
 
+STEP_COST = "ms per step"
+
+
 def settings_table(
     validation_test: pd.DataFrame,
     *,

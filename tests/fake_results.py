@@ -157,6 +157,7 @@ def _trial_rows(
             "train_align": math.exp(-epoch / 2.0),
             "train_nll": 0.8 * math.exp(-epoch / 3.0),
             "train_metric": 0.2 + 0.1 * math.exp(-epoch),
+            "time_per_step_s": seconds_per_epoch / 40 * float(rng.uniform(0.95, 1.05)),
         }
         for metric in METRICS:
             row[f"val_{metric}"] = level + METRIC_OFFSETS[metric]
@@ -182,6 +183,11 @@ def _trial_rows(
     trial.update(
         {
             "epochs": epochs_run,
+            "time_per_step_s": (
+                float(np.mean([row["time_per_step_s"] for row in epoch_rows]))
+                if epoch_rows
+                else math.nan
+            ),
             "time_total_s": time_total,
             "gpus": GPUS_PER_TRIAL,
             "gpu_time_s": GPUS_PER_TRIAL * time_total,

@@ -685,7 +685,9 @@ def test_report_with_a_reference(referenced: Path) -> None:
     out = build_report(referenced)
     rest = _without_plotly(out.read_text(encoding="utf-8"))
     assert "could not be drawn" not in rest
-    assert rest.count('class="plotly-graph-div"') == 5
+    assert (
+        rest.count('class="plotly-graph-div"') == 6
+    )  # metric, comparison, validation-test, curves, quality-cost, cost
     chosen = _chosen_test_mean(load_results(referenced))
     assert chosen - 0.27 > 0
     assert (
@@ -909,7 +911,7 @@ def test_plot_labels_keep_their_quotes_and_are_escaped_once(tmp_path: Path) -> N
     labels = {x for trace in figure.data for x in (trace.x if trace.x is not None else ())}
     assert 'say "hi" &amp; &lt;b&gt;' in labels
     calls = _plotly_calls(build_report(folder).read_text(encoding="utf-8"))
-    assert len(calls) == 5
+    assert len(calls) == 6
     for call in calls:
         assert "&quot;" not in call and "&amp;quot;" not in call and "&amp;amp;" not in call
     assert any('say \\"hi\\" &amp; &lt;b&gt;' in call for call in calls)
@@ -931,7 +933,7 @@ def test_search_plot_labels_keep_their_quotes(tmp_path: Path) -> None:
     page = build_report(folder).read_text(encoding="utf-8")
     assert "could not be drawn" not in _without_plotly(page)
     calls = _plotly_calls(page)
-    assert len(calls) == 6
+    assert len(calls) == 7
     for call in calls:
         assert "&quot;" not in call and "&amp;quot;" not in call and "&amp;amp;" not in call
     (slice_plot,) = [call for call in calls if '"figure-slice"' in call]
@@ -954,7 +956,7 @@ def test_ablation_report(ablation: Path, tmp_path: Path) -> None:
     assert page.count(get_plotlyjs()) == 1
     rest = _without_plotly(page)
     assert 'src="' not in rest and "<link" not in rest
-    assert rest.count('class="plotly-graph-div"') == 5
+    assert rest.count('class="plotly-graph-div"') == 6
     assert "Best setting: flow.depth = 4" in rest
     assert "too few seeds for a test" in rest
     assert "could not be drawn" not in rest
@@ -1023,7 +1025,7 @@ def test_report_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Path
     folder = ablation_folder(tmp_path / "study")
     build_report(folder)
     written = sorted(folder.glob("report*"))
-    assert len(written) == 9
+    assert len(written) == 10
     kept = tmp_path / "kept"
     kept.mkdir()
     before = {}
@@ -1183,7 +1185,7 @@ def _render(page: Path, profile: Path) -> _RenderedPage:
 def test_pages_render_in_a_browser(hostile_report: Path, tmp_path: Path) -> None:
     search = search_folder(tmp_path / "search", reference=pretrained_reference())
     search_page = build_report(search)
-    for page, figures in ((hostile_report, 5), (search_page, 6)):
+    for page, figures in ((hostile_report, 6), (search_page, 7)):
         profile = tmp_path / f"profile-{page.parent.name}"
         rendered = _render(page, profile)
         shutil.rmtree(profile, ignore_errors=True)
@@ -1212,3 +1214,26 @@ def test_table_sorts_on_header_click(tmp_path: Path) -> None:
     rendered = _render(page, tmp_path / "profile")
     # Ascending by value (2, 9.5, 10); the empty value last.
     assert rendered.first_cells == ["a", "d", "b", "c"]
+
+
+def test_quality_against_cost_marks_the_settings_no_other_beats_on_both(tmp_path) -> None:
+    from reports.figures import quality_cost_data
+
+    folder = ablation_folder(
+        tmp_path / "study", effects={"0": 0.0, "1": 0.02, "2": -0.01, "4": 0.03, "8": 0.01}
+    )
+    data = quality_cost_data(load_results(folder))
+    assert list(data["label"]) == ["0", "1", "2", "4", "8"] and (data["trials"] == 3).all()
+    for _, row in data.iterrows():
+        beaten = (
+            (data["metric"] >= row["metric"])
+            & (data["time_per_step_s"] <= row["time_per_step_s"])
+            & (
+                (data["metric"] > row["metric"])
+                | (data["time_per_step_s"] < row["time_per_step_s"])
+            )
+        )
+        assert row["non_dominated"] == (not beaten.any())
+    assert data["non_dominated"].any() and not data["non_dominated"].all()
+    html = build_report(folder).read_text()
+    assert "figure-quality-cost" in html and "ms per step" in html
