@@ -71,6 +71,14 @@ class StudySpace:
     scheduler: str | None = None
     num_samples: int = 0
     first_seed: int = 0  # seeds run are first_seed, first_seed + 1, ... (set by the runner)
+    # A multi-objective search: trials.csv columns, the metric first (its MODE), then costs
+    # (minimised); empty for a study of the metric alone (`with_objectives`).
+    objectives: list[str] = field(default_factory=list)
+
+    def directions(self) -> list[str]:
+        """Each objective's direction, ``max`` or ``min``; the metric's alone when single."""
+        costs = ["min"] * (len(self.objectives) - 1)
+        return [self.mode, *costs]
 
     @property
     def knob(self) -> str | None:
@@ -302,7 +310,44 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
             )
     if space.scheduler not in (None, "asha"):
         raise fail(f"SCHEDULER must be 'asha' or None; got {space.scheduler!r}")
+    if space.objectives and (
+        space.kind != "search" or space.objectives[0] != space.metric or space.scheduler is not None
+    ):
+        raise fail("objectives belong to a search without SCHEDULER, its metric first")
     return dataclasses.replace(space, fixed=fixed, search=search, methods=methods)
+
+
+# What a multi-objective search can trade the metric against: name -> trials.csv column.
+COST_OBJECTIVES = {
+    "time_per_step": "time_per_step_s",
+    "time_per_epoch": "time_per_epoch_s",
+    "peak_gpu_memory": "peak_gpu_memory_mb",
+}
+
+
+def with_objectives(space: StudySpace, names: list[str]) -> StudySpace:
+    """A search over `names`: a metric first (``map_at_r``, searched on its validation
+    column), then costs from `COST_OBJECTIVES`, which are minimised.
+
+    Raises:
+        SpaceError: Not a search, or a name that is neither.
+    """
+    if space.kind != "search":
+        raise SpaceError("--objectives is for search studies; ablations compare one metric")
+    if len(names) < 2:
+        raise SpaceError(
+            "--objectives names a metric and at least one cost, e.g. map_at_r,time_per_step"
+        )
+    metric, *costs = names
+    unknown = [name for name in costs if name not in COST_OBJECTIVES]
+    if metric in COST_OBJECTIVES or unknown:
+        raise SpaceError(
+            f"--objectives {','.join(names)}: the first is a metric (map_at_r, recall_at_1, "
+            f"...), the others costs ({', '.join(COST_OBJECTIVES)})"
+        )
+    column = metric if metric.startswith("val_") else f"val_{metric}"
+    objectives = [column, *(COST_OBJECTIVES[name] for name in costs)]
+    return dataclasses.replace(space, metric=column, objectives=objectives)
 
 
 def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> StudySpace:

@@ -121,7 +121,7 @@ class _Report:
         )
         quality_cost = figures.quality_cost_data(results)
         if len(quality_cost):
-            cost = quality_cost.set_index("label")["time_per_step_s"] * 1000
+            cost = quality_cost.set_index("label")["cost"] * 1000
             settings[tables.STEP_COST] = settings["setting"].map(cost)
         self.tables["seeds"] = metric_data["points"]
         self.tables["settings"] = settings
@@ -194,19 +194,26 @@ class _Report:
     def _quality_cost_section(self, data: pd.DataFrame) -> None:
         if data.empty:
             return  # a study from before trials recorded their time per step
-        figure = figures.draw_quality_cost(data, self.results.metric, self.results.knob)
+        results = self.results
+        cost = figures.cost_objective(results)
+        figure = figures.draw_quality_cost(data, results.metric, results.knob, cost)
         best = ", ".join(data.loc[data["non_dominated"], "label"].astype(str))
-        self.add(
-            "quality-cost",
-            "Quality against cost",
+        parts = [
             figure_html(
                 figure,
                 "figure-quality-cost",
-                "Mean validation metric against the mean time per training step (evaluation "
-                "excluded). Stars: no other point is both better and cheaper.",
+                f"Mean validation metric against the mean {figures.COST_AXES[cost][0]} "
+                "(training only, evaluation excluded). Stars: no other point is both better "
+                "and cheaper.",
             ),
             paragraph(f"Non-dominated: {best}.", "lead"),
-        )
+        ]
+        if not results.is_ablation:
+            front = tables.pareto_trials(results, data)
+            self.tables["pareto_front"] = front
+            parts.append(table_html(front, caption="The trials on the front, best metric first"))
+        title = "Pareto front" if results.study.get("objectives") else "Quality against cost"
+        self.add("quality-cost", title, *parts)
 
     def _sequential_section(self) -> None:
         data = sequential_data(self.results)

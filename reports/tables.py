@@ -98,6 +98,19 @@ STILL_IMPROVING = "still improving"
 STEP_COST = "ms per step"
 
 
+def pareto_trials(results: Results, quality_cost: pd.DataFrame) -> pd.DataFrame:
+    """A search's trials on the front of `figures.quality_cost_data`, with their searched
+    values, best metric first."""
+    on_front = quality_cost[quality_cost["non_dominated"]]
+    numbers = on_front["label"].str.removeprefix("trial ").astype(int)
+    trials = results.trials.set_index(results.trials["number"].astype(int))
+    searched = [column for column in trials if column.startswith("config/")]
+    table = trials.loc[numbers, ["number", results.metric, *searched]].copy()
+    table["cost"] = on_front["cost"].to_numpy()
+    table.columns = [column.removeprefix("config/") for column in table.columns]
+    return table.sort_values(results.metric, ascending=results.mode == "min")
+
+
 def settings_table(
     validation_test: pd.DataFrame,
     *,

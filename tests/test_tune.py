@@ -116,6 +116,27 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
     assert build_report(study_dir).stat().st_size > 100_000
 
 
+@pytest.mark.slow
+def test_a_multi_objective_search_trades_the_metric_against_the_time_per_step(
+    tmp_path, ray_instance
+):
+    options = StudyOptions(
+        name="pareto",
+        results_dir=tmp_path,
+        smoke=True,
+        num_samples=4,
+        objectives=("map_at_r", "time_per_step"),
+    )
+    study_dir = run_study(load_space("search_gapan"), options)
+    finished = [t for t in optuna_trials(study_dir, "search_gapan") if t.state.is_finished()]
+    assert len(finished) == 4
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in finished)
+    study = json.loads((study_dir / "study.json").read_text())
+    assert study["objectives"] == ["val_map_at_r", "time_per_step_s"] and study["scheduler"] is None
+    report = build_report(study_dir).read_text()
+    assert "Pareto front" in report and "The trials on the front" in report
+
+
 # Trials of three epochs leave the kill below several trials to land in, however fast the machine
 # (the study folder it watches is at most 0.5 s behind: conftest.start_study).
 FINETUNE_ABLATION = TINY_ABLATION.replace(

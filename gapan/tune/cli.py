@@ -61,6 +61,14 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--storage", help="a shared folder for results on a multi-node cluster")
     study.add_argument("--num-samples", type=int, help="trials of a search study")
     study.add_argument(
+        "--objectives",
+        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
+        default=(),
+        help="a multi-objective search: a metric, then costs to minimise, e.g. "
+        "map_at_r,time_per_step (also time_per_epoch, peak_gpu_memory); the report shows "
+        "the Pareto front",
+    )
+    study.add_argument(
         "--seeds",
         type=_seeds,
         help="seeds per setting of an ablation, or auto: rounds of one more seed for the "
@@ -155,6 +163,7 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             max_seeds=args.max_seeds,
             precision=args.precision,
             budget_minutes=args.budget_minutes,
+            objectives=args.objectives,
             address=args.address,
             storage=args.storage,
             resume=args.resume,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gapan.space import StudySpace, check_space
+from gapan.space import StudySpace, check_space, with_objectives
 
 
 class StudyError(RuntimeError):
@@ -34,6 +34,8 @@ class StudyOptions:
     max_seeds: int = 10
     precision: float = 0.0  # decided once the interval is narrower than +- this; 0: never
     budget_minutes: float | None = None  # no new round starts after this much of the run
+    # A multi-objective search: a metric and costs (`gapan.space.with_objectives`).
+    objectives: tuple[str, ...] = ()
     address: str | None = None  # join a running Ray cluster ("auto" or host:port)
     storage: str | None = None  # shared folder for a multi-node study (default: results_dir)
     resume: bool = False
@@ -99,4 +101,10 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
             "also be set on the command line"
         )
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
+    if options.objectives:
+        space = with_objectives(space, list(options.objectives))
+        if space.scheduler is not None:
+            # ASHA stops trials on one metric; a Pareto front needs every trial's whole cost.
+            print("--objectives: every trial runs to its end (no early stopping)", flush=True)
+            space = dataclasses.replace(space, scheduler=None)
     return check_space(space, source=f"{space.name} with the command-line options")

@@ -31,13 +31,14 @@ SAME_ON_RESUME = (
     "methods",
     "num_samples",
     "first_seed",
+    "objectives",
 )
 
 
 def changed_fields(saved: dict, space: StudySpace) -> list[str]:
     """The fields of a study.json that `space` would write differently."""
-    # A study written before seeds could start elsewhere than 0 started them at 0.
-    saved = {"first_seed": 0, **saved}
+    # A study written before these fields existed had their defaults.
+    saved = {"first_seed": 0, "objectives": [], **saved}
     wanted = space.to_dict()
     return [key for key in SAME_ON_RESUME if saved.get(key) != wanted.get(key)]
 

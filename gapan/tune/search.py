@@ -39,13 +39,13 @@ def open_optuna_study(space: StudySpace, storage: optuna.storages.BaseStorage) -
         storage=storage,
         study_name=space.name,
         sampler=_sampler(space),
-        direction="maximize" if space.mode == "max" else "minimize",
+        directions=["maximize" if d == "max" else "minimize" for d in space.directions()],
         load_if_exists=True,
     )
     with warnings.catch_warnings():
         # Experimental in Optuna 5 and stable in use; optuna-dashboard names the objective by it.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([space.metric])
+        study.set_metric_names(space.objectives or [space.metric])
     return study
 
 
@@ -119,6 +119,8 @@ class StudySearcher(Searcher):
         if number is None or not self._is_open(number) or not _is_finite(value):
             return
         step = result.get("training_iteration")
+        if self._space.objectives:
+            return  # Optuna keeps no intermediate values of a multi-objective trial
         if step is not None and step not in self._frozen(number).intermediate_values:
             self._trial(number).report(value, step)
 
@@ -131,11 +133,11 @@ class StudySearcher(Searcher):
             return  # closed before a kill, or never asked for; run_study closes leftovers
         if SECONDS_ATTR in result:
             self._trial(number).set_user_attr(SECONDS_ATTR, result[SECONDS_ATTR])
-        value = result.get(self.metric)
-        if error or not _is_finite(value):
+        values = [result.get(name) for name in self._space.objectives or [self.metric]]
+        if error or not all(_is_finite(value) for value in values):
             self._study.tell(number, state=TrialState.FAIL)
         else:
-            self._study.tell(number, value)
+            self._study.tell(number, values if self._space.objectives else values[0])
 
     def save(self, checkpoint_path: str) -> None:
         write_atomic(checkpoint_path, json.dumps({"trials": self._numbers}))
