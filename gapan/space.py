@@ -32,6 +32,7 @@ import ast
 import dataclasses
 import importlib.resources
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
@@ -318,35 +319,28 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
 
 
 # What a multi-objective search can trade the metric against: name -> trials.csv column.
-COST_OBJECTIVES = {
-    "time_per_step": "time_per_step_s",
-    "time_per_epoch": "time_per_epoch_s",
-    "peak_gpu_memory": "peak_gpu_memory_mb",
-}
+COST_OBJECTIVES = {"time_per_step": "time_per_step_s", "peak_gpu_memory": "peak_gpu_memory_mb"}
+_METRIC_NAME = re.compile(r"(val_)?(map_at_r|r_precision|nmi|recall_at_\d+)")
 
 
 def with_objectives(space: StudySpace, names: list[str]) -> StudySpace:
-    """A search over `names`: a metric first (``map_at_r``, searched on its validation
-    column), then costs from `COST_OBJECTIVES`, which are minimised.
+    """A search over `names`: a metric (``map_at_r``, searched on its validation column, in
+    the space's MODE), then a cost from `COST_OBJECTIVES`, which is minimised.
 
     Raises:
         SpaceError: Not a search, or a name that is neither.
     """
     if space.kind != "search":
         raise SpaceError("--objectives is for search studies; ablations compare one metric")
-    if len(names) < 2:
+    if len(names) != 2 or not _METRIC_NAME.fullmatch(names[0]) or names[1] not in COST_OBJECTIVES:
         raise SpaceError(
-            "--objectives names a metric and at least one cost, e.g. map_at_r,time_per_step"
+            f"--objectives {','.join(names)}: name a metric (map_at_r, r_precision, "
+            f"recall_at_1, ...) and one cost ({', '.join(COST_OBJECTIVES)}), e.g. "
+            "map_at_r,time_per_step"
         )
-    metric, *costs = names
-    unknown = [name for name in costs if name not in COST_OBJECTIVES]
-    if metric in COST_OBJECTIVES or unknown:
-        raise SpaceError(
-            f"--objectives {','.join(names)}: the first is a metric (map_at_r, recall_at_1, "
-            f"...), the others costs ({', '.join(COST_OBJECTIVES)})"
-        )
+    metric, cost = names
     column = metric if metric.startswith("val_") else f"val_{metric}"
-    objectives = [column, *(COST_OBJECTIVES[name] for name in costs)]
+    objectives = [column, COST_OBJECTIVES[cost]]
     return dataclasses.replace(space, metric=column, objectives=objectives)
 
 

@@ -172,13 +172,13 @@ class _Report:
             "all settings (* below 0.05). Wilcoxon signed-rank with 6 or more pairs, the paired "
             "t-test with 3 to 5; fewer than 3 pairs get no test."
         )
-        if self.results.sequential is not None:
+        if "sequential" in self.results.study:
             caption = (
                 "Diamonds: the mean paired difference (setting − baseline over the seeds both "
-                "ran) with its repeated confidence interval at 0.05 / m, the one that decided "
-                "the rounds; circles: single seeds. Right: the repeated p-value, Holm-adjusted "
-                "across all settings (* below 0.05). Both stay valid however many seeds each "
-                "setting took (see How the answer was reached)."
+                "ran) with its repeated confidence interval at the level Holm tests it at; "
+                "circles: single seeds. Right: the repeated p-value, Holm-adjusted across all "
+                "settings (* at most 0.05). Both stay valid however many seeds each setting "
+                "took (see How the answer was reached)."
             )
         self.add(
             "baseline",
@@ -232,7 +232,7 @@ class _Report:
             table_html(
                 data["rounds"], caption="The rounds: seeds run and the settings given them."
             ),
-            paragraph(f"Method: {data['method']}. {sequential_method_note()}"),
+            paragraph(f"Method: {data['method']}. {sequential_method_note(data['alpha'])}"),
         )
 
     def _validation_test_section(self, validation_test: pd.DataFrame) -> None:

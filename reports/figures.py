@@ -302,7 +302,7 @@ def comparison_data(results: Results) -> dict[str, Any]:
             stats.sequential_comparisons(
                 values, baseline, settings, Design(**results.study["sequential"])
             )
-            if results.sequential is not None
+            if "sequential" in results.study
             else stats.compare_to_baseline(values, baseline, settings)
         )
         for setting in comparisons["setting"]:

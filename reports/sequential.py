@@ -49,7 +49,7 @@ def sequential_data(results: Results) -> dict[str, Any]:
     saved = (fixed - len(trials)) * mean_time
     summary = (
         f"Adaptive seeds: {len(trials)} trials in {len(rounds)} rounds, against {fixed} for "
-        f"{most} seeds of every setting"
+        f"the most seeds ({most}) of every setting"
         + (f" (about {saved / 3600:.2f} trial-hours saved)" if math.isfinite(saved) else "")
         + f"; the study stopped because {record.get('stopped', 'of an unknown reason')}."
     )
@@ -58,13 +58,16 @@ def sequential_data(results: Results) -> dict[str, Any]:
         "rounds": rounds,
         "summary": summary,
         "method": record.get("method", "unknown"),
+        "alpha": float(design.get("alpha", 0.05)),
     }
 
 
-def sequential_method_note() -> str:
+def sequential_method_note(alpha: float) -> str:
     return (
-        "A comparison was decided when its repeated interval excluded zero or was narrower "
-        "than the precision asked for; with the intervals at 0.05 / m and the p-values "
-        "Holm-corrected, a study with no real effect reports one with probability at most 0.05 "
-        "however many seeds it ran (gapan/sequential.py; docs/adaptive-seeds.md)."
+        "A round's decisions use the repeated intervals at "
+        f"{alpha:g} / m: a comparison was decided when its interval excluded zero or was "
+        "no wider than the precision asked for on each side. With the p-values Holm-corrected, "
+        f"a study with no real effect reports one with probability at most {alpha:g} however "
+        "many seeds it ran, assuming trials fail independently of their results "
+        "(gapan/sequential.py; docs/adaptive-seeds.md)."
     )

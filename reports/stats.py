@@ -254,33 +254,40 @@ def sequential_comparisons(
     values: pd.DataFrame, baseline: str, settings: Sequence[str], design: sequential.Design
 ) -> pd.DataFrame:
     """`compare_to_baseline` for an adaptive study: the same columns, from the group-sequential
-    design its seeds were chosen by. The interval is the repeated confidence interval at
-    alpha / m (what decided the study's rounds), the p-value the repeated p-value, then Holm."""
-    rows = []
+    design its seeds were chosen by. The p-value is the repeated p-value at each setting's last
+    look, Holm-adjusted; the interval is the repeated interval at the level Holm tests that
+    setting at (alpha / m for the smallest p-value, alpha / (m - 1) for the next, ...), so a
+    significant setting's interval excludes zero. A setting with too few pairs for a look
+    counts in Holm's m with p = 1."""
+    rows, differences = [], {}
     for setting in settings:
         if setting == baseline:
             continue
         pairs = paired_differences(values, setting, baseline)
-        differences = pairs.sort_values("seed")["difference"].to_numpy(dtype=float)
-        seen = sequential.look(differences, design)
+        differences[setting] = pairs.sort_values("seed")["difference"].to_numpy(dtype=float)
+        enough = len(differences[setting]) >= design.min_seeds
         rows.append(
             {
                 "setting": setting,
                 "baseline": baseline,
-                "n_pairs": seen.pairs,
-                "mean_difference": seen.mean,
-                "ci_low": seen.low,
-                "ci_high": seen.high,
+                "n_pairs": len(differences[setting]),
                 "test": SEQUENTIAL_T,
                 "statistic": math.nan,
-                "p_value": seen.p_value if seen.pairs >= design.min_seeds else math.nan,
-                "effect_size_dz": cohens_dz(differences),
-                "note": "" if seen.pairs >= design.min_seeds else TOO_FEW_SEEDS,
+                "p_value": sequential.sequential_p(differences[setting], design),
+                "effect_size_dz": cohens_dz(differences[setting]),
+                "note": "" if enough else TOO_FEW_SEEDS,
             }
         )
     table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
     table["p_holm"] = holm(table["p_value"]) if len(table) else np.array([], dtype=float)
-    table["significant"] = (table["p_holm"] < design.alpha).astype(bool)
+    table["significant"] = (table["p_holm"] <= design.alpha).astype(bool)
+    ranks = table["p_value"].rank(method="first").astype(int) - 1 if len(table) else []
+    for index, rank in zip(table.index, ranks, strict=True):
+        level = design.alpha / (len(table) - rank)
+        mean, low, high = sequential.repeated_interval(
+            differences[table.loc[index, "setting"]], design, level
+        )
+        table.loc[index, ["mean_difference", "ci_low", "ci_high"]] = [mean, low, high]
     return table[COMPARISON_COLUMNS]
 
 

@@ -64,3 +64,30 @@ def test_a_tuned_study_is_never_started_twice_nor_resumed_with_other_settings(tm
         "name": "tuned",
         "kind": "tuned",
     }  # refused before anything was written
+
+
+def test_adaptive_rounds_pair_by_seed_skip_failures_and_keep_settings_as_text():
+    from gapan.tune.adaptive import paired_differences
+
+    # Methods "glow" and "None": text that pandas would read as missing.
+    space = parse_space(ABLATION_OF_TEXT, "text")
+    trials = pd.DataFrame(
+        {
+            "setting": ["glow", "None", "glow", "None", "glow", "None"],
+            "seed": [0, 0, 1, 1, 2, 2],
+            "status": ["completed", "completed", "completed", "failed", "completed", "completed"],
+            "val_map_at_r": [0.30, 0.32, 0.31, float("nan"), 0.29, 0.33],
+        }
+    )
+    assert paired_differences(trials, space) == {"None": pytest.approx([0.02, 0.04])}
+
+
+ABLATION_OF_TEXT = '''"""Q?"""
+KIND = "compare"
+METRIC = "val_map_at_r"
+MODE = "max"
+SEEDS = 2
+METHODS = {"glow": {}, "None": {"flow.family": "realnvp"}}
+SEARCH = {"method": {"type": "categorical", "values": ["glow", "None"]}}
+BASELINE = "glow"
+'''

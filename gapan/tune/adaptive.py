@@ -36,14 +36,16 @@ ROUND_PREFIX = "round_"
 
 def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) an adaptive study to its end and write its folder; return the folder."""
-    # study.json's seeds: the most any setting may get (each round says what it ran).
-    space = dataclasses.replace(apply_options(space, options), seeds=options.max_seeds)
     if space.kind not in ("ablation", "compare"):
-        raise StudyError("--seeds auto is for ablations and comparisons, not for searches")
+        raise StudyError("--seeds auto is for ablations and comparisons")
+    # A smoke run still takes more than one round.
+    least, most = (2, 3) if options.smoke else (options.min_seeds, options.max_seeds)
+    # study.json's seeds: the most any setting may get (each round says what it ran).
+    space = dataclasses.replace(apply_options(space, options), seeds=most)
     try:
         design = Design(
-            min_seeds=options.min_seeds,
-            max_seeds=options.max_seeds,
+            min_seeds=least,
+            max_seeds=most,
             comparisons=len(space.search[space.knob]["values"]) - 1,
             precision=options.precision,
         )
@@ -51,6 +53,12 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
         raise StudyError(f"--min-seeds/--max-seeds: {error}") from None
     study_dir = options.study_dir
     check_whole_study(study_dir, space, options.resume)
+    saved = results.read_study(study_dir).get("sequential") if options.resume else None
+    if options.resume and saved != dataclasses.asdict(design):
+        raise StudyError(
+            f"{study_dir} was started with another adaptive design ({saved}); resume with its "
+            "--min-seeds, --max-seeds and --precision, or give a new --name"
+        )
     results.write_study(
         study_dir, space, {"folder": str(study_dir), "sequential": dataclasses.asdict(design)}
     )
@@ -138,8 +146,12 @@ def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame
     folders = [study_dir / f"{ROUND_PREFIX}{number}" for number in range(1, count + 1)]
     trials = pd.concat(
         [
+            # Settings stay text as written: "None" or "NA" is a setting, not a missing value.
             pd.read_csv(
-                folder / results.TRIALS_FILE, dtype={"trial_id": str, "setting": str}
+                folder / results.TRIALS_FILE,
+                dtype={"trial_id": str, "setting": str},
+                keep_default_na=False,
+                na_values=[""],
             ).assign(round=number)
             for number, folder in enumerate(folders, start=1)
         ],

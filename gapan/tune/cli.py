@@ -74,19 +74,20 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         help="seeds per setting of an ablation, or auto: rounds of one more seed for the "
         "settings whose comparison with the baseline is undecided (group-sequential tests)",
     )
-    study.add_argument("--min-seeds", type=int, default=3, help="--seeds auto: the first round")
-    study.add_argument("--max-seeds", type=int, default=10, help="--seeds auto: the most seeds")
+    study.add_argument(
+        "--min-seeds", type=int, help="--seeds auto: seeds of the first round (default 3)"
+    )
+    study.add_argument("--max-seeds", type=int, help="--seeds auto: the most seeds (default 10)")
     study.add_argument(
         "--precision",
         type=float,
-        default=0.0,
         help="--seeds auto: a comparison whose interval is narrower than +- this (in the "
         "metric's units, e.g. 0.01) is decided (default 0: only one excluding zero is)",
     )
     study.add_argument(
         "--budget-minutes",
         type=float,
-        help="--seeds auto: start no new round after this many minutes",
+        help="--seeds auto: start no new round after this many minutes of this run",
     )
     study.add_argument(
         "--max-failures",
@@ -114,6 +115,15 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--dashboard-port", type=int, default=8265)
     study.add_argument("--no-report", action="store_true", help="skip the HTML report")
     return parser
+
+
+def _adaptive_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "--min-seeds": args.min_seeds,
+        "--max-seeds": args.max_seeds,
+        "--precision": args.precision,
+        "--budget-minutes": args.budget_minutes,
+    }
 
 
 def _seeds(text: str) -> int | str:
@@ -145,6 +155,10 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
     """Parse the flags, run the study named `name`, write its report; return an exit code."""
     parser = study_parser(name, description)
     args = parser.parse_args(argv)
+    adaptive = args.seeds == "auto"
+    given = [flag for flag, value in _adaptive_flags(args).items() if value is not None]
+    if given and not adaptive:
+        parser.error(f"{', '.join(given)} go with --seeds auto")
     from gapan.data import DataError
     from gapan.tune import StudyError, StudyOptions, run_study
 
@@ -157,12 +171,13 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent,
             num_samples=args.num_samples,
-            seeds=None if args.seeds == "auto" else args.seeds,
-            adaptive=args.seeds == "auto",
-            min_seeds=args.min_seeds,
-            max_seeds=args.max_seeds,
-            precision=args.precision,
-            budget_minutes=args.budget_minutes,
+            seeds=None if adaptive else args.seeds,
+            adaptive=adaptive,
+            **{
+                name.removeprefix("--").replace("-", "_"): value
+                for name, value in _adaptive_flags(args).items()
+                if value is not None
+            },
             objectives=args.objectives,
             address=args.address,
             storage=args.storage,

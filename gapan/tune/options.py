@@ -103,6 +103,8 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
     if options.objectives:
         space = with_objectives(space, list(options.objectives))
+        if "peak_gpu_memory_mb" in space.objectives and options.gpus_per_trial <= 0:
+            raise StudyError("--objectives ...,peak_gpu_memory needs trials on GPUs")
         if space.scheduler is not None:
             # ASHA stops trials on one metric; a Pareto front needs every trial's whole cost.
             print("--objectives: every trial runs to its end (no early stopping)", flush=True)

@@ -162,6 +162,11 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     """
     # Studies made of studies run their parts through this function.
     if space.kind == "tuned":
+        if options.adaptive:
+            raise StudyError(
+                "--seeds auto is for ablations and comparisons; a tuned comparison confirms "
+                "each method with its space's SEEDS (or --seeds N)"
+            )
         from gapan.tune.tuned import run_tuned
 
         return run_tuned(space, options)
