@@ -62,6 +62,12 @@ def _batch_sampler(cfg: ExperimentConfig, labels: torch.Tensor) -> MPerClassBatc
     )
 
 
+def _epoch_generator(cfg: ExperimentConfig, epoch: int) -> torch.Generator:
+    """The random draws of one epoch's augmentation (crops, cached views), from (seed, epoch):
+    a resumed run draws what it would have drawn."""
+    return torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+
+
 def _labels_and_classes(
     labels: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +154,7 @@ def partial_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device) 
 
     def train_batches(epoch: int) -> TrainBatches:
         sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+        generator = _epoch_generator(cfg, epoch)
         for batch in sampler:
             index = torch.as_tensor(batch)
             views = torch.randint(train_maps.shape[1], (len(index),), generator=generator)
@@ -253,8 +259,7 @@ def on_device_inputs(cfg: ExperimentConfig, splits: Splits, device: torch.device
 
     def train_batches(epoch: int) -> TrainBatches:
         sampler.set_epoch(epoch)
-        # Crops drawn from (seed, epoch): a resumed run draws the ones it would have drawn.
-        generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+        generator = _epoch_generator(cfg, epoch)
         for batch in sampler:
             index = torch.as_tensor(batch)
             pixels = train_images[index.to(device, non_blocking=True)]
