@@ -127,9 +127,15 @@ class _Report:
         self.tables["settings"] = settings
         self.tables["quality_cost"] = quality_cost
         self.tables["comparisons"] = comparison["comparisons"]
+        test_comparison = None
+        if results.test_metric is not None:
+            test_comparison = figures.comparison_data(results, results.test_metric)
+            self.tables["test_comparisons"] = test_comparison["comparisons"]
         self.tables["still_improving"] = still_improving
         self.guarded("metric", lambda: self._metric_section(metric_data, settings))
-        self.guarded("baseline comparison", lambda: self._comparison_section(comparison))
+        self.guarded(
+            "baseline comparison", lambda: self._comparison_section(comparison, test_comparison)
+        )
         if results.sequential is not None:
             self.guarded("adaptive seeds", self._sequential_section)
         self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
@@ -158,7 +164,7 @@ class _Report:
             table_html(settings, caption=table_caption),
         )
 
-    def _comparison_section(self, comparison: dict) -> None:
+    def _comparison_section(self, comparison: dict, test_comparison: dict | None) -> None:
         if comparison["baseline"] is None:
             self.add(
                 "baseline",
@@ -189,7 +195,25 @@ class _Report:
                 caption="Paired comparisons; d_z is the mean difference over the standard "
                 "deviation of the differences.",
             ),
+            *self._test_comparison_parts(test_comparison),
         )
+
+    def _test_comparison_parts(self, test_comparison: dict | None) -> list[str]:
+        if test_comparison is None or test_comparison["comparisons"].empty:
+            return []
+        caption = (
+            f"The same comparisons on the unseen test classes ({test_comparison['metric']}): "
+            "reported beside the validation ones, never used to choose anything. Tests and "
+            "intervals as above for a fixed number of seeds"
+        )
+        if "sequential" in self.results.study:
+            caption += (
+                "; this study chose its seeds on validation, so read these as descriptive: "
+                "they do not account for that choice"
+            )
+        return [
+            table_html(tables.comparisons_table(test_comparison["comparisons"]), caption=caption)
+        ]
 
     def _quality_cost_section(self, data: pd.DataFrame) -> None:
         if data.empty:

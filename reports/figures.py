@@ -276,22 +276,28 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
 # (2) Each setting against the baseline, paired by seed.
 
 
-def comparison_data(results: Results) -> dict[str, Any]:
+def comparison_data(results: Results, column: str | None = None) -> dict[str, Any]:
     """Paired comparisons of each setting with the baseline (`stats.compare_to_baseline`).
+
+    Args:
+        results: An ablation or comparison.
+        column: The metric compared; the study's validation metric by default. An adaptive
+            study's seeds were chosen on that one, so only it gets the sequential statistics.
 
     Returns:
         ``comparisons``: one row per setting (`stats.COMPARISON_COLUMNS`), empty when there is
         no baseline; ``pairs``: setting, seed, difference, one row per paired seed; and
         ``metric``, ``knob``, ``baseline``, ``mode``.
     """
+    column = column or results.metric
     baseline = baseline_setting(results)
     settings = setting_order(results)
-    usable = usable_trials(results)
+    usable = usable_trials(results, column)
     values = pd.DataFrame(
         {
             "setting": usable["setting"].astype(str),
             "seed": usable["seed"],
-            "value": usable[results.metric].astype(float),
+            "value": usable[column].astype(float),
         }
     )
     pair_frames = []
@@ -302,7 +308,7 @@ def comparison_data(results: Results) -> dict[str, Any]:
             stats.sequential_comparisons(
                 values, baseline, settings, Design(**results.study["sequential"])
             )
-            if "sequential" in results.study
+            if "sequential" in results.study and column == results.metric
             else stats.compare_to_baseline(values, baseline, settings)
         )
         for setting in comparisons["setting"]:
@@ -314,7 +320,7 @@ def comparison_data(results: Results) -> dict[str, Any]:
         else pd.DataFrame(columns=["setting", "seed", "difference"])
     )
     return {
-        "metric": results.metric,
+        "metric": column,
         "knob": results.knob,
         "baseline": baseline,
         "mode": results.mode,

@@ -1025,7 +1025,7 @@ def test_report_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Path
     folder = ablation_folder(tmp_path / "study")
     build_report(folder)
     written = sorted(folder.glob("report*"))
-    assert len(written) == 10
+    assert len(written) == 11
     kept = tmp_path / "kept"
     kept.mkdir()
     before = {}
@@ -1235,3 +1235,20 @@ def test_quality_against_cost_marks_the_settings_no_other_beats_on_both(tmp_path
     html = build_report(folder).read_text()
     assert "could not be drawn" not in html
     assert "figure-quality-cost" in html and "ms per step" in html
+
+
+def test_comparisons_on_test_are_reported_beside_validation_never_instead(tmp_path) -> None:
+    folder = ablation_folder(tmp_path / "study", effects={"0": 0.0, "2": 0.03, "4": -0.02})
+    results = load_results(folder)
+    validation = comparison_data(results)
+    test = comparison_data(results, "test_map_at_r")
+    assert test["metric"] == "test_map_at_r" and validation["metric"] == "val_map_at_r"
+    differences = test["pairs"].groupby("setting")["difference"].mean()
+    trials = results.trials
+    for setting in ("2", "4"):
+        own = trials[trials["setting"] == setting].set_index("seed")["test_map_at_r"]
+        base = trials[trials["setting"] == "0"].set_index("seed")["test_map_at_r"]
+        assert differences[setting] == pytest.approx((own - base).mean())
+    html = build_report(folder).read_text()
+    assert "on the unseen test classes (test_map_at_r)" in html
+    assert (folder / "report_test_comparisons.csv").exists()
