@@ -355,3 +355,28 @@ def test_the_seeds_of_a_tuned_comparison_are_the_studys_to_choose():
         )
     with pytest.raises(SpaceError, match="train.seed is the study's to choose"):
         parse_space(TUNED.replace('"fixed": {}', '"fixed": {"train.seed": 1}'), "t")
+
+
+def test_a_multi_objective_search_names_one_metric_and_one_cost():
+    from gapan.space import with_objectives
+
+    search = load_space("search_gapan")
+    both = with_objectives(search, ["map_at_r", "time_per_step"])
+    assert both.objectives == ["val_map_at_r", "time_per_step_s"]
+    assert both.directions() == ["max", "min"] and both.metric == "val_map_at_r"
+    for names in (["time_per_step"], ["map_at_r", "time_per_epoch"], ["mapp", "time_per_step"]):
+        with pytest.raises(SpaceError, match="name a metric .* and one cost"):
+            with_objectives(search, names)
+    with pytest.raises(SpaceError, match="for search studies"):
+        with_objectives(load_space("ablate_flow_depth"), ["map_at_r", "time_per_step"])
+
+
+def test_the_adaptive_flags_go_with_seeds_auto(capsys):
+    from gapan.tune.cli import run_study_script
+
+    with pytest.raises(SystemExit):
+        run_study_script("ablate_flow_depth", "", ["--min-seeds", "4"])
+    assert "--min-seeds go with --seeds auto" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_study_script("ablate_flow_depth", "", ["--seeds", "many"])
+    assert "a number of seeds or auto" in capsys.readouterr().err
