@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         {
             "bench": "partial_trial",
             "environment": environment("cpu"),
-            "config": flat,
+            # The prepared data set's folder is this machine's; the rest says what ran.
+            "config": {key: value for key, value in flat.items() if key != "data.root"},
             "cache": {k: rounded(v) if isinstance(v, float) else v for k, v in cache.items()},
             "trial": {k: rounded(v) if isinstance(v, float) else v for k, v in trial.items()},
         },
