@@ -12,7 +12,7 @@ from gapan import results
 from gapan.space import StudySpace
 from gapan.tune import folder
 from gapan.tune.options import StudyError, StudyOptions
-from gapan.tune.resume import changed_fields, read_study_file
+from gapan.tune.resume import check_same_study
 from gapan.tune.runner import run_study
 
 
@@ -51,12 +51,7 @@ def finished(part_dir: Path, part: StudySpace) -> bool:
         StudyError: The part's folder holds a study with other settings than `part`.
     """
     if (part_dir / results.STUDY_FILE).exists():
-        changed = changed_fields(read_study_file(part_dir), part)
-        if changed:
-            raise StudyError(
-                f"{part_dir} was run with other settings ({', '.join(changed)}) than this study "
-                "asks for now; resume with the options it started with, or give a new --name"
-            )
+        check_same_study(part_dir, part)
     try:
         trials = pd.read_csv(part_dir / results.TRIALS_FILE)
     except (OSError, ValueError, pd.errors.ParserError):
@@ -72,13 +67,7 @@ def check_whole_study(study_dir: Path, space: StudySpace, resume: bool) -> None:
     if resume:
         if not study_file.exists():
             raise StudyError(f"{study_dir} holds no study to resume; run without --resume")
-        changed = changed_fields(read_study_file(study_dir), space)
-        if changed:
-            raise StudyError(
-                f"{study_dir} belongs to another study or other options (different "
-                f"{', '.join(changed)}); resume with the options it started with, or give a "
-                "new --name"
-            )
+        check_same_study(study_dir, space)
         return
     if study_file.exists() or any(study_dir.glob(f"*/{results.STUDY_FILE}")):
         raise StudyError(

@@ -35,12 +35,17 @@ SAME_ON_RESUME = (
 )
 
 
-def changed_fields(saved: dict, space: StudySpace) -> list[str]:
-    """The fields of a study.json that `space` would write differently."""
+def check_same_study(study_dir: Path, space: StudySpace) -> None:
+    """Refuse to go on with a study whose study.json `space` would write differently."""
     # A study written before these fields existed had their defaults.
-    saved = {"first_seed": 0, "objectives": [], **saved}
+    saved = {"first_seed": 0, "objectives": [], **read_study_file(study_dir)}
     wanted = space.to_dict()
-    return [key for key in SAME_ON_RESUME if saved.get(key) != wanted.get(key)]
+    differs = [key for key in SAME_ON_RESUME if saved.get(key) != wanted.get(key)]
+    if differs:
+        raise StudyError(
+            f"{study_dir} belongs to another study or other options (different "
+            f"{', '.join(differs)}); resume with the options it started with, or give a new --name"
+        )
 
 
 def check_resumable(study_dir: Path, space: StudySpace) -> None:
@@ -68,18 +73,13 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
     check_trusted(study_dir)
     check_experiment_state(study_dir)
     saved = read_study_file(study_dir)
-    differs = changed_fields(saved, space)
     if saved.get("folder") not in (None, str(study_dir)):
         raise StudyError(
             f"{study_dir} was made as {saved['folder']} and has moved since; Tune's and Optuna's "
             "state inside it name the old place, so a resume here would write there. Resume it "
             "where it was made, or give a new --name to start a new study."
         )
-    if differs:
-        raise StudyError(
-            f"{study_dir} belongs to another study or other options (different "
-            f"{', '.join(differs)}); resume with the options it started with, or give a new --name"
-        )
+    check_same_study(study_dir, space)
 
 
 def check_trusted(study_dir: Path) -> None:
