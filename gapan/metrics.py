@@ -257,9 +257,7 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Recall@K, MAP@R, R-Precision and (optionally) NMI from one exact neighbour search.
 
-    The search is deep enough for every metric: k = max(max R, max K), capped at the gallery
-    size, so MAP@R and R-Precision are never cut below R. Only per-query scores are kept between
-    chunks, never the whole neighbour list.
+    The means over queries of `query_scores` (queries with R = 0 left out), and NMI.
 
     Args:
         query: Query embeddings, shape (N, D).
@@ -290,6 +288,38 @@ def retrieval_metrics(
         ...                             with_nmi=False)
         >>> metrics
         {'recall_at_1': 0.75, 'recall_at_2': 1.0, 'map_at_r': 0.75, 'r_precision': 0.75}
+    """
+    scores = query_scores(
+        query, query_labels, gallery, gallery_labels, recall_ks, chunk_size=chunk_size
+    )
+    metrics = mean_scores(scores)
+    if with_nmi:
+        metrics["nmi"] = nmi(query, query_labels)
+    return metrics
+
+
+def query_scores(
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    recall_ks: Sequence[int] = (1, 2, 4, 8),
+    *,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every query's Recall@K, AP@R and R-Precision, from one exact neighbour search.
+
+    The search is deep enough for every metric: k = max(max R, max K), capped at the gallery
+    size, so MAP@R and R-Precision are never cut below R. Only per-query scores are kept between
+    chunks, never the whole neighbour list. Arguments as for `retrieval_metrics`.
+
+    Returns:
+        Tensors of shape (N,) on the queries' device: ``recall_at_{K}`` for each K, ``map_at_r``
+        (each query's AP@R), ``r_precision``, and ``relevant``, each query's R (a query with
+        R = 0 scores 0 everywhere and counts in no mean).
+
+    Raises:
+        ValueError: On inconsistent inputs, or when no query has any relevant item.
     """
     ks = tuple(recall_ks)
     for k in ks:
@@ -329,15 +359,58 @@ def retrieval_metrics(
             precision_scores.append(_average_precision_at_r(matches, chunk_relevant))
             r_precision_scores.append(_r_precision_per_query(matches, chunk_relevant))
 
-    metrics = {
-        f"recall_at_{k}": _mean_over_scoring(torch.cat(scores), relevant)
-        for scores, k in zip(recall_scores, ks, strict=True)
+    scores = {
+        f"recall_at_{k}": torch.cat(chunks) for chunks, k in zip(recall_scores, ks, strict=True)
     }
-    metrics["map_at_r"] = _mean_over_scoring(torch.cat(precision_scores), relevant)
-    metrics["r_precision"] = _mean_over_scoring(torch.cat(r_precision_scores), relevant)
-    if with_nmi:
-        metrics["nmi"] = nmi(query, query_labels)
-    return metrics
+    scores["map_at_r"] = torch.cat(precision_scores)
+    scores["r_precision"] = torch.cat(r_precision_scores)
+    scores["relevant"] = relevant
+    return scores
+
+
+def mean_scores(scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The mean of each of `query_scores`' scores over the queries with R > 0."""
+    relevant = scores["relevant"]
+    return {
+        name: _mean_over_scoring(values, relevant)
+        for name, values in scores.items()
+        if name != "relevant"
+    }
+
+
+def class_scores(scores: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each class's mean of `query_scores`' scores over its queries with R > 0.
+
+    The unit of class-level statistics: a class is what an unseen test set samples, so each
+    class's mean, weighted by its query count, gives back the mean over queries.
+
+    Args:
+        scores: `query_scores`' output.
+        labels: The queries' class labels, shape (N,).
+
+    Returns:
+        ``label`` (each class with a scoring query, ascending), ``queries`` (its queries with
+        R > 0) and each score's mean over them, as tensors of one row per class on the CPU.
+
+    Example:
+        >>> scores = {"map_at_r": torch.tensor([1.0, 0.5, 0.0, 0.25]),
+        ...           "relevant": torch.tensor([1, 1, 0, 3])}
+        >>> table = class_scores(scores, torch.tensor([3, 3, 5, 7]))
+        >>> [table[key].tolist() for key in ("label", "queries", "map_at_r")]
+        [[3, 7], [2, 1], [0.75, 0.25]]
+    """
+    labels = _check_labels(labels, "labels").cpu()
+    scoring = scores["relevant"].cpu() > 0
+    present, index = torch.unique(labels[scoring], return_inverse=True)
+    counts = torch.bincount(index, minlength=len(present)).double()
+    table = {"label": present, "queries": counts.long()}
+    for name, values in scores.items():
+        if name == "relevant":
+            continue
+        sums = torch.zeros(len(present), dtype=torch.float64)
+        sums.index_add_(0, index, values.cpu().double()[scoring])
+        table[name] = sums / counts
+    return table
 
 
 def _neighbour_chunks(

@@ -27,6 +27,19 @@ TRIALS_DIR = "trials"  # one folder per trial, holding its resolved config
 REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (gapan.evaluate)
 TUNE_DIR = "tune"  # Tune's own experiment folder (checkpoints, experiment state)
 SEQUENTIAL_FILE = "sequential.json"  # an adaptive study's rounds and decisions
+CLASS_SCORES_FILE = "class_scores.csv"  # each trial's final scores per validation and test class
+# Where a trial's last report carries its per-class scores (gapan.train.CLASS_SCORES): JSON text
+# {"fields": [...], "rows": [[...], ...]}.
+CLASS_SCORES_KEY = "class_scores"
+CLASS_SCORE_COLUMNS = (
+    "trial_id",
+    "split",
+    "class",
+    "queries",
+    "map_at_r",
+    "recall_at_1",
+    "r_precision",
+)
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -188,14 +201,32 @@ def epochs_table(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def class_scores_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """`CLASS_SCORE_COLUMNS`: one row per trial, split and class, from each trial's last report
+    (trials that did not finish have none)."""
+    frames = []
+    for record in records:
+        text = record.epochs[-1].get(CLASS_SCORES_KEY) if record.epochs else None
+        if not isinstance(text, str):
+            continue
+        scores = json.loads(text)
+        frame = pd.DataFrame(scores["rows"], columns=scores["fields"])
+        frames.append(frame.assign(trial_id=record.trial_id))
+    if not frames:
+        return pd.DataFrame(columns=list(CLASS_SCORE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(CLASS_SCORE_COLUMNS)]
+
+
 def write_tables(
     study_dir: Path, records: list[TrialRecord], space: StudySpace, finished: bool
 ) -> pd.DataFrame:
-    """Write trials.csv, epochs.csv and each trial's resolved config; return the trials table."""
+    """Write trials.csv, epochs.csv, class_scores.csv and each trial's resolved config; return
+    the trials table."""
     trials = trials_table(records, space, finished)
     # Atomic: a driver killed while writing leaves the previous tables, never a cut-off one.
     write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
     write_atomic(study_dir / EPOCHS_FILE, csv_text(epochs_table(records)))
+    write_atomic(study_dir / CLASS_SCORES_FILE, csv_text(class_scores_table(records)))
     for record in records:
         trial_dir = study_dir / TRIALS_DIR / record.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)

@@ -45,18 +45,26 @@ from gapan.inputs import (
     resolve_device,
 )
 from gapan.losses import GapanCriterion
-from gapan.metrics import retrieval_metrics
+from gapan.metrics import class_scores, mean_scores, nmi, query_scores
 from gapan.model import EmbeddingModel
 
 Report = Callable[[dict[str, Any]], None]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
+# The last report's per-class scores: JSON text of one row per evaluated split and class (text,
+# because Tune flattens a nested dict into one column per value); gapan.results writes them out.
+CLASS_SCORES = "class_scores"
+CLASS_SCORE_FIELDS = ("split", "class", "queries", "map_at_r", "recall_at_1", "r_precision")
 
 
 def print_report(metrics: dict[str, Any]) -> None:
     # Significant digits, not decimals: a learning rate near its floor is far below 1e-4.
-    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in metrics.items()}
+    shown = {
+        k: float(f"{v:.4g}") if isinstance(v, float) else v
+        for k, v in metrics.items()
+        if k != CLASS_SCORES
+    }
     print(json.dumps(shown), flush=True)
 
 
@@ -151,18 +159,37 @@ def evaluate(
     splits: Splits,
     device: torch.device,
     with_nmi: bool = True,
-) -> dict[str, float]:
-    """Retrieval metrics of one split; test uses the gallery where the benchmark has one."""
+) -> tuple[dict[str, float], list[list[Any]]]:
+    """Retrieval metrics of one split; test uses the gallery where the benchmark has one.
+
+    Returns:
+        The metrics keyed ``<split>_<metric>`` (means over queries), and one row per class of
+        `CLASS_SCORE_FIELDS`: the same scores averaged over that class's queries.
+    """
     query = embed_split(model, inputs.eval_batches[split], device)
     labels = inputs.eval_labels[split].to(device)
     gallery = gallery_labels = None
     if split == "test" and "gallery" in inputs.eval_batches:
         gallery = embed_split(model, inputs.eval_batches["gallery"], device)
         gallery_labels = inputs.eval_labels["gallery"].to(device)
-    metrics = retrieval_metrics(
-        query, labels, gallery, gallery_labels, recall_ks=splits.recall_ks, with_nmi=with_nmi
-    )
-    return {f"{split}_{name}": value for name, value in metrics.items()}
+    scores = query_scores(query, labels, gallery, gallery_labels, recall_ks=splits.recall_ks)
+    metrics = mean_scores(scores)
+    if with_nmi:
+        metrics["nmi"] = nmi(query, labels)
+    per_class = class_scores(scores, labels)
+    names = getattr(splits, split).class_names
+    rows = [
+        [
+            split,
+            names[label],
+            queries,
+            *(per_class[key][row].item() for key in CLASS_SCORE_FIELDS[3:]),
+        ]
+        for row, (label, queries) in enumerate(
+            zip(per_class["label"].tolist(), per_class["queries"].tolist(), strict=True)
+        )
+    ]
+    return {f"{split}_{name}": value for name, value in metrics.items()}, rows
 
 
 def train_epoch(
@@ -400,9 +427,14 @@ def train(
             return metrics
         last = epoch == cfg.train.epochs
         # NMI runs k-means (seconds on large sets), so only the final evaluation computes it.
-        metrics.update(evaluate(model, inputs, "val", splits, device, with_nmi=last))
+        val_metrics, val_classes = evaluate(model, inputs, "val", splits, device, with_nmi=last)
+        metrics.update(val_metrics)
         if last:
-            metrics.update(evaluate(model, inputs, "test", splits, device))
+            test_metrics, test_classes = evaluate(model, inputs, "test", splits, device)
+            metrics.update(test_metrics)
+            metrics[CLASS_SCORES] = json.dumps(
+                {"fields": CLASS_SCORE_FIELDS, "rows": val_classes + test_classes}
+            )
         metrics["time_this_epoch_s"] = time.perf_counter() - epoch_started
         metrics["elapsed_s"] = time.perf_counter() - started
         metrics["status"] = "completed" if last else "running"

@@ -166,8 +166,23 @@ def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame
         ],
         ignore_index=True,
     )
+    classes = [
+        pd.read_csv(
+            folder / results.CLASS_SCORES_FILE,
+            dtype={"trial_id": str, "class": str},
+            keep_default_na=False,
+            na_values=[""],
+        )
+        for folder in folders
+        if (folder / results.CLASS_SCORES_FILE).exists()
+    ]
     write_atomic(study_dir / results.TRIALS_FILE, results.csv_text(trials))
     write_atomic(study_dir / results.EPOCHS_FILE, results.csv_text(epochs))
+    if classes:
+        write_atomic(
+            study_dir / results.CLASS_SCORES_FILE,
+            results.csv_text(pd.concat(classes, ignore_index=True)),
+        )
     for folder in folders:
         for trial in (folder / results.TRIALS_DIR).iterdir():
             target = study_dir / results.TRIALS_DIR / trial.name
