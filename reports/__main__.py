@@ -28,12 +28,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="HTML file to write (default RESULTS_DIR/report.html)",
     )
+    parser.add_argument(
+        "--equivalence-margin",
+        type=float,
+        default=None,
+        help="call a setting equivalent to the baseline when its (1 - 2 alpha) interval lies "
+        "inside +- this (in the metric's units); default: the study's own (study.json)",
+    )
     arguments = parser.parse_args(argv)
+    margin = arguments.equivalence_margin
+    if margin is not None and not 0 < margin < float("inf"):
+        parser.error(f"--equivalence-margin must be a positive number; got {margin}")
     try:
         path = build_report(
             arguments.results_dir,
             arguments.out,
             on_note=lambda note: print(f"warning: {note}", file=sys.stderr),
+            equivalence_margin=margin,
         )
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import logging
 import math
@@ -12,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from gapan.files import write_atomic
-from reports import convergence, figures, page, search, tables
+from reports import convergence, figures, page, search, stats, tables
 from reports.load import REFERENCE_FILE, Results, load_results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
 from reports.reference import reference_data, reference_mismatches
 from reports.sequential import sequential_data, sequential_method_note
-from reports.summary import Sentence, ablation_summary, search_summary
+from reports.summary import Sentence, ablation_summary, importance_sentence, search_summary
 from reports.tuned import TunedParts, budget_table, tuned_parts
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def build_report(
     out: Path | str | None = None,
     *,
     on_note: Callable[[str], None] | None = None,
+    equivalence_margin: float | None = None,
 ) -> Path:
     """Write the study's report and the tables behind its figures.
 
@@ -41,6 +43,8 @@ def build_report(
             it as `<stem>_*.csv` (`report_trials.csv`, `report_settings.csv`, ...).
         on_note: Called with each note the page shows (a malformed row, a missing file, a part
             that could not be drawn), e.g. to print it as a warning.
+        equivalence_margin: Replaces the study's own margin (study.json's, or a tuned
+            comparison's) for the equivalence tests.
 
     Returns:
         The path of the HTML file.
@@ -54,6 +58,11 @@ def build_report(
         for part in tuned.searches.values():
             build_report(part.directory, on_note=on_note)
     results = tuned.confirmation if tuned is not None else load_results(results_dir)
+    if equivalence_margin is None and tuned is not None:
+        equivalence_margin = tuned.equivalence_margin
+    if equivalence_margin is not None:
+        study = {**results.study, "equivalence_margin": equivalence_margin}
+        results = dataclasses.replace(results, study=study)
     out = Path(out) if out is not None else Path(results_dir) / "report.html"
     report = _Report(results)
     if results.is_ablation:
@@ -174,29 +183,107 @@ class _Report:
             return
         caption = (
             "Diamonds: the mean paired difference (setting − baseline over the seeds both ran) "
-            "with its 95% t-interval; circles: single seeds. Right: Holm-adjusted p-value across "
-            "all settings (* below 0.05). Wilcoxon signed-rank with 6 or more pairs, the paired "
-            "t-test with 3 to 5; fewer than 3 pairs get no test."
+            "with its 95% t-interval over seeds; circles: single seeds. Right: Holm-adjusted "
+            "p-value across all settings (* below 0.05). Wilcoxon signed-rank with 6 or more "
+            "pairs, the paired t-test with 3 to 5; fewer than 3 pairs get no test."
         )
-        if "sequential" in self.results.study:
+        if comparison["sequential"]:
             caption = (
                 "Diamonds: the mean paired difference (setting − baseline over the seeds both "
-                "ran) with its repeated confidence interval at the level Holm tests it at; "
-                "circles: single seeds. Right: the repeated p-value, Holm-adjusted across all "
-                "settings (* at most 0.05). Both stay valid however many seeds each setting "
-                "took (see How the answer was reached)."
+                "ran) with its repeated confidence interval over seeds at the level Holm tests it "
+                "at (the table's level column: 95% down to 95%/m); circles: single seeds. Right: "
+                "the repeated p-value, Holm-adjusted across all settings (* at most 0.05). Both "
+                "stay valid however many seeds each setting took (see How the answer was "
+                "reached)."
             )
+        caption += " " + self._class_caption(comparison)
         self.add(
             "baseline",
             f"Against the baseline {self.results.knob} = {comparison['baseline']}",
+            paragraph(self._family_note(comparison), "lead"),
             figure_html(figures.draw_comparison(comparison), "figure-comparison", caption),
             table_html(
                 tables.comparisons_table(comparison["comparisons"]),
                 caption="Paired comparisons; d_z is the mean difference over the standard "
-                "deviation of the differences.",
+                "deviation of the differences over seeds.",
             ),
             *self._test_comparison_parts(test_comparison),
+            *self._class_parts(test_comparison or comparison),
         )
+
+    def _class_caption(self, comparison: dict) -> str:
+        if comparison["classes"].empty:
+            return (
+                "This study kept no per-class scores, so every interval here is over seeds "
+                "only: it says what other seeds would do on these same classes, not on other "
+                "classes."
+            )
+        text = (
+            "Purple bars: the 95% interval over seeds and classes (a two-level bootstrap that "
+            "resamples classes, then seeds, paired by seed and class): what other unseen "
+            "classes would show. A setting counts as better or worse only when both intervals "
+            "exclude zero after Holm."
+        )
+        if comparison["sequential"]:
+            text += (
+                " The interval over classes is a fixed-sample one: it does not account for the "
+                "adaptive choice of seeds."
+            )
+        return text
+
+    def _family_note(self, comparison: dict) -> str:
+        """Which interval the verdicts use, the Holm family, and the equivalence test."""
+        count = len(comparison["comparisons"])
+        family = (
+            f"Holm family: the {count} setting{'s' if count != 1 else ''} compared with "
+            f"{self.results.knob} = {comparison['baseline']} on {comparison['metric']}"
+        )
+        if comparison["classes"].empty:
+            text = f"Verdicts use the interval over seeds. {family}."
+        else:
+            text = (
+                "Verdicts use the wider of the two intervals (over seeds; over seeds and "
+                f"classes): both must exclude zero. {family}, for each kind of p-value."
+            )
+        margin = comparison["margin"]
+        if margin > 0:
+            text += (
+                f" Equivalent within ±{margin:g}: the (1 − 2α/{count}) interval of every kind "
+                f"lies inside ±{margin:g} (two one-sided tests, α = {stats.ALPHA:g}, Bonferroni "
+                f"over the {count} settings). Not significant is not equivalent: a setting "
+                "neither better, worse nor equivalent is undecided."
+            )
+        else:
+            text += (
+                " No equivalence margin was set (--equivalence-margin), so no setting is "
+                "called equivalent: not significant only means undecided."
+            )
+        return text
+
+    def _class_parts(self, comparison: dict) -> list[str]:
+        if comparison["classes"].empty:
+            return []
+        concentration = figures.class_concentration(comparison)
+        self.tables["class_differences"] = comparison["classes"]
+        self.tables["class_concentration"] = concentration
+        split = "unseen test" if comparison["metric"].startswith("test_") else "validation"
+        caption = (
+            f"Each point is one {split} class: its difference in {comparison['metric']} from "
+            "the baseline, averaged over the seeds both ran, sized by its queries; the black "
+            "tick is the mean over queries. When a few far points carry the mean, a few "
+            "classes carry the effect."
+        )
+        return [
+            figure_html(
+                figures.draw_class_differences(comparison), "figure-class-differences", caption
+            ),
+            table_html(
+                concentration,
+                caption="How concentrated each difference is: the three classes that move the "
+                "mean most (query-weighted absolute difference), their share of all classes' "
+                "movement, and the share three classes would carry if every class moved alike.",
+            ),
+        ]
 
     def _test_comparison_parts(self, test_comparison: dict | None) -> list[str]:
         if test_comparison is None or test_comparison["comparisons"].empty:
@@ -317,17 +404,21 @@ class _Report:
         history = figures.history_data(results)
         self.tables["history"] = history
         importances: pd.DataFrame | None = None
+        call: search.ImportanceCall | None = None
         problem = ""
         study = search.optuna_study(results)
         try:
-            importances = figures.importance_data(search.param_importances(study))
+            found = search.param_importances(study)
+            importances = figures.importance_data(found)
             self.tables["importances"] = importances
+            call = search.most_important(study, found)
+            self.tables["importance_call"] = call.table()
         except ValueError as error:
             problem = str(error)
-        self.summary = search_summary(results, importances, problem)
+        self.summary = search_summary(results, importances, problem, call)
         self.guarded("history", lambda: self._history_section(history))
         self.guarded("best configuration", self._best_section)
-        self.guarded("importances", lambda: self._importance_section(importances, problem))
+        self.guarded("importances", lambda: self._importance_section(importances, call, problem))
         quality_cost = figures.quality_cost_data(results)
         self.tables["quality_cost"] = quality_cost
         self.guarded("quality against cost", lambda: self._quality_cost_section(quality_cost))
@@ -361,20 +452,37 @@ class _Report:
             "</div>",
         )
 
-    def _importance_section(self, importances: pd.DataFrame | None, problem: str) -> None:
+    def _importance_section(
+        self,
+        importances: pd.DataFrame | None,
+        call: search.ImportanceCall | None,
+        problem: str,
+    ) -> None:
         results = self.results
         parts = []
         top: list[str] = []
-        if importances is not None and len(importances):
+        if importances is not None and len(importances) and call is not None:
+            parts.append(paragraph(importance_sentence(importances, call).text))
             caption = (
-                "optuna.importance over the completed trials. PED-ANOVA: how much each key "
-                "separates the best 10% of trials from the rest; fANOVA (shown while the study "
-                "is small enough for it to be quick): the share of the metric's variance each "
-                "key explains. Where they disagree, neither ranking is settled."
+                "optuna.importance over the completed trials, ordered by PED-ANOVA. PED-ANOVA: "
+                "how much each key separates the best 10% of trials from the rest; fANOVA "
+                "(shown while the study is small enough for it to be quick): the share of the "
+                "metric's variance each key explains. The order ranks the keys only as far as "
+                "the call above does."
             )
             figure = figures.draw_importances(importances, results.metric)
             parts.append(figure_html(figure, "figure-importances", caption))
+            parts.append(
+                table_html(
+                    call.table(),
+                    caption="The call: the evaluators that rank each key first over all the "
+                    "trials, and the share of bootstrap resamples of the trials in which "
+                    "PED-ANOVA does",
+                )
+            )
             params = list(dict.fromkeys(importances["param"]))
+            if call.param is not None:
+                params = [call.param, *(param for param in params if param != call.param)]
             top = [page.plot_text(param) for param in params[:4]]
         else:
             parts.append(paragraph(f"No parameter importances: {problem}"))
@@ -383,7 +491,7 @@ class _Report:
         captions = {
             "parallel coordinate": "Each line is a completed trial across the searched keys, "
             "coloured by the metric.",
-            "slice": "The metric against each of the most important keys, one point per "
+            "slice": "The metric against up to four of the searched keys, one point per "
             "completed trial.",
             "intermediate values": "The validation metric per epoch of every trial, as the "
             "scheduler saw it.",
@@ -434,13 +542,20 @@ class _Report:
             config = tables.best_trial_config(results, best)
             columns.append(pairs_html(config, caption="Best searched values (confirmed above)"))
         try:
-            importances = figures.importance_data(
-                search.param_importances(search.optuna_study(results))
-            )
+            study = search.optuna_study(results)
+            found = search.param_importances(study)
+            importances = figures.importance_data(found)
             self.tables[f"importances_{method}"] = importances
+            call = search.most_important(study, found)
+            self.tables[f"importance_call_{method}"] = call.table()
             columns.append(
-                table_html(importances, caption="Parameter importances (optuna.importance)")
+                table_html(
+                    importances,
+                    caption="Parameter importances (optuna.importance), ordered by PED-ANOVA; "
+                    "a ranking only as far as the call above makes one",
+                )
             )
+            parts.append(paragraph(f"{method}: {importance_sentence(importances, call).text}"))
         except ValueError as error:
             columns.append(paragraph(f"No parameter importances: {error}"))
         return [*parts, *columns, "</div>"]

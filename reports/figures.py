@@ -277,7 +277,7 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
 
 
 def comparison_data(results: Results, column: str | None = None) -> dict[str, Any]:
-    """Paired comparisons of each setting with the baseline (`stats.compare_to_baseline`).
+    """Paired comparisons of each setting with the baseline, over seeds and over classes.
 
     Args:
         results: An ablation or comparison.
@@ -285,9 +285,11 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
             study's seeds were chosen on that one, so only it gets the sequential statistics.
 
     Returns:
-        ``comparisons``: one row per setting (`stats.COMPARISON_COLUMNS`), empty when there is
-        no baseline; ``pairs``: setting, seed, difference, one row per paired seed; and
-        ``metric``, ``knob``, ``baseline``, ``mode``.
+        ``comparisons``: one row per setting (`stats.COMPARISON_COLUMNS` and
+        `stats.CLASS_COLUMNS`), empty when there is no baseline; ``pairs``: setting, seed,
+        difference, one row per paired seed; ``classes``: setting, class, queries, difference
+        (the mean over paired seeds), empty without per-class scores of this metric; and
+        ``metric``, ``knob``, ``baseline``, ``mode``, ``margin``, ``sequential``.
     """
     column = column or results.metric
     baseline = baseline_setting(results)
@@ -300,48 +302,115 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
             "value": usable[column].astype(float),
         }
     )
-    pair_frames = []
+    class_values = per_class_values(results, usable, column)
+    margin = equivalence_margin(results)
+    adaptive = "sequential" in results.study and column == results.metric
+    design = Design(**results.study["sequential"]) if adaptive else None
+    pair_frames, class_frames = [], []
     if baseline is None:
-        comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS)
+        comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS + stats.CLASS_COLUMNS)
     else:
         comparisons = (
-            stats.sequential_comparisons(
-                values, baseline, settings, Design(**results.study["sequential"])
-            )
-            if "sequential" in results.study and column == results.metric
+            stats.sequential_comparisons(values, baseline, settings, design)
+            if design is not None
             else stats.compare_to_baseline(values, baseline, settings)
         )
+        seed_differences = {}
         for setting in comparisons["setting"]:
             pairs = stats.paired_differences(values, setting, baseline)
+            seed_differences[setting] = pairs["difference"].to_numpy(dtype=float)
             pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])
+            if class_values is not None:
+                class_frames.append(_class_means(class_values, setting, baseline))
+        comparisons = stats.with_class_intervals(
+            comparisons, seed_differences, class_values, margin, design=design
+        )
     pairs = (
         pd.concat(pair_frames, ignore_index=True)
         if pair_frames
         else pd.DataFrame(columns=["setting", "seed", "difference"])
+    )
+    classes = (
+        pd.concat(class_frames, ignore_index=True)
+        if class_frames
+        else pd.DataFrame(columns=["setting", "class", "queries", "difference"])
     )
     return {
         "metric": column,
         "knob": results.knob,
         "baseline": baseline,
         "mode": results.mode,
+        "margin": margin,
+        "sequential": design is not None,
         "comparisons": comparisons,
         "pairs": pairs,
+        "classes": classes,
     }
 
 
+def per_class_values(results: Results, usable: pd.DataFrame, column: str) -> pd.DataFrame | None:
+    """The usable trials' per-class scores of `column` (``val_map_at_r`` reads the validation
+    classes' ``map_at_r``): setting, seed, class, queries, value; None when the study kept no
+    per-class scores of that metric."""
+    split, _, metric = column.partition("_")
+    classes = results.classes
+    if classes is None or metric not in classes.columns or split not in ("val", "test"):
+        return None
+    own = classes[classes["split"] == split]
+    joined = own.merge(usable[["trial_id", "setting", "seed"]], on="trial_id", how="inner")
+    if joined.empty:
+        return None
+    return pd.DataFrame(
+        {
+            "setting": joined["setting"].astype(str),
+            "seed": joined["seed"],
+            "class": joined["class"].astype(str),
+            "queries": joined["queries"].astype(float),
+            "value": joined[metric].astype(float),
+        }
+    )
+
+
+def equivalence_margin(results: Results) -> float:
+    """The study's equivalence margin: --equivalence-margin, else an adaptive study's
+    --precision, else 0 (no equivalence test)."""
+    margin = results.study.get("equivalence_margin")
+    if margin is None:
+        margin = results.study.get("sequential", {}).get("precision", 0.0)
+    return float(margin or 0.0)
+
+
+def _class_means(class_values: pd.DataFrame, setting: str, baseline: str) -> pd.DataFrame:
+    """Each class's difference from the baseline, averaged over the seeds both ran."""
+    differences, queries = stats.class_differences(class_values, setting, baseline)
+    return pd.DataFrame(
+        {
+            "setting": setting,
+            "class": differences.columns.astype(str),
+            "queries": queries.to_numpy(dtype=float),
+            "difference": differences.mean(axis=0).to_numpy(dtype=float),
+        }
+    )
+
+
 def verdict(row: Any, mode: str) -> str:
-    """The verdict on one comparison row: better, worse, no significant difference or no test."""
+    """The verdict on one comparison row: better, worse, equivalent within the margin, no
+    significant difference, or no test. Better or worse needs every interval kind the study has
+    (over seeds, and over seeds and classes) to exclude zero after Holm."""
     if row.test == stats.NO_TEST or not math.isfinite(row.p_holm):
         return "no test"
-    if not row.significant:
-        return "no significant difference"
-    improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
-    return "better" if improves else "worse"
+    if row.significant:
+        improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
+        return "better" if improves else "worse"
+    if getattr(row, "equivalent", False):
+        return "equivalent"
+    return "no significant difference"
 
 
 VERDICT_COLORS = {
     "better": "#1a9850",
     "worse": "#d73027",
+    "equivalent": "#4575b4",
     "no significant difference": "#4d4d4d",
     "no test": "#b0b0b0",
 }
@@ -391,6 +460,30 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
                 hoverinfo="text",
             )
         )
+    over_classes = comparisons[np.isfinite(comparisons["class_ci_low"].astype(float))]
+    if not over_classes.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=over_classes["mean_difference"],
+                y=[labels[setting] for setting in over_classes["setting"]],
+                mode="markers",
+                name=f"95% interval {stats.OVER_SEEDS_AND_CLASSES}",
+                marker={"size": 1, "color": "#7b3294"},
+                error_x={
+                    "type": "data",
+                    "array": over_classes["class_ci_high"] - over_classes["mean_difference"],
+                    "arrayminus": over_classes["mean_difference"] - over_classes["class_ci_low"],
+                    "thickness": 1,
+                    "width": 14,
+                    "color": "#7b3294",
+                },
+                hoverinfo="skip",
+            )
+        )
+    margin = data.get("margin", 0.0)
+    if margin > 0:
+        for edge in (-margin, margin):
+            figure.add_vline(x=edge, line={"color": "#4575b4", "width": 1, "dash": "dot"})
     figure.add_vline(x=0, line={"color": "#444444", "width": 1, "dash": "dash"})
     for index, row in enumerate(comparisons.itertuples()):
         # On a category axis an annotation's position is the category's index; a label such
@@ -432,16 +525,122 @@ def _comparison_label(row: Any) -> str:
         return f"n = {row.n_pairs}: {plot_text(row.note)}"
     star = " *" if row.significant else ""
     test = "Wilcoxon" if row.test == stats.WILCOXON else "paired t"
-    return f"Holm p = {row.p_holm:.3g}{star} ({test}, n = {row.n_pairs})"
+    if row.test == stats.SEQUENTIAL_T:
+        test = "sequential t"
+    label = f"Holm p = {row.p_holm:.3g}{star} ({test}, n = {row.n_pairs})"
+    if math.isfinite(row.class_p_holm):
+        label += f"<br>over classes too: Holm p = {row.class_p_holm:.3g} ({row.classes} classes)"
+    return label
 
 
 def _comparison_hover(row: Any) -> str:
-    return (
+    text = (
         f"{plot_text(row.setting)} − {plot_text(row.baseline)}: {number(row.mean_difference)}"
-        f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}"
+        f"<br>{row.ci_confidence:.1%} interval {stats.OVER_SEEDS}: {number(row.ci_low)} to "
+        f"{number(row.ci_high)}"
         f"<br>{plot_text(row.test)}: p = {number(row.p_value, 3)}, Holm p = {number(row.p_holm, 3)}"
-        f"<br>Cohen's d_z = {number(row.effect_size_dz, 3)}, n = {row.n_pairs} pairs"
     )
+    if math.isfinite(row.class_ci_low):
+        text += (
+            f"<br>95% interval {stats.OVER_SEEDS_AND_CLASSES}: {number(row.class_ci_low)} to "
+            f"{number(row.class_ci_high)}, Holm p = {number(row.class_p_holm, 3)}"
+        )
+    if row.equivalence_margin > 0:
+        inside = "inside" if row.equivalent else "not inside"
+        text += (
+            f"<br>equivalence interval {number(row.equivalence_low)} to "
+            f"{number(row.equivalence_high)}: {inside} ±{number(row.equivalence_margin)}"
+        )
+    return text + f"<br>Cohen's d_z = {number(row.effect_size_dz, 3)}, n = {row.n_pairs} pairs"
+
+
+def draw_class_differences(data: dict[str, Any]) -> go.Figure:
+    """Each class's difference from the baseline (mean over the seeds both ran), one point per
+    class and setting, sized by its queries: whether a few classes carry an effect."""
+    classes, comparisons = data["classes"], data["comparisons"]
+    figure = go.Figure()
+    labels = {setting: plot_text(setting) for setting in comparisons["setting"]}
+    figure.add_trace(
+        go.Scatter(
+            x=classes["difference"],
+            y=[labels.get(setting, plot_text(setting)) for setting in classes["setting"]],
+            mode="markers",
+            name="one class",
+            marker={
+                "size": 4 + 10 * np.sqrt(classes["queries"] / max(classes["queries"].max(), 1)),
+                "color": "rgba(117, 112, 179, 0.45)",
+                "line": {"width": 0},
+            },
+            hovertext=[
+                f"{plot_text(setting)}, class {plot_text(name)}: {number(difference)} "
+                f"({int(queries)} queries)"
+                for setting, name, difference, queries in zip(
+                    classes["setting"],
+                    classes["class"],
+                    classes["difference"],
+                    classes["queries"],
+                    strict=True,
+                )
+            ],
+            hoverinfo="text",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=comparisons["mean_difference"],
+            y=[labels[setting] for setting in comparisons["setting"]],
+            mode="markers",
+            name="mean over queries",
+            marker={"size": 12, "color": "#222222", "symbol": "line-ns-open", "line": {"width": 3}},
+            hoverinfo="skip",
+        )
+    )
+    figure.add_vline(x=0, line={"color": "#444444", "width": 1, "dash": "dash"})
+    figure.update_yaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=list(labels.values()),
+        autorange="reversed",
+        title_text=plot_text(data["knob"]),
+    )
+    figure.update_xaxes(
+        title_text=f"difference in {plot_text(data['metric'])} per class (setting − baseline)",
+        zeroline=False,
+    )
+    title = (
+        f"Per class: the difference from {plot_text(data['knob'])} = {plot_text(data['baseline'])}"
+    )
+    return style(figure, title, 170 + 48 * max(len(comparisons), 1))
+
+
+def class_concentration(data: dict[str, Any], top: int = 3) -> pd.DataFrame:
+    """Per setting: the `top` classes that move its mean most (by query-weighted absolute
+    difference), and the share of all classes' absolute movement they carry, beside the share
+    they would carry if every class moved alike (`top` / classes)."""
+    rows = []
+    for setting, own in data["classes"].groupby("setting", sort=False):
+        movement = (own["difference"] * own["queries"]).abs()
+        total = float(movement.sum())
+        if total == 0 or not math.isfinite(total):
+            continue
+        largest = movement.sort_values(ascending=False).head(top)
+        rows.append(
+            {
+                "setting": setting,
+                "classes": len(own),
+                f"top {top} classes": ", ".join(
+                    f"{name} ({number(value)})"
+                    for name, value in zip(
+                        own.loc[largest.index, "class"],
+                        own.loc[largest.index, "difference"],
+                        strict=True,
+                    )
+                ),
+                "their share of the movement": float(largest.sum() / total),
+                "share if every class moved alike": min(top, len(own)) / len(own),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # (3) Validation and test side by side.

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from gapan.results import (
+    CLASS_SCORE_COLUMNS,
+    CLASS_SCORES_FILE,
     COST_COLUMNS,
     ENVIRONMENT_FILE,
     EPOCHS_FILE,
@@ -97,6 +99,8 @@ class Results:
             is missing (older studies) or unreadable (then `notes` says why).
         sequential: sequential.json of an adaptive study (`gapan.tune.adaptive`): its design,
             rounds and decisions; None for every other study.
+        classes: class_scores.csv, each trial's scores per validation and test class; None when
+            the study has none (older studies) or it is unreadable (then `notes` says why).
     """
 
     directory: Path
@@ -107,6 +111,7 @@ class Results:
     notes: tuple[str, ...] = ()
     reference: Reference | None = None
     sequential: dict[str, Any] | None = None  # sequential.json of an adaptive study
+    classes: pd.DataFrame | None = None  # class_scores.csv
 
     @property
     def name(self) -> str:
@@ -196,8 +201,20 @@ def load_results(results_dir: Path | str) -> Results:
             sequential = _read_json(sequential_path)
         else:
             notes.append(f"{sequential_path} is missing, so the report cannot say how it stopped.")
+    classes = None
+    classes_path = directory / CLASS_SCORES_FILE
+    if classes_path.is_file():
+        try:
+            classes = read_class_scores(classes_path, notes)
+        except ResultsError as error:
+            notes.append(f"{error} The report has no intervals over classes.")
+    elif study.get("kind") in ("ablation", "compare"):
+        notes.append(
+            f"{classes_path} is missing (a study from before trials kept their per-class "
+            "scores), so every interval in this report is over seeds only."
+        )
     return Results(
-        directory, study, trials, epochs, environment, tuple(notes), reference, sequential
+        directory, study, trials, epochs, environment, tuple(notes), reference, sequential, classes
     )
 
 
@@ -546,6 +563,37 @@ def read_epochs(path: Path, notes: list[str]) -> pd.DataFrame:
     for column in raw.columns.drop("trial_id"):
         epochs[column] = _to_float(raw[column]) if column in numeric else raw[column].astype(object)
     return epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+NUMERIC_CLASS_COLUMNS = ("queries", "map_at_r", "recall_at_1", "r_precision")
+
+
+def read_class_scores(path: Path, notes: list[str]) -> pd.DataFrame:
+    """Read class_scores.csv: trial, split and class as text, the scores as numbers.
+
+    Malformed rows are left out with one note, as in `read_epochs`.
+
+    Raises:
+        ResultsError: The file is unreadable, lacks a column, or holds no well-formed row.
+    """
+    table = _read_csv(path)
+    if table.header is None:
+        return pd.DataFrame(columns=list(CLASS_SCORE_COLUMNS))
+    raw = table.frame
+    missing = [column for column in CLASS_SCORE_COLUMNS if column not in raw.columns]
+    if missing:
+        raise ResultsError(f"{path} has no {', '.join(map(repr, missing))} column.")
+    problems = _row_problems(raw, NUMERIC_CLASS_COLUMNS)
+    bad = table.bad + _bad_rows(table, problems)
+    raw = raw.loc[[not problems[index] for index in raw.index]]
+    if bad and raw.empty:
+        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
+    if bad:
+        _note_bad_rows(notes, path, bad)
+    scores = pd.DataFrame({column: raw[column].astype(object) for column in CLASS_SCORE_COLUMNS})
+    for column in NUMERIC_CLASS_COLUMNS:
+        scores[column] = _to_float(raw[column])
+    return scores.reset_index(drop=True)
 
 
 @dataclass(frozen=True)

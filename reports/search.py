@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -200,3 +203,200 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     if not found:
         raise ValueError("; ".join(problems))
     return found
+
+
+# The bootstrap behind `most_important`: resamples of the completed trials, each scored by
+# PED-ANOVA (fANOVA fits a forest per resample, too slow for a report). The seed fixes the
+# resamples, so a rebuilt report makes the same call; the time limit bounds a large search.
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_SECONDS = 20.0
+# Below this many resamples (the time limit ran out) a share says too little to name anything.
+MIN_RESAMPLES = 20
+
+
+@dataclass(frozen=True)
+class ImportanceCall:
+    """Whether a report may name a most important parameter, and how that was decided.
+
+    Attributes:
+        param: The parameter the report may call the most important; None when the search is
+            too small to tell.
+        how: How the call was made, a clause for the report ("ranked first by both
+            evaluators ...", "the evaluators disagree ...").
+        leaders: Evaluator -> the parameter it ranks first over all the trials; None for a tie.
+        shares: Parameter -> the share of bootstrap resamples in which PED-ANOVA ranks it
+            first, largest first.
+        resamples: Bootstrap resamples run.
+    """
+
+    param: str | None
+    how: str
+    leaders: dict[str, str | None]
+    shares: dict[str, float]
+    resamples: int
+
+    def table(self) -> pd.DataFrame:
+        """One row per parameter: the evaluators that rank it first, its bootstrap share and
+        whether the report calls it the most important."""
+        params = list(self.shares)
+        params += [p for p in self.leaders.values() if p is not None and p not in params]
+        rows = [
+            {
+                "param": param,
+                "ranked first by": ", ".join(
+                    name for name, leader in self.leaders.items() if leader == param
+                ),
+                "first in resamples": self.shares.get(param, 0.0),
+                "resamples": self.resamples,
+                "called most important": param == self.param,
+            }
+            for param in params
+        ]
+        columns = [
+            "param",
+            "ranked first by",
+            "first in resamples",
+            "resamples",
+            "called most important",
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+
+def _leader(importances: Mapping[str, float]) -> str | None:
+    """The parameter with the largest importance; None when several share it (e.g. all equal,
+    as Optuna reports when it cannot tell the parameters apart)."""
+    if not importances:
+        return None
+    top = max(importances.values())
+    leaders = [p for p, value in importances.items() if math.isclose(value, top, rel_tol=1e-9)]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def bootstrap_firsts(
+    study: optuna.Study,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    seconds: float = BOOTSTRAP_SECONDS,
+) -> tuple[dict[str, float], int]:
+    """How often PED-ANOVA ranks each parameter first over resamples of the completed trials.
+
+    Each resample draws as many completed trials as the study has, with replacement, into a
+    fresh in-memory study: copies made by `optuna.trial.create_trial` get numbers of their own,
+    which PED-ANOVA needs to tell a trial drawn twice from two trials. A resample with a tie
+    for first, or one PED-ANOVA cannot score, counts for no parameter.
+
+    Args:
+        study: The search, as `optuna_study` rebuilds it.
+        resamples: Resamples to draw.
+        seed: Seed of the draws.
+        seconds: Stop drawing after this long; the resamples drawn so far are the answer.
+
+    Returns:
+        Parameter -> share of the resamples run in which it is first (largest first), and the
+        number of resamples run.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    params = list(dict.fromkeys(param for trial in complete for param in trial.params))
+    if not complete or not params:
+        return {}, 0
+    rng = np.random.default_rng(seed)
+    firsts: Counter[str] = Counter()
+    run = 0
+    start = time.monotonic()
+    with quiet_optuna(), warnings.catch_warnings():
+        # A resample's warnings (too few trials above the quantile) are about the resample.
+        warnings.simplefilter("ignore")
+        while run < resamples and time.monotonic() - start < seconds:
+            drawn = rng.integers(0, len(complete), size=len(complete))
+            resample = optuna.create_study(directions=study.directions)
+            resample.add_trials(
+                [
+                    optuna.trial.create_trial(
+                        state=TrialState.COMPLETE,
+                        values=complete[index].values,
+                        params=complete[index].params,
+                        distributions=complete[index].distributions,
+                    )
+                    for index in drawn
+                ]
+            )
+            run += 1
+            try:
+                importances = optuna.importance.get_param_importances(
+                    resample, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+                )
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue
+            leader = _leader(importances)
+            if leader is not None:
+                firsts[leader] += 1
+    shares = {param: firsts[param] / run for param in params} if run else {}
+    return dict(sorted(shares.items(), key=lambda item: -item[1])), run
+
+
+def most_important(
+    study: optuna.Study,
+    importances: Mapping[str, Mapping[str, float]],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    seconds: float = BOOTSTRAP_SECONDS,
+) -> ImportanceCall:
+    """Which parameter, if any, a report may call the most important.
+
+    A parameter is named when both evaluators rank it first over all the trials and PED-ANOVA
+    also ranks it first in more than half of the bootstrap resamples of the trials
+    (`bootstrap_firsts`); when only PED-ANOVA ran (a large search), the bootstrap alone decides.
+    Either condition alone is met by pure noise in many small searches: one lucky trial makes
+    PED-ANOVA's best 10%, and it stays in most resamples (docs/results-folder.md gives the
+    rates). Otherwise the search is too small to tell.
+
+    Args:
+        study: The search, as `optuna_study` rebuilds it.
+        importances: `param_importances(study)`.
+        resamples: Bootstrap resamples to draw.
+        seed: Seed of the bootstrap.
+        seconds: Time limit of the bootstrap.
+    """
+    leaders = {name: _leader(values) for name, values in importances.items()}
+    shares, run = bootstrap_firsts(study, resamples=resamples, seed=seed, seconds=seconds)
+
+    def in_resamples(param: str) -> str:
+        return (
+            f"first in {round(shares.get(param, 0.0) * run)} of {run} bootstrap resamples "
+            f"of the trials ({shares.get(param, 0.0):.0%})"
+        )
+
+    top = next(iter(shares), None)
+    stable = top is not None and run >= MIN_RESAMPLES and shares[top] > 0.5
+    named = set(leaders.values())
+    agreed = len(leaders) > 1 and len(named) == 1 and None not in named
+    if agreed and stable and top in named:
+        how = f"ranked first by both evaluators ({' and '.join(leaders)}) and {in_resamples(top)}"
+        return ImportanceCall(top, how, leaders, shares, run)
+    if len(leaders) == 1 and stable:
+        name = next(iter(leaders))
+        return ImportanceCall(top, f"only {name} ran; {in_resamples(top)}", leaders, shares, run)
+    if agreed:
+        verdict = f"both evaluators rank {next(iter(named))} first"
+    elif len(leaders) > 1:
+        found = ", ".join(f"{name}: {leader or 'a tie'}" for name, leader in leaders.items())
+        verdict = f"the evaluators disagree ({found})"
+    else:
+        name, leader = next(iter(leaders.items()), (PED_ANOVA, None))
+        verdict = f"only {name} ran ({leader or 'a tie'} first)"
+    if run < MIN_RESAMPLES:
+        bootstrap = f"only {run} bootstrap resamples ran in the {seconds:g} s allowed"
+        outcome = "the report cannot tell which matters most"
+    else:
+        if stable and agreed:
+            bootstrap = f"the bootstrap resamples put {top} first instead ({shares[top]:.0%})"
+        else:
+            bootstrap = f"no parameter is first in most of {run} bootstrap resamples of the trials"
+            if top is not None:
+                bootstrap += f" (the most often first: {top}, in {shares[top]:.0%})"
+        outcome = "the search is too small to tell which matters most"
+    how = f"{verdict}{', but' if agreed else ' and'} {bootstrap}: {outcome}"
+    return ImportanceCall(None, how, leaders, shares, run)

@@ -186,6 +186,7 @@ COMPARISON_COLUMNS = [
     "mean_difference",
     "ci_low",
     "ci_high",
+    "ci_confidence",
     "test",
     "statistic",
     "p_value",
@@ -227,6 +228,7 @@ def compare_to_baseline(
                 "mean_difference": interval.mean,
                 "ci_low": interval.low,
                 "ci_high": interval.high,
+                "ci_confidence": CONFIDENCE,
                 "test": test.name,
                 "statistic": test.statistic,
                 "p_value": test.p_value,
@@ -288,6 +290,7 @@ def sequential_comparisons(
             differences[table.loc[index, "setting"]], design, level
         )
         table.loc[index, ["mean_difference", "ci_low", "ci_high"]] = [mean, low, high]
+        table.loc[index, "ci_confidence"] = 1 - level
     return table[COMPARISON_COLUMNS]
 
 
@@ -316,3 +319,234 @@ def best_index(means: pd.Series, mode: str) -> object | None:
     if finite.empty:
         return None
     return finite.idxmax() if mode == "max" else finite.idxmin()
+
+
+# Intervals over classes as well as seeds.
+
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0
+OVER_SEEDS = "over seeds"
+OVER_SEEDS_AND_CLASSES = "over seeds and classes"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A mean paired difference with its standard error over classes and seeds.
+
+    Intervals and p-values are Student-t with `classes` - 1 degrees of freedom: the classes
+    are the coarser level, and with a few dozen of them a percentile interval covers visibly
+    less than it says.
+    """
+
+    mean: float
+    standard_error: float
+    seeds: int
+    classes: int
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        if not math.isfinite(self.standard_error):
+            return math.nan, math.nan
+        half = stats.t.ppf((1 + confidence) / 2, self.classes - 1) * self.standard_error
+        return self.mean - half, self.mean + half
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided, against no difference."""
+        if not math.isfinite(self.standard_error):
+            return math.nan
+        if self.standard_error == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.mean) / self.standard_error, self.classes - 1))
+
+
+def class_differences(
+    values: pd.DataFrame, setting: str, baseline: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A setting's per-class scores minus the baseline's, paired by seed and class.
+
+    Args:
+        values: Columns `setting`, `seed`, `class`, `queries`, `value` (one row per trial and
+            class).
+        setting: The setting compared.
+        baseline: The baseline setting.
+
+    Returns:
+        The differences, seeds as rows and classes as columns, over the seeds both ran and the
+        classes both scored, and each class's query count (its weight in the mean over
+        queries).
+    """
+    own = values[values["setting"] == setting]
+    base = values[values["setting"] == baseline]
+    table = own.pivot_table(index="seed", columns="class", values="value", aggfunc="mean")
+    base_table = base.pivot_table(index="seed", columns="class", values="value", aggfunc="mean")
+    seeds = table.index.intersection(base_table.index)
+    classes = table.columns.intersection(base_table.columns)
+    differences = table.loc[seeds, classes] - base_table.loc[seeds, classes]
+    complete = differences.notna().all(axis=0)
+    differences = differences.loc[:, complete]
+    queries = base.groupby("class")["queries"].max().reindex(differences.columns)
+    return differences, queries
+
+
+def class_seed_bootstrap(
+    differences: np.ndarray,
+    queries: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Bootstrap:
+    """The mean over queries of paired differences, with its standard error over classes and
+    seeds.
+
+    A two-level bootstrap: each resample draws the classes with replacement, then the seeds with
+    replacement, and keeps every (seed, class) cell's pairing; its mean weighs each drawn class
+    by its queries, so the point estimate is the difference of the study's metric (a mean over
+    queries). The resamples' variance is scaled by C / (C - 1) for C classes, the bootstrap's
+    known shortfall at the class level (the seed level's shortfall is what the interval over
+    seeds, shown beside it, covers).
+
+    Args:
+        differences: Shape (seeds, classes): setting minus baseline per seed and class.
+        queries: Each class's query count.
+        resamples: Bootstrap resamples.
+        seed: The resampling's seed (fixed: a report rebuilt gives the same numbers).
+
+    References:
+        Davison and Hinkley, "Bootstrap Methods and their Application" (1997), section 3.8
+        (hierarchical data). Saravanan, Berman and Sober, "Application of the hierarchical
+        bootstrap to multi-level data in neuroscience", Neurons, Behavior, Data analysis, and
+        Theory (2020).
+    """
+    differences = np.asarray(differences, dtype=float)
+    weights = np.asarray(queries, dtype=float)
+    n_seeds, n_classes = differences.shape
+    weighted = differences * weights
+    mean = float(weighted.sum() / (n_seeds * weights.sum())) if differences.size else math.nan
+    if n_seeds < 2 or n_classes < 2:
+        return Bootstrap(mean, math.nan, n_seeds, n_classes)
+    generator = np.random.default_rng(seed)
+    class_counts = generator.multinomial(n_classes, np.full(n_classes, 1 / n_classes), resamples)
+    seed_counts = generator.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), resamples)
+    totals = ((seed_counts @ weighted) * class_counts).sum(axis=1)
+    draws = totals / (n_seeds * (class_counts @ weights))
+    error = float(draws.std(ddof=1)) * math.sqrt(n_classes / (n_classes - 1))
+    return Bootstrap(mean, error, n_seeds, n_classes)
+
+
+CLASS_COLUMNS = [
+    "classes",
+    "class_ci_low",
+    "class_ci_high",
+    "class_p_value",
+    "class_p_holm",
+    "significant_over_seeds",
+    "significant_over_classes",
+    "verdict_interval",
+    "verdict_low",
+    "verdict_high",
+    "equivalence_margin",
+    "equivalence_low",
+    "equivalence_high",
+    "equivalent",
+]
+
+
+def with_class_intervals(
+    comparisons: pd.DataFrame,
+    seed_differences: dict[str, np.ndarray],
+    class_values: pd.DataFrame | None,
+    margin: float = 0.0,
+    alpha: float = ALPHA,
+    design: sequential.Design | None = None,
+) -> pd.DataFrame:
+    """Add the interval over seeds and classes, the verdict's interval and equivalence.
+
+    Each comparison gets a two-level bootstrap (`class_seed_bootstrap`) whose p-values are
+    Holm-corrected over the same family as the seeds' (the table's settings). A difference is
+    `significant` only when both kinds find it (the verdict's interval is the wider of the two);
+    without per-class scores the seeds' verdict stands alone. A comparison is `equivalent`
+    within +-`margin` when the (1 - 2 alpha / k) interval of every kind lies inside it: two
+    one-sided tests per setting, Bonferroni over the k settings compared.
+
+    Args:
+        comparisons: `compare_to_baseline` or `sequential_comparisons`' table.
+        seed_differences: Each setting's paired differences over seeds, in seed order.
+        class_values: Columns `setting`, `seed`, `class`, `queries`, `value`; None when the
+            study has no per-class scores.
+        margin: The equivalence margin in the metric's units; 0 tests no equivalence.
+        alpha: The family-wise error rate.
+        design: An adaptive study's design: its equivalence intervals are repeated intervals.
+
+    References:
+        Schuirmann, "A comparison of the two one-sided tests procedure and the power approach
+        for assessing the equivalence of average bioavailability", Journal of
+        Pharmacokinetics and Biopharmaceutics 15 (1987). Lakens, "Equivalence tests", Social
+        Psychological and Personality Science 8 (2017).
+    """
+    table = comparisons.copy()
+    compared = max(len(table), 1)
+    equivalence_alpha = 2 * alpha / compared
+    rows = []
+    for row in table.itertuples():
+        bootstrap = None
+        if class_values is not None:
+            differences, queries = class_differences(class_values, row.setting, row.baseline)
+            if differences.size:
+                bootstrap = class_seed_bootstrap(
+                    differences.to_numpy(dtype=float), queries.to_numpy(dtype=float)
+                )
+        seeds = np.asarray(seed_differences.get(row.setting, []), dtype=float)
+        class_low, class_high = bootstrap.interval(1 - alpha) if bootstrap else (math.nan,) * 2
+        found = {
+            "classes": bootstrap.classes if bootstrap else 0,
+            "class_ci_low": class_low,
+            "class_ci_high": class_high,
+            "class_p_value": bootstrap.p_value if bootstrap else math.nan,
+            "equivalence_margin": margin,
+        }
+        low, high = _seed_equivalence_interval(seeds, equivalence_alpha, design)
+        if bootstrap is not None and math.isfinite(bootstrap.standard_error):
+            class_low, class_high = bootstrap.interval(1 - equivalence_alpha)
+            low, high = min(low, class_low), max(high, class_high)
+        if margin <= 0 or not (math.isfinite(low) and math.isfinite(high)):
+            low = high = math.nan  # no margin, or too few pairs: no equivalence test
+        found["equivalence_low"], found["equivalence_high"] = float(low), float(high)
+        rows.append(found)
+    measured = [
+        "classes",
+        "class_ci_low",
+        "class_ci_high",
+        "class_p_value",
+        "equivalence_margin",
+        "equivalence_low",
+        "equivalence_high",
+    ]
+    table = table.join(pd.DataFrame(rows, index=table.index, columns=measured))
+    table["class_p_holm"] = holm(table["class_p_value"]) if len(table) else []
+    seeds_significant = table["significant"].astype(bool)
+    has_classes = np.isfinite(table["class_p_holm"].astype(float))
+    class_significant = has_classes & (table["class_p_holm"] <= alpha)
+    table["significant_over_seeds"] = seeds_significant
+    table["significant_over_classes"] = class_significant
+    table["significant"] = seeds_significant & (class_significant | ~has_classes)
+    seed_width = table["ci_high"] - table["ci_low"]
+    class_width = table["class_ci_high"] - table["class_ci_low"]
+    use_classes = has_classes & (class_width.fillna(-1) > seed_width.fillna(-1))
+    table["verdict_interval"] = np.where(use_classes, OVER_SEEDS_AND_CLASSES, OVER_SEEDS)
+    table["verdict_low"] = np.where(use_classes, table["class_ci_low"], table["ci_low"])
+    table["verdict_high"] = np.where(use_classes, table["class_ci_high"], table["ci_high"])
+    inside = (table["equivalence_low"] > -margin) & (table["equivalence_high"] < margin)
+    table["equivalent"] = (margin > 0) & inside
+    return table[[*comparisons.columns, *CLASS_COLUMNS]]
+
+
+def _seed_equivalence_interval(
+    differences: np.ndarray, alpha: float, design: sequential.Design | None
+) -> tuple[float, float]:
+    """The interval over seeds at level 1 - alpha (repeated, for an adaptive study)."""
+    if len(differences) < MIN_PAIRS_FOR_TEST:
+        return math.nan, math.nan
+    if design is not None:
+        _, low, high = sequential.repeated_interval(differences, design, alpha)
+        return low, high
+    interval = t_interval(differences, 1 - alpha)
+    return interval.low, interval.high

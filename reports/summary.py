@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -13,6 +13,9 @@ from reports.convergence import flagged_settings
 from reports.load import REFERENCE_FILE, Results, usable_trials
 from reports.reference import TrainingGain, training_gain
 from reports.tables import best_trial, few_seed_settings, status_counts
+
+if TYPE_CHECKING:
+    from reports.search import ImportanceCall
 
 
 @dataclass(frozen=True)
@@ -230,28 +233,47 @@ def _against_baseline(row: pd.Series, knob: str, summary: pd.DataFrame, baseline
     if math.isfinite(base_mean) and base_mean != 0 and math.isfinite(difference):
         relative = f" ({difference / abs(base_mean):+.1%})"
     pairs = int(row["n_pairs"])
+    level = float(row.get("ci_confidence", stats.CONFIDENCE))
     text = (
         f"Against the baseline {knob} = {baseline}: {_signed(difference)}{relative}, paired over "
-        f"{pairs} seed{'s' if pairs != 1 else ''} "
-        f"({_interval(row['ci_low'], row['ci_high'], signed=True)})."
+        f"{pairs} seed{'s' if pairs != 1 else ''} ({level:.1%} interval {stats.OVER_SEEDS}: "
+        f"{_interval(row['ci_low'], row['ci_high'], signed=True)}"
     )
+    classes = int(row.get("classes", 0) or 0)
+    if classes:
+        text += (
+            f"; 95% interval {stats.OVER_SEEDS_AND_CLASSES}, {classes} classes: "
+            f"{_interval(row['class_ci_low'], row['class_ci_high'], signed=True)}"
+        )
+    text += ")."
     if row["test"] == stats.NO_TEST:
         return Sentence(
             f"{text} {stats.TOO_FEW_SEEDS.capitalize()}: treat it as unconfirmed.", "warn"
         )
     if not math.isfinite(row["p_holm"]):
         return Sentence(f"{text} {_capital(row['test'])}: {row['note']}.", "warn")
-    verdict = (
-        f"significant at the {stats.ALPHA} level after Holm correction"
-        if row["significant"]
-        else f"not significant at the {stats.ALPHA} level after Holm correction: it may be noise"
+    p_values = (
+        f"{_capital(row['test'])} p = {row['p_value']:.3g}, Holm-adjusted p = {row['p_holm']:.3g}"
     )
-    return Sentence(
-        f"{text} {_capital(row['test'])} p = {row['p_value']:.3g}, "
-        f"Holm-adjusted p = {row['p_holm']:.3g}: "
-        f"{verdict}.",
-        "good" if row["significant"] else "warn",
-    )
+    if classes:
+        p_values += f"; over classes Holm-adjusted p = {row['class_p_holm']:.3g}"
+    if row["significant"]:
+        verdict = f"significant at the {stats.ALPHA} level after Holm correction"
+        if classes:
+            verdict += " by both intervals"
+    elif row.get("equivalent", False):
+        inside = _interval(row["equivalence_low"], row["equivalence_high"], signed=True)
+        verdict = (
+            f"equivalent within ±{row['equivalence_margin']:g} (two one-sided tests: the "
+            f"equivalence interval {inside} lies inside it)"
+        )
+    elif classes and row.get("significant_over_seeds", False):
+        verdict = (
+            "significant over seeds but not over classes: other unseen classes might not show it"
+        )
+    else:
+        verdict = f"not significant at the {stats.ALPHA} level after Holm correction: undecided"
+    return Sentence(f"{text} {p_values}: {verdict}.", "good" if row["significant"] else "warn")
 
 
 def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
@@ -261,18 +283,36 @@ def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
         return Sentence(
             f"No setting has enough paired seeds for a test ({stats.TOO_FEW_SEEDS}).", "warn"
         )
+    by_classes = bool((tested.get("classes", pd.Series(dtype=float)).astype(float) > 0).any())
+    how = (
+        f"After Holm correction over the {len(tested)} tested settings, by both intervals "
+        f"({stats.OVER_SEEDS}; {stats.OVER_SEEDS_AND_CLASSES}),"
+        if by_classes
+        else f"After Holm correction over the {len(tested)} tested settings ({stats.OVER_SEEDS}),"
+    )
+    equivalent = tested[tested.get("equivalent", pd.Series(False, index=tested.index)).astype(bool)]
+    equivalent = equivalent[~equivalent["significant"]]
+    tail = ""
+    if len(equivalent):
+        margin = float(equivalent["equivalence_margin"].iloc[0])
+        names = ", ".join(map(str, equivalent.index))
+        tail = f" Equivalent to the baseline within ±{margin:g}: {names}."
+    undecided = len(tested) - len(significant) - len(equivalent)
+    if (
+        undecided
+        and "equivalence_margin" in tested
+        and float(tested["equivalence_margin"].max()) > 0
+    ):
+        tail += f" Undecided (neither different nor equivalent): {undecided}."
     if significant.empty:
-        return Sentence(
-            f"After Holm correction no setting differs significantly from the baseline "
-            f"({len(tested)} tested)."
-        )
+        return Sentence(f"{how} no setting differs significantly from the baseline.{tail}")
     words = []
     for setting, row in significant.iterrows():
         better = row["mean_difference"] > 0 if mode == "max" else row["mean_difference"] < 0
         words.append(f"{setting} ({'better' if better else 'worse'})")
     return Sentence(
-        f"After Holm correction {len(significant)} of {len(tested)} tested settings differ "
-        f"significantly from the baseline: {', '.join(words)}."
+        f"{how} {len(significant)} of {len(tested)} settings differ significantly from the "
+        f"baseline: {', '.join(words)}.{tail}"
     )
 
 
@@ -302,9 +342,16 @@ def _holds_on_test(
 
 
 def search_summary(
-    results: Results, importances: pd.DataFrame | None, importance_problem: str = ""
+    results: Results,
+    importances: pd.DataFrame | None,
+    importance_problem: str = "",
+    call: ImportanceCall | None = None,
 ) -> list[Sentence]:
-    """The summary of a search study: the best value and config, its test score, what mattered."""
+    """The summary of a search study: the best value and config, its test score, what mattered.
+
+    A parameter is called the most important only as `call` (`reports.search.most_important`)
+    allows; without a call the importances are not summarised.
+    """
     metric = results.metric
     best = best_trial(results)
     if best is None:
@@ -345,35 +392,31 @@ def search_summary(
             )
     sentences.append(reference_sentence(training_gain(results)))
     if importances is not None and len(importances):
-        sentences.append(_importance_sentence(importances))
+        sentences.append(importance_sentence(importances, call))
     elif importance_problem:
         sentences.append(Sentence(f"No parameter importances: {importance_problem}", "warn"))
     sentences.append(trial_counts(results))
     return sentences
 
 
-def _importance_sentence(importances: pd.DataFrame) -> Sentence:
-    evaluators = list(dict.fromkeys(importances["evaluator"]))
-    ranked = {
-        name: importances[importances["evaluator"] == name].sort_values(
-            "importance", ascending=False, kind="stable"
-        )
-        for name in evaluators
-    }
-    first = evaluators[0]
-    top = ", ".join(
-        f"{row.param} ({row.importance:.2f})" for row in ranked[first].head(3).itertuples()
+def importance_sentence(importances: pd.DataFrame, call: ImportanceCall | None) -> Sentence:
+    """What mattered, in words: the parameter the call names and how, or why none is named.
+
+    The importance values are listed only beside a named parameter: listed largest first on
+    their own they would read as the ranking the call declined to make.
+    """
+    if call is None:
+        return Sentence("Which parameter matters most was not assessed.", "warn")
+    if call.param is None:
+        return Sentence(f"No parameter can be called the most important: {call.how}.", "warn")
+    first = str(importances["evaluator"].iloc[0])
+    own = importances[importances["evaluator"] == first].sort_values(
+        "importance", ascending=False, kind="stable"
     )
-    text = f"Most important parameters ({first}): {top}."
-    leaders = {name: ranked[name]["param"].iloc[0] for name in evaluators}
-    for name in evaluators[1:]:
-        if leaders[name] != leaders[first]:
-            return Sentence(
-                f"{text} {name} ranks {leaders[name]} first instead: the ranking is not settled.",
-                "warn",
-            )
-        text += f" {name} agrees on the first."
-    return Sentence(text)
+    values = ", ".join(f"{row.param} {row.importance:.2f}" for row in own.head(3).itertuples())
+    return Sentence(
+        f"Most important parameter: {call.param}, {call.how}. {first} importances: {values}."
+    )
 
 
 def _config_text(value: Any) -> str:

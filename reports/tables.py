@@ -176,16 +176,43 @@ def reference_settings(reference: Reference) -> list[tuple[str, str]]:
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The paired comparisons with readable column names for the page."""
-    return comparisons.rename(
+    """The paired comparisons with readable column names for the page: each interval named by
+    what it varies over, and the verdict's interval named."""
+    seeds, classes = stats.OVER_SEEDS, stats.OVER_SEEDS_AND_CLASSES
+    table = comparisons.rename(
         columns={
             "n_pairs": "pairs",
             "mean_difference": "difference",
-            "p_holm": "Holm p",
+            "ci_confidence": f"level ({seeds})",
+            "ci_low": f"low ({seeds})",
+            "ci_high": f"high ({seeds})",
+            "p_value": f"p ({seeds})",
+            "p_holm": f"Holm p ({seeds})",
+            "class_ci_low": f"low ({classes})",
+            "class_ci_high": f"high ({classes})",
+            "class_p_value": f"p ({classes})",
+            "class_p_holm": f"Holm p ({classes})",
+            "verdict_interval": "verdict's interval",
+            "equivalence_low": "equivalence low",
+            "equivalence_high": "equivalence high",
             "effect_size_dz": "Cohen's d_z",
-            "p_value": "p",
         }
-    ).drop(columns=["baseline", "statistic"])
+    )
+    dropped = [
+        "baseline",
+        "statistic",
+        "significant_over_seeds",
+        "significant_over_classes",
+        "verdict_low",
+        "verdict_high",
+        "equivalence_margin",
+    ]
+    if not comparisons.get("classes", pd.Series(dtype=float)).astype(float).gt(0).any():
+        dropped += [column for column in table.columns if f"({classes})" in column]
+        dropped += ["classes", "verdict's interval"]
+    if not comparisons.get("equivalence_margin", pd.Series(dtype=float)).astype(float).gt(0).any():
+        dropped += ["equivalence low", "equivalence high", "equivalent"]
+    return table.drop(columns=[column for column in dropped if column in table.columns])
 
 
 def search_space_table(study: Mapping[str, Any]) -> pd.DataFrame:

@@ -19,6 +19,7 @@ class TunedParts:
     question: str
     searches: dict[str, Results]  # method -> its search
     confirmation: Results
+    equivalence_margin: float | None = None  # the comparison's, from its own study.json
 
 
 def tuned_parts(results_dir: Path | str) -> TunedParts | None:
@@ -43,6 +44,7 @@ def tuned_parts(results_dir: Path | str) -> TunedParts | None:
         question=str(study.get("question") or ""),
         searches=searches,
         confirmation=load_results(directory / CONFIRMATION),
+        equivalence_margin=study.get("equivalence_margin"),
     )
 
 

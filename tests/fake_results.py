@@ -56,6 +56,7 @@ def write_results(
     epochs: pd.DataFrame,
     environment_info: Mapping[str, Any] | None = None,
     reference: Mapping[str, Any] | None = None,
+    class_scores: pd.DataFrame | None = None,
 ) -> Path:
     """Write a results folder from ready tables; returns the folder.
 
@@ -67,6 +68,7 @@ def write_results(
         epochs: The epochs.csv rows.
         environment_info: environment.json; None leaves the file out.
         reference: reference.json (see `pretrained_reference`); None leaves the file out.
+        class_scores: class_scores.csv; None leaves the file out.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,9 @@ def write_results(
     if reference is not None:
         text = json.dumps(reference, indent=2)
         (directory / "reference.json").write_text(text, encoding="utf-8")
+    if class_scores is not None:
+        path = directory / "class_scores.csv"
+        class_scores.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     config_columns = [column for column in trials.columns if column.startswith("config/")]
     for _, row in trials.iterrows():
         folder = directory / "trials" / str(row["trial_id"])
@@ -215,6 +220,8 @@ def ablation_folder(
     rng_seed: int = 0,
     late_rises: Mapping[str, float] | None = None,
     reference: Mapping[str, Any] | None = None,
+    class_spread: float | None = 0.05,
+    class_effects: Mapping[str, Mapping[int, float]] | None = None,
 ) -> Path:
     """Write the folder of an ablation (or compare) study with known effects.
 
@@ -237,6 +244,11 @@ def ablation_folder(
         late_rises: Setting text -> how much its validation metrics climb over the last quarter
             of epochs (every seed alike); other settings are flat there.
         reference: reference.json (see `pretrained_reference`); None leaves the file out.
+        class_spread: Standard deviation of the classes' own offsets in class_scores.csv (each
+            completed trial's classes average, weighted by queries, to its metric); None
+            leaves the file out, as a study from before per-class scores.
+        class_effects: Setting text -> {test class index: extra difference} on top of the
+            setting's effect, e.g. an effect carried by a few classes.
     """
     late_rises = dict(late_rises or {})
     effects = dict(DEPTH_EFFECTS if effects is None else effects)
@@ -280,6 +292,9 @@ def ablation_folder(
         )
         trials.append(trial)
         epoch_rows.extend(rows)
+    classes = None
+    if class_spread is not None:
+        classes = _class_scores(pd.DataFrame(trials), class_spread, class_effects or {}, rng)
     values = list(search_values) if search_values is not None else [_number(s) for s in effects]
     study: dict[str, Any] = {
         "name": f"ablate_{knob.replace('.', '_')}" if kind == "ablation" else "compare_methods",
@@ -311,7 +326,52 @@ def ablation_folder(
         pd.DataFrame(epoch_rows),
         environment(command),
         reference,
+        classes,
     )
+
+
+# Classes of the fake class_scores.csv: validation and test, with their query counts.
+FAKE_CLASSES = {"val": [12, 9, 15, 10, 8, 14], "test": [20, 11, 16, 9, 13, 18, 10, 22, 12, 15]}
+
+
+def _class_scores(
+    trials: pd.DataFrame,
+    spread: float,
+    extra: Mapping[str, Mapping[int, float]],
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Per-class rows of every completed trial whose query-weighted mean is its metric."""
+    offsets = {split: rng.normal(0, spread, len(counts)) for split, counts in FAKE_CLASSES.items()}
+    rows = []
+    for trial in trials[trials["status"] == "completed"].itertuples():
+        for split, counts in FAKE_CLASSES.items():
+            weights = np.asarray(counts, dtype=float)
+            values = offsets[split] + rng.normal(0, spread / 5, len(counts))
+            if split == "test":
+                for index, value in extra.get(trial.setting, {}).items():
+                    values[index] += value
+            # Shift so that the classes give back the trial's own metric exactly.
+            for metric in ("map_at_r", "recall_at_1", "r_precision"):
+                target = getattr(trial, f"{split}_{metric}")
+                shifted = values - np.average(values, weights=weights) + target
+                for index, count in enumerate(counts):
+                    rows.append(
+                        {
+                            "trial_id": trial.trial_id,
+                            "split": split,
+                            "class": f"{split}_class_{index}",
+                            "queries": count,
+                            "metric": metric,
+                            "value": float(shifted[index]),
+                        }
+                    )
+    long = pd.DataFrame(rows)
+    if long.empty:
+        return pd.DataFrame(columns=["trial_id", "split", "class", "queries", *METRICS])
+    wide = long.pivot_table(
+        index=["trial_id", "split", "class", "queries"], columns="metric", values="value"
+    ).reset_index()
+    return wide[["trial_id", "split", "class", "queries", *METRICS]]
 
 
 def _value_type(values: Sequence[Any]) -> str:

@@ -686,8 +686,8 @@ def test_report_with_a_reference(referenced: Path) -> None:
     rest = _without_plotly(out.read_text(encoding="utf-8"))
     assert "could not be drawn" not in rest
     assert (
-        rest.count('class="plotly-graph-div"') == 6
-    )  # metric, comparison, validation-test, curves, quality-cost, cost
+        rest.count('class="plotly-graph-div"') == 7
+    )  # metric, comparison, per class, validation-test, curves, quality-cost, cost
     chosen = _chosen_test_mean(load_results(referenced))
     assert chosen - 0.27 > 0
     assert (
@@ -911,7 +911,7 @@ def test_plot_labels_keep_their_quotes_and_are_escaped_once(tmp_path: Path) -> N
     labels = {x for trace in figure.data for x in (trace.x if trace.x is not None else ())}
     assert 'say "hi" &amp; &lt;b&gt;' in labels
     calls = _plotly_calls(build_report(folder).read_text(encoding="utf-8"))
-    assert len(calls) == 6
+    assert len(calls) == 7
     for call in calls:
         assert "&quot;" not in call and "&amp;quot;" not in call and "&amp;amp;" not in call
     assert any('say \\"hi\\" &amp; &lt;b&gt;' in call for call in calls)
@@ -952,11 +952,13 @@ def test_ablation_report(ablation: Path, tmp_path: Path) -> None:
     assert out == ablation / "report.html"
     for name in ("trials", "settings", "comparisons", "seeds", "curves", "cost", "excluded"):
         assert (ablation / f"report_{name}.csv").is_file(), name
+    for name in ("class_differences", "class_concentration"):
+        assert (ablation / f"report_{name}.csv").is_file(), name
     page = out.read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1
     rest = _without_plotly(page)
     assert 'src="' not in rest and "<link" not in rest
-    assert rest.count('class="plotly-graph-div"') == 6
+    assert rest.count('class="plotly-graph-div"') == 7
     assert "Best setting: flow.depth = 4" in rest
     assert "too few seeds for a test" in rest
     assert "could not be drawn" not in rest
@@ -1025,7 +1027,7 @@ def test_report_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Path
     folder = ablation_folder(tmp_path / "study")
     build_report(folder)
     written = sorted(folder.glob("report*"))
-    assert len(written) == 11
+    assert len(written) == 13
     kept = tmp_path / "kept"
     kept.mkdir()
     before = {}
@@ -1114,6 +1116,7 @@ class _RenderedPage(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.figures: list[bool] = []
+        self.figure_ids: list[str | None] = []
         self.depth = 0
         self.error_count: str | None = None
         self.scripts: list[str] = []
@@ -1140,6 +1143,7 @@ class _RenderedPage(HTMLParser):
                 self.figures[-1] = True
         elif tag == "div" and "plotly-graph-div" in classes:
             self.figures.append(False)
+            self.figure_ids.append(attributes.get("id"))
             self.depth = 1
 
     def handle_endtag(self, tag: str) -> None:
@@ -1185,7 +1189,7 @@ def _render(page: Path, profile: Path) -> _RenderedPage:
 def test_pages_render_in_a_browser(hostile_report: Path, tmp_path: Path) -> None:
     search = search_folder(tmp_path / "search", reference=pretrained_reference())
     search_page = build_report(search)
-    for page, figures in ((hostile_report, 6), (search_page, 7)):
+    for page, figures in ((hostile_report, 7), (search_page, 7)):
         profile = tmp_path / f"profile-{page.parent.name}"
         rendered = _render(page, profile)
         shutil.rmtree(profile, ignore_errors=True)
@@ -1195,7 +1199,14 @@ def test_pages_render_in_a_browser(hostile_report: Path, tmp_path: Path) -> None
         assert not any(script.strip() == "alert(1)" for script in rendered.scripts)
         if page == hostile_report:
             # The hostile label and error show as literal text.
+            text = " ".join(rendered.text)
             assert HOSTILE in "".join(rendered.text)
+            # Both interval kinds, drawn and in the tables, and the per-class figure.
+            drawn = dict(zip(rendered.figure_ids, rendered.figures, strict=True))
+            assert drawn["figure-comparison"] and drawn["figure-class-differences"]
+            assert f"95% interval {stats.OVER_SEEDS_AND_CLASSES}" in text
+            assert f"high ({stats.OVER_SEEDS})" in text
+            assert f"high ({stats.OVER_SEEDS_AND_CLASSES})" in text
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")

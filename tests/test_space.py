@@ -380,3 +380,14 @@ def test_the_adaptive_flags_go_with_seeds_auto(capsys):
     with pytest.raises(SystemExit):
         run_study_script("ablate_flow_depth", "", ["--seeds", "many"])
     assert "a number of seeds or auto" in capsys.readouterr().err
+
+
+def test_the_equivalence_margin_is_positive_and_recorded_for_the_report(capsys):
+    from gapan.tune import StudyOptions
+    from gapan.tune.cli import run_study_script
+
+    for bad in ("-0.01", "0", "nan", "inf"):
+        assert run_study_script("ablate_flow_depth", "", ["--equivalence-margin", bad]) == 2
+        assert "--equivalence-margin must be a positive number" in capsys.readouterr().err
+    assert StudyOptions(name="s", equivalence_margin=0.01).reporting == {"equivalence_margin": 0.01}
+    assert StudyOptions(name="s").reporting == {}

@@ -60,7 +60,13 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
             "--min-seeds, --max-seeds and --precision, or give a new --name"
         )
     results.write_study(
-        study_dir, space, {"folder": str(study_dir), "sequential": dataclasses.asdict(design)}
+        study_dir,
+        space,
+        {
+            "folder": str(study_dir),
+            "sequential": dataclasses.asdict(design),
+            **options.reporting,
+        },
     )
     started = time.monotonic()
     rounds: list[dict[str, Any]] = []

@@ -85,6 +85,13 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         "metric's units, e.g. 0.01) is decided (default 0: only one excluding zero is)",
     )
     study.add_argument(
+        "--equivalence-margin",
+        type=float,
+        help="report a setting as equivalent to the baseline when its (1 - 2 alpha) interval "
+        "lies inside +- this (two one-sided tests, in the metric's units, e.g. 0.01); default: "
+        "--precision with --seeds auto, else no equivalence test",
+    )
+    study.add_argument(
         "--budget-minutes",
         type=float,
         help="--seeds auto: start no new round after this many minutes of this run",
@@ -179,6 +186,7 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
                 if value is not None
             },
             objectives=args.objectives,
+            equivalence_margin=args.equivalence_margin,
             address=args.address,
             storage=args.storage,
             resume=args.resume,

@@ -34,6 +34,9 @@ class StudyOptions:
     max_seeds: int = 10
     precision: float = 0.0  # decided once the interval is narrower than +- this; 0: never
     budget_minutes: float | None = None  # no new round starts after this much of the run
+    # Reports call a comparison equivalent when its (1 - 2 alpha) interval lies inside +- this
+    # (in the metric's units); None: the precision of adaptive seeds, else no equivalence test.
+    equivalence_margin: float | None = None
     # A multi-objective search: a metric and costs (`gapan.space.with_objectives`).
     objectives: tuple[str, ...] = ()
     address: str | None = None  # join a running Ray cluster ("auto" or host:port)
@@ -47,6 +50,19 @@ class StudyOptions:
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        margin = self.equivalence_margin
+        if margin is not None and not (margin > 0 and margin != float("inf")):
+            raise StudyError(
+                f"--equivalence-margin must be a positive number in the metric's units (e.g. "
+                f"0.01 for MAP@R); got {margin!r}"
+            )
+
+    @property
+    def reporting(self) -> dict[str, Any]:
+        """What study.json records for the report beside the space: the equivalence margin."""
+        if self.equivalence_margin is None:
+            return {}
+        return {"equivalence_margin": self.equivalence_margin}
 
     @property
     def study_dir(self) -> Path:

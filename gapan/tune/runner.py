@@ -190,7 +190,11 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     ended_before = resume.ended_trials(study_dir, space) if options.resume else {}
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     try:
-        results.write_study(study_dir, space, {"resources": resources, "folder": str(study_dir)})
+        results.write_study(
+            study_dir,
+            space,
+            {"resources": resources, "folder": str(study_dir), **options.reporting},
+        )
     except OSError as error:
         raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")

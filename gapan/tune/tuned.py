@@ -32,7 +32,7 @@ def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
     space = apply_options(space, options)
     study_dir = options.study_dir
     check_whole_study(study_dir, space, options.resume)
-    results.write_study(study_dir, space, {"folder": str(study_dir)})
+    results.write_study(study_dir, space, {"folder": str(study_dir), **options.reporting})
     best = {}
     for method, search in space.searches().items():
         part = run_part(search, options, study_dir)

@@ -1,0 +1,149 @@
+"""Intervals over classes as well as seeds, and equivalence (reports/stats.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import stats
+
+
+def simulated_study(
+    generator: np.random.Generator,
+    seeds: int,
+    classes: int,
+    class_sd: float,
+    seed_sd: float,
+    cell_sd: float,
+    effect: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paired differences of one study whose classes are drawn afresh from a population with
+    mean difference `effect`: per-class effects, a per-seed offset and per-cell noise."""
+    per_class = effect + class_sd * generator.standard_normal(classes)
+    per_seed = seed_sd * generator.standard_normal((seeds, 1))
+    cells = cell_sd * generator.standard_normal((seeds, classes))
+    queries = generator.integers(5, 30, classes).astype(float)
+    return per_class + per_seed + cells, queries
+
+
+def test_class_bootstrap_covers_when_classes_dominate_and_seed_intervals_do_not() -> None:
+    # What a referee asks: would the effect hold on other unseen classes? Each simulated study
+    # draws new classes; the truth is the population's mean difference (0).
+    generator = np.random.default_rng(0)
+    studies, seed_covers, class_covers = 1000, 0, 0
+    for _ in range(studies):
+        differences, queries = simulated_study(generator, 5, 40, 1.0, 0.05, 0.1)
+        per_seed = (differences * queries).sum(axis=1) / queries.sum()
+        interval = stats.t_interval(per_seed)
+        seed_covers += interval.low <= 0 <= interval.high
+        bootstrap = stats.class_seed_bootstrap(differences, queries, resamples=500)
+        low, high = bootstrap.interval(0.95)
+        class_covers += low <= 0 <= high
+        # The point estimate is the study's metric difference, a mean over queries.
+        assert bootstrap.mean == pytest.approx(per_seed.mean())
+    monte_carlo_error = math.sqrt(0.95 * 0.05 / studies)
+    assert seed_covers / studies < 0.80
+    assert abs(class_covers / studies - 0.95) <= 3 * monte_carlo_error
+
+
+def test_class_bootstrap_p_value_agrees_with_its_interval() -> None:
+    generator = np.random.default_rng(3)
+    decided = []
+    for effect in (0.0, 0.05, 0.3, -0.3, 0.1):
+        differences, queries = simulated_study(generator, 5, 30, 0.3, 0.05, 0.1, effect)
+        bootstrap = stats.class_seed_bootstrap(differences, queries)
+        low, high = bootstrap.interval(0.95)
+        decided.append(low > 0 or high < 0)
+        assert decided[-1] == (bootstrap.p_value <= 0.05)
+    assert any(decided) and not all(decided)
+
+
+def test_class_bootstrap_needs_two_seeds_and_two_classes() -> None:
+    found = stats.class_seed_bootstrap(np.array([[0.1, 0.2]]), np.array([1.0, 3.0]))
+    assert found.mean == pytest.approx(0.175)
+    assert math.isnan(found.interval()[0]) and math.isnan(found.p_value)
+
+
+def class_table(differences: dict[str, np.ndarray], queries: np.ndarray) -> pd.DataFrame:
+    """Per-class values of a baseline at 0.5 and each setting at 0.5 plus its differences."""
+    rows = []
+    seeds, classes = next(iter(differences.values())).shape
+    for seed in range(seeds):
+        for index in range(classes):
+            base = {"seed": seed, "class": f"c{index}", "queries": queries[index]}
+            rows.append({**base, "setting": "0", "value": 0.5})
+            for setting, values in differences.items():
+                rows.append({**base, "setting": setting, "value": 0.5 + values[seed, index]})
+    return pd.DataFrame(rows)
+
+
+def comparisons_of(
+    differences: dict[str, np.ndarray], queries: np.ndarray, margin: float
+) -> pd.DataFrame:
+    class_values = class_table(differences, queries)
+    weights = queries / queries.sum()
+    seed_values = pd.DataFrame(
+        [
+            {"setting": setting, "seed": seed, "value": value}
+            for setting, values in {"0": None, **differences}.items()
+            for seed, value in enumerate(
+                np.full(len(next(iter(differences.values()))), 0.5)
+                if values is None
+                else 0.5 + values @ weights
+            )
+        ]
+    )
+    table = stats.compare_to_baseline(seed_values, "0", ["0", *differences])
+    seed_differences = {
+        setting: stats.paired_differences(seed_values, setting, "0")["difference"].to_numpy()
+        for setting in differences
+    }
+    return stats.with_class_intervals(table, seed_differences, class_values, margin).set_index(
+        "setting"
+    )
+
+
+def test_seed_significant_effect_carried_by_few_classes_is_not_significant_over_classes() -> None:
+    generator = np.random.default_rng(11)
+    seeds, classes = 5, 40
+    noise = 0.002 * generator.standard_normal((seeds, classes))
+    few = noise.copy()
+    few[:, :2] += 0.3  # two classes carry the whole effect, identically in every seed
+    broad = noise + 0.02
+    table = comparisons_of({"few": few, "broad": broad}, np.full(classes, 10.0), margin=0.0)
+    assert table.loc["few", "significant_over_seeds"]
+    assert not table.loc["few", "significant_over_classes"]
+    assert not table.loc["few", "significant"]
+    assert table.loc["few", "verdict_interval"] == stats.OVER_SEEDS_AND_CLASSES
+    assert table.loc["broad", "significant"]
+    assert table.loc["broad", "class_ci_low"] > 0
+
+
+def test_equivalence_needs_the_interval_inside_the_margin() -> None:
+    generator = np.random.default_rng(5)
+    seeds, classes = 8, 40
+    tight = 0.001 * generator.standard_normal((seeds, classes))
+    wide = 0.02 * generator.standard_normal((seeds, classes)) + 0.02 * generator.standard_normal(
+        (seeds, 1)
+    )
+    table = comparisons_of({"tight": tight, "wide": wide}, np.full(classes, 10.0), margin=0.01)
+    assert table.loc["tight", "equivalent"]
+    assert -0.01 < table.loc["tight", "equivalence_low"] < table.loc["tight", "equivalence_high"]
+    assert not table.loc["wide", "equivalent"]
+    # Without a margin nothing is called equivalent, however tight.
+    none = comparisons_of({"tight": tight}, np.full(classes, 10.0), margin=0.0)
+    assert not none.loc["tight", "equivalent"]
+
+
+def test_equivalence_interval_is_wider_than_the_reported_one_with_several_settings() -> None:
+    # Bonferroni over the k settings: the (1 - 2 alpha / k) interval, k = 3 here, is the 96.7%
+    # interval, wider than the 95% one the table reports.
+    generator = np.random.default_rng(2)
+    differences = {name: 0.003 * generator.standard_normal((6, 20)) for name in ("a", "b", "c")}
+    table = comparisons_of(differences, np.full(20, 10.0), margin=0.05)
+    for row in table.itertuples():
+        assert row.equivalence_low <= min(row.ci_low, row.class_ci_low)
+        assert row.equivalence_high >= max(row.ci_high, row.class_ci_high)
