@@ -331,10 +331,20 @@ class _Report:
         self.tables["sequential"] = data["settings"]
         self.tables["rounds"] = data["rounds"]
         self.summary.append(Sentence(data["summary"]))
+        warning = data["skewness_warning"]
+        if warning is not None:
+            self.summary.append(
+                Sentence(
+                    "The paired differences are skewed: the adaptive design's error rate may "
+                    "exceed its level (see How the answer was reached).",
+                    "warn",
+                )
+            )
         self.add(
             "adaptive",
             "How the answer was reached",
             paragraph(data["summary"], "lead"),
+            *([paragraph(warning, "notes")] if warning is not None else []),
             table_html(
                 data["settings"],
                 caption="Per setting: the seeds its comparison used, the round that decided it "

@@ -404,13 +404,17 @@ def verdict(row: Any, mode: str) -> str:
         return "better" if improves else "worse"
     if getattr(row, "equivalent", False):
         return "equivalent"
+    if getattr(row, "significant_over_seeds", False):
+        return SEEDS_ONLY
     return "no significant difference"
 
 
+SEEDS_ONLY = "significant over seeds only"
 VERDICT_COLORS = {
     "better": "#1a9850",
     "worse": "#d73027",
     "equivalent": "#4575b4",
+    SEEDS_ONLY: "#e08214",
     "no significant difference": "#4d4d4d",
     "no test": "#b0b0b0",
 }
@@ -514,7 +518,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
     title = f"Difference from the baseline {baseline}, paired by seed"
     figure = style(figure, title, 170 + 48 * max(len(comparisons), 1))
-    figure.update_layout(margin={"r": 260})
+    figure.update_layout(margin={"r": 330})
     return figure
 
 

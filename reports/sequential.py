@@ -1,4 +1,5 @@
-"""An adaptive study's rounds and decisions (sequential.json) as tables and one sentence."""
+"""An adaptive study's rounds and decisions (sequential.json) as tables and one sentence, and a
+warning when its paired differences are too skewed for the design's normal assumption."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-from reports.load import Results
+from gapan.sequential import SKEWNESS_LIMIT, skewness
+from reports.load import Results, baseline_setting, setting_order, usable_trials
+from reports.stats import paired_differences
 
 
 def sequential_data(results: Results) -> dict[str, Any]:
     """The settings' decisions, the rounds, and a sentence: why the study stopped, the seeds it
-    ran against a fixed design of the most seeds, and the trial time that saved."""
+    ran against a fixed design of the most seeds, and the trial time that saved; and
+    ``skewness_warning``, a paragraph when the paired differences are skewed beyond
+    `gapan.sequential.SKEWNESS_LIMIT`, else None."""
     record = results.sequential or {}
     design = record.get("design", {})
     rows = []
@@ -59,7 +64,50 @@ def sequential_data(results: Results) -> dict[str, Any]:
         "summary": summary,
         "method": record.get("method", "unknown"),
         "alpha": float(design.get("alpha", 0.05)),
+        "skewness_warning": skewness_warning(results),
     }
+
+
+def skewness_warning(results: Results) -> str | None:
+    """A paragraph when the study's paired differences (each setting minus the baseline, on the
+    validation metric the seeds were chosen on) are skewed beyond the design's assumption."""
+    baseline = baseline_setting(results)
+    if baseline is None:
+        return None
+    usable = usable_trials(results)
+    values = pd.DataFrame(
+        {
+            "setting": usable["setting"].astype(str),
+            "seed": usable["seed"],
+            "value": usable[results.metric].astype(float),
+        }
+    )
+    differences = {
+        setting: paired_differences(values, setting, baseline)["difference"].to_numpy()
+        for setting in setting_order(results)
+        if setting != baseline
+    }
+    found = skewness(differences)
+    if not found.in_doubt:
+        return None
+    counted = sum(math.isfinite(value) for value in found.settings.values())
+    direction = "upper" if found.pooled > 0 else "lower"
+    spurious = "below" if found.pooled > 0 else "above"
+    own = ", ".join(
+        f"{results.knob} = {setting} ({found.settings[setting]:+.2f})" for setting in found.beyond
+    )
+    return (
+        f"The paired differences are skewed: their sample skewness is {found.pooled:+.2f} over "
+        f"{found.pairs} pairs of {counted} settings (each setting's differences centred "
+        f"and scaled by their own standard deviation), beyond ±{SKEWNESS_LIMIT:g}"
+        + (f"; on their own: {own}" if own else "")
+        + ". The design assumes roughly normal differences; with skewed ones it reports an "
+        "effect that is not there more often than the level asked, the more so the more skewed "
+        "and the more settings, and mostly on the side away from the long tail (here: "
+        f"{spurious} zero, as the {direction} tail is the long one). Read these decisions as "
+        "suggestive and look at the seeds in the tail; a confirming run with more seeds, tested "
+        "once, is less affected (docs/adaptive-seeds.md has the rates by skewness)."
+    )
 
 
 def sequential_method_note(alpha: float) -> str:
@@ -68,6 +116,11 @@ def sequential_method_note(alpha: float) -> str:
         f"{alpha:g} / m: a comparison was decided when its interval excluded zero or was "
         "no wider than the precision asked for on each side. With the p-values Holm-corrected, "
         f"a study with no real effect reports one with probability at most {alpha:g} however "
-        "many seeds it ran, assuming trials fail independently of their results "
+        "many seeds it ran, assuming the paired differences are roughly normal and that trials "
+        "fail independently of their results. The mean difference where a comparison stopped "
+        "is biased: one that stopped because its interval excluded zero overstates the effect "
+        "(a difference that happened to come out large crosses the boundary sooner), the more "
+        "so the earlier it stopped; one that stopped for precision understates it, towards "
+        "zero. The intervals keep their coverage; the point estimates are not corrected "
         "(gapan/sequential.py; docs/adaptive-seeds.md)."
     )

@@ -297,6 +297,13 @@ def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
         margin = float(equivalent["equivalence_margin"].iloc[0])
         names = ", ".join(map(str, equivalent.index))
         tail = f" Equivalent to the baseline within ±{margin:g}: {names}."
+    if by_classes:
+        seeds_only = tested[tested["significant_over_seeds"].astype(bool) & ~tested["significant"]]
+        if len(seeds_only):
+            tail += (
+                f" Significant over seeds but not over classes (other unseen classes might not "
+                f"show it): {', '.join(map(str, seeds_only.index))}."
+            )
     undecided = len(tested) - len(significant) - len(equivalent)
     if (
         undecided
