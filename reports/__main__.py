@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports.build import build_report
+from reports.build import build_report, comparison_tables
 from reports.load import ResultsError
 
 
@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="call a setting equivalent to the baseline when its (1 - 2 alpha) interval lies "
         "inside +- this (in the metric's units); default: the study's own (study.json)",
     )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="also print each comparison with the baseline (validation, then test) as a "
+        "Markdown table, both intervals labelled",
+    )
     arguments = parser.parse_args(argv)
     margin = arguments.equivalence_margin
     if margin is not None and not 0 < margin < float("inf"):
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(path)
+    if arguments.markdown:
+        for title, table in comparison_tables(arguments.results_dir, margin):
+            print(f"\n{title}\n\n{table}")
     return 0
 
 

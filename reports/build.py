@@ -83,6 +83,31 @@ def build_report(
     return out
 
 
+def comparison_tables(
+    results_dir: Path | str, equivalence_margin: float | None = None
+) -> list[tuple[str, str]]:
+    """Each comparison with the baseline of a study (a tuned comparison's confirmation) as a
+    title and a Markdown table: validation, then test. Empty for a search."""
+    tuned = tuned_parts(results_dir)
+    results = tuned.confirmation if tuned is not None else load_results(results_dir)
+    if equivalence_margin is None and tuned is not None:
+        equivalence_margin = tuned.equivalence_margin
+    if equivalence_margin is not None:
+        study = {**results.study, "equivalence_margin": equivalence_margin}
+        results = dataclasses.replace(results, study=study)
+    if not results.is_ablation:
+        return []
+    columns = [results.metric] + ([results.test_metric] if results.test_metric else [])
+    found = []
+    for column in columns:
+        data = figures.comparison_data(results, column)
+        if data["baseline"] is None:
+            continue
+        title = f"{results.name}: {column} minus {results.knob} = {data['baseline']}"
+        found.append((title, tables.comparison_markdown(data)))
+    return found
+
+
 class _Report:
     """Collects the sections, summary and tables of one report."""
 

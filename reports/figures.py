@@ -393,28 +393,11 @@ def _class_means(class_values: pd.DataFrame, setting: str, baseline: str) -> pd.
     )
 
 
-def verdict(row: Any, mode: str) -> str:
-    """The verdict on one comparison row: better, worse, equivalent within the margin, no
-    significant difference, or no test. Better or worse needs every interval kind the study has
-    (over seeds, and over seeds and classes) to exclude zero after Holm."""
-    if row.test == stats.NO_TEST or not math.isfinite(row.p_holm):
-        return "no test"
-    if row.significant:
-        improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
-        return "better" if improves else "worse"
-    if getattr(row, "equivalent", False):
-        return "equivalent"
-    if getattr(row, "significant_over_seeds", False):
-        return SEEDS_ONLY
-    return "no significant difference"
-
-
-SEEDS_ONLY = "significant over seeds only"
 VERDICT_COLORS = {
     "better": "#1a9850",
     "worse": "#d73027",
     "equivalent": "#4575b4",
-    SEEDS_ONLY: "#e08214",
+    stats.SEEDS_ONLY: "#e08214",
     "no significant difference": "#4d4d4d",
     "no test": "#b0b0b0",
 }
@@ -442,7 +425,9 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
             )
         )
     for word, color in VERDICT_COLORS.items():
-        own = comparisons[[verdict(row, data["mode"]) == word for row in comparisons.itertuples()]]
+        own = comparisons[
+            [stats.verdict(row, data["mode"]) == word for row in comparisons.itertuples()]
+        ]
         if own.empty:
             continue
         figure.add_trace(
@@ -500,7 +485,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
             xanchor="left",
             showarrow=False,
             align="left",
-            font={"size": 12, "color": VERDICT_COLORS[verdict(row, data["mode"])]},
+            font={"size": 12, "color": VERDICT_COLORS[stats.verdict(row, data["mode"])]},
             text=_comparison_label(row),
         )
     figure.update_yaxes(

@@ -20,6 +20,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -550,3 +551,23 @@ def _seed_equivalence_interval(
         return low, high
     interval = t_interval(differences, 1 - alpha)
     return interval.low, interval.high
+
+
+SEEDS_ONLY = "significant over seeds only"
+
+
+def verdict(row: Any, mode: str) -> str:
+    """The verdict on one comparison row: better, worse, equivalent within the margin,
+    significant over seeds only, no significant difference, or no test. Better or worse needs
+    every interval kind the study has (over seeds, and over seeds and classes) to exclude zero
+    after Holm."""
+    if row.test == NO_TEST or not math.isfinite(row.p_holm):
+        return "no test"
+    if row.significant:
+        improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
+        return "better" if improves else "worse"
+    if getattr(row, "equivalent", False):
+        return "equivalent"
+    if getattr(row, "significant_over_seeds", False):
+        return SEEDS_ONLY
+    return "no significant difference"

@@ -335,3 +335,40 @@ def usable_seed_counts(results: Results) -> dict[str, int]:
 def few_seed_settings(results: Results) -> list[str]:
     """Settings with fewer usable seeds than a paired test needs."""
     return [s for s, n in usable_seed_counts(results).items() if n < stats.MIN_PAIRS_FOR_TEST]
+
+
+def comparison_markdown(data: Mapping[str, Any]) -> str:
+    """A comparison (`figures.comparison_data`) as a Markdown table for a README or a paper:
+    each setting's difference with both intervals, labelled, their Holm p-values and the
+    verdict, so a table is pasted from the results, never typed."""
+    comparisons = data["comparisons"]
+    by_classes = bool((comparisons["classes"].astype(float) > 0).any())
+    header = ["setting", "seeds", "difference", "95% over seeds", "Holm p"]
+    if by_classes:
+        header += ["95% over seeds and classes", "Holm p (classes)"]
+    header.append("verdict")
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in comparisons.itertuples():
+        level = "" if row.ci_confidence == stats.CONFIDENCE else f" at {row.ci_confidence:.1%}"
+        cells = [
+            str(row.setting),
+            str(row.n_pairs),
+            f"{row.mean_difference:+.4f}",
+            f"{row.ci_low:+.4f} to {row.ci_high:+.4f}{level}",
+            _p_text(row.p_holm),
+        ]
+        if by_classes:
+            cells += [
+                f"{row.class_ci_low:+.4f} to {row.class_ci_high:+.4f}",
+                _p_text(row.class_p_holm),
+            ]
+        verdict = stats.verdict(row, data["mode"])
+        if verdict == "equivalent":
+            verdict += f" within ±{row.equivalence_margin:g}"
+        cells.append(verdict)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _p_text(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.2g}"

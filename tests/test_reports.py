@@ -1263,3 +1263,29 @@ def test_comparisons_on_test_are_reported_beside_validation_never_instead(tmp_pa
     html = build_report(folder).read_text()
     assert "on the unseen test classes (test_map_at_r)" in html
     assert (folder / "report_test_comparisons.csv").exists()
+
+
+def test_comparisons_print_as_markdown_with_both_intervals(tmp_path: Path, capsys) -> None:
+    # The test classes of setting 1 carry an effect in one class only: over seeds it is
+    # significant, over classes it is not.
+    folder = ablation_folder(
+        tmp_path / "study",
+        effects={"0": 0.0, "1": 0.026, "2": 0.0},
+        seeds=5,
+        noise=0.001,
+        class_effects={"1": {0: 0.3}},
+    )
+    assert main([str(folder), "--markdown", "--equivalence-margin", "0.02"]) == 0
+    printed = capsys.readouterr().out
+    validation, test = printed.split("\n\nablate_flow_depth: ")[1:]
+    assert validation.startswith("val_map_at_r minus flow.depth = 0")
+    header = (
+        "| setting | seeds | difference | 95% over seeds | Holm p | 95% over seeds and classes |"
+    )
+    assert header in test
+    rows = {line.split(" | ")[0].strip("| "): line for line in test.splitlines()[4:]}
+    assert rows["1"].endswith(f"| {stats.SEEDS_ONLY} |")
+    assert rows["2"].endswith("| equivalent within ±0.02 |")
+    comparisons = pd.read_csv(folder / "report_test_comparisons.csv")
+    one = comparisons.set_index("setting").loc[1]
+    assert one["significant_over_seeds"] and not one["significant"]
