@@ -116,9 +116,12 @@ def ablation_summary(
     elif best == baseline:
         sentences.append(Sentence(f"The baseline {knob} = {baseline} is the best setting."))
     else:
-        sentences.append(_against_baseline(comparisons.loc[best], knob, summary, baseline))
+        sentences.append(
+            _against_baseline(comparisons.loc[best], knob, summary, baseline, len(comparisons))
+        )
     if baseline is not None and len(comparisons):
-        sentences.append(_overall(comparisons, mode))
+        family = f"the {len(comparisons)} settings compared with {knob} = {baseline} on {metric}"
+        sentences.append(_overall(comparisons, mode, family))
     held = _holds_on_test(validation_test, best, baseline, knob, mode)
     if held is not None:
         sentences.append(held)
@@ -226,7 +229,9 @@ def _capital(words: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _against_baseline(row: pd.Series, knob: str, summary: pd.DataFrame, baseline: str) -> Sentence:
+def _against_baseline(
+    row: pd.Series, knob: str, summary: pd.DataFrame, baseline: str, family_size: int
+) -> Sentence:
     base_mean = float(summary.loc[baseline, "mean"]) if baseline in summary.index else math.nan
     difference = float(row["mean_difference"])
     relative = ""
@@ -257,8 +262,9 @@ def _against_baseline(row: pd.Series, knob: str, summary: pd.DataFrame, baseline
     )
     if classes:
         p_values += f"; over classes Holm-adjusted p = {row['class_p_holm']:.3g}"
+    holm = f"Holm correction over the {family_size} settings compared with the baseline"
     if row["significant"]:
-        verdict = f"significant at the {stats.ALPHA} level after Holm correction"
+        verdict = f"significant at the {stats.ALPHA} level after {holm}"
         if classes:
             verdict += " by both intervals"
     elif row.get("equivalent", False):
@@ -272,11 +278,11 @@ def _against_baseline(row: pd.Series, knob: str, summary: pd.DataFrame, baseline
             "significant over seeds but not over classes: other unseen classes might not show it"
         )
     else:
-        verdict = f"not significant at the {stats.ALPHA} level after Holm correction: undecided"
+        verdict = f"not significant at the {stats.ALPHA} level after {holm}: undecided"
     return Sentence(f"{text} {p_values}: {verdict}.", "good" if row["significant"] else "warn")
 
 
-def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
+def _overall(comparisons: pd.DataFrame, mode: str, family: str) -> Sentence:
     tested = comparisons[comparisons["test"] != stats.NO_TEST]
     significant = tested[tested["significant"]]
     if tested.empty:
@@ -285,10 +291,10 @@ def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
         )
     by_classes = bool((tested.get("classes", pd.Series(dtype=float)).astype(float) > 0).any())
     how = (
-        f"After Holm correction over the {len(tested)} tested settings, by both intervals "
+        f"After Holm correction over {family}, by both intervals "
         f"({stats.OVER_SEEDS}; {stats.OVER_SEEDS_AND_CLASSES}),"
         if by_classes
-        else f"After Holm correction over the {len(tested)} tested settings ({stats.OVER_SEEDS}),"
+        else f"After Holm correction over {family} ({stats.OVER_SEEDS}),"
     )
     equivalent = tested[tested.get("equivalent", pd.Series(False, index=tested.index)).astype(bool)]
     equivalent = equivalent[~equivalent["significant"]]
@@ -318,7 +324,7 @@ def _overall(comparisons: pd.DataFrame, mode: str) -> Sentence:
         better = row["mean_difference"] > 0 if mode == "max" else row["mean_difference"] < 0
         words.append(f"{setting} ({'better' if better else 'worse'})")
     return Sentence(
-        f"{how} {len(significant)} of {len(tested)} settings differ significantly from the "
+        f"{how} {len(significant)} of {len(tested)} tested settings differ significantly from the "
         f"baseline: {', '.join(words)}.{tail}"
     )
 
