@@ -8,9 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-from gapan.sequential import SKEWNESS_LIMIT, skewness
+from gapan.sequential import EFFECT, PRECISE, SKEWNESS_LIMIT, UNDECIDED, skewness
 from reports.load import Results, baseline_setting, setting_order, usable_trials
 from reports.stats import paired_differences
+
+# Why a comparison took no more seeds, as the report says it: a precision stop is not a decision.
+DECISION_WORDS = {
+    EFFECT: "decided: the interval excludes zero",
+    PRECISE: "precise enough, not decided",
+    UNDECIDED: "open at the last round",
+}
 
 
 def sequential_data(results: Results) -> dict[str, Any]:
@@ -26,10 +33,8 @@ def sequential_data(results: Results) -> dict[str, Any]:
             {
                 "setting": setting,
                 "pairs": seen.get("pairs"),
-                "decided in round": seen.get("round")
-                if seen.get("decision") != "undecided"
-                else "",
-                "decision": seen.get("decision"),
+                "stopped in round": seen.get("round") if seen.get("decision") != UNDECIDED else "",
+                "why": DECISION_WORDS.get(seen.get("decision"), seen.get("decision")),
                 "mean difference": seen.get("mean"),
                 "interval low": seen.get("low"),
                 "interval high": seen.get("high"),
@@ -113,8 +118,10 @@ def skewness_warning(results: Results) -> str | None:
 def sequential_method_note(alpha: float) -> str:
     return (
         "A round's decisions use the repeated intervals at "
-        f"{alpha:g} / m: a comparison was decided when its interval excluded zero or was "
-        "no wider than the precision asked for on each side. With the p-values Holm-corrected, "
+        f"{alpha:g} / m: a comparison took no more seeds when its interval excluded zero "
+        "(decided) or was no wider than the precision asked for on each side (precise enough, "
+        "not decided: only the equivalence test says equivalent). With the p-values "
+        "Holm-corrected, "
         f"a study with no real effect reports one with probability at most {alpha:g} however "
         "many seeds it ran, assuming the paired differences are roughly normal and that trials "
         "fail independently of their results. The mean difference where a comparison stopped "

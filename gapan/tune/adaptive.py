@@ -96,7 +96,7 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
                 f"{design.max_seeds} seeds, the most allowed, with "
                 f"{len(open_ones)} comparison(s) still undecided"
                 if open_ones
-                else "every comparison decided"
+                else "no comparison is open: each interval excludes zero or is precise enough"
             )
         elif options.budget_minutes is not None and (
             time.monotonic() - started > options.budget_minutes * 60

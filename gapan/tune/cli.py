@@ -82,7 +82,9 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         "--precision",
         type=float,
         help="--seeds auto: a comparison whose interval is narrower than +- this (in the "
-        "metric's units, e.g. 0.01) is decided (default 0: only one excluding zero is)",
+        "metric's units, e.g. 0.01) takes no more seeds: precise enough, not decided (only "
+        "the equivalence test, --equivalence-margin, which defaults to this, says "
+        "equivalent); default 0: only an interval excluding zero stops a comparison",
     )
     study.add_argument(
         "--equivalence-margin",
