@@ -55,7 +55,8 @@ CONFIG = "config.json"
 # The last report's per-class scores: JSON text of one row per evaluated split and class (text,
 # because Tune flattens a nested dict into one column per value); gapan.results writes them out.
 CLASS_SCORES = "class_scores"
-CLASS_SCORE_FIELDS = ("split", "class", "queries", "map_at_r", "recall_at_1", "r_precision")
+PER_CLASS_SCORES = ("map_at_r", "recall_at_1", "r_precision")
+CLASS_SCORE_FIELDS = ("split", "class", "queries", *PER_CLASS_SCORES)
 
 
 def print_report(metrics: dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ def evaluate(
             split,
             names[label],
             queries,
-            *(per_class[key][row].item() for key in CLASS_SCORE_FIELDS[3:]),
+            *(per_class[key][row].item() for key in PER_CLASS_SCORES),
         ]
         for row, (label, queries) in enumerate(
             zip(per_class["label"].tolist(), per_class["queries"].tolist(), strict=True)

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         "--equivalence-margin",
         type=float,
         default=None,
-        help="call a setting equivalent to the baseline when its (1 - 2 alpha) interval lies "
-        "inside +- this (in the metric's units); default: the study's own (study.json)",
+        help="call a setting equivalent to the baseline when its (1 - 2 alpha / k) intervals, "
+        "k settings compared, lie inside +- this (in the metric's units); default: the "
+        "study's own (study.json)",
     )
     parser.add_argument(
         "--markdown",

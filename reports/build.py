@@ -57,12 +57,7 @@ def build_report(
     if tuned is not None:
         for part in tuned.searches.values():
             build_report(part.directory, on_note=on_note)
-    results = tuned.confirmation if tuned is not None else load_results(results_dir)
-    if equivalence_margin is None and tuned is not None:
-        equivalence_margin = tuned.equivalence_margin
-    if equivalence_margin is not None:
-        study = {**results.study, "equivalence_margin": equivalence_margin}
-        results = dataclasses.replace(results, study=study)
+    results = _compared_results(results_dir, tuned, equivalence_margin)
     out = Path(out) if out is not None else Path(results_dir) / "report.html"
     report = _Report(results)
     if results.is_ablation:
@@ -83,18 +78,26 @@ def build_report(
     return out
 
 
+def _compared_results(
+    results_dir: Path | str, tuned: TunedParts | None, equivalence_margin: float | None
+) -> Results:
+    """The study a report compares (a tuned comparison's confirmation), with the equivalence
+    margin asked for, else the study's own (a tuned comparison's is in its top folder)."""
+    results = tuned.confirmation if tuned is not None else load_results(results_dir)
+    if equivalence_margin is None and tuned is not None:
+        equivalence_margin = tuned.equivalence_margin
+    if equivalence_margin is None:
+        return results
+    study = {**results.study, "equivalence_margin": equivalence_margin}
+    return dataclasses.replace(results, study=study)
+
+
 def comparison_tables(
     results_dir: Path | str, equivalence_margin: float | None = None
 ) -> list[tuple[str, str]]:
     """Each comparison with the baseline of a study (a tuned comparison's confirmation) as a
     title and a Markdown table: validation, then test. Empty for a search."""
-    tuned = tuned_parts(results_dir)
-    results = tuned.confirmation if tuned is not None else load_results(results_dir)
-    if equivalence_margin is None and tuned is not None:
-        equivalence_margin = tuned.equivalence_margin
-    if equivalence_margin is not None:
-        study = {**results.study, "equivalence_margin": equivalence_margin}
-        results = dataclasses.replace(results, study=study)
+    results = _compared_results(results_dir, tuned_parts(results_dir), equivalence_margin)
     if not results.is_ablation:
         return []
     columns = [results.metric] + ([results.test_metric] if results.test_metric else [])
@@ -216,7 +219,8 @@ class _Report:
             caption = (
                 "Diamonds: the mean paired difference (setting − baseline over the seeds both "
                 "ran) with its repeated confidence interval over seeds at the level Holm tests it "
-                "at (the table's level column: 95% down to 95%/m); circles: single seeds. Right: "
+                "at (the table's level column: from 1 − 0.05/m down to 95%); circles: single "
+                "seeds. Right: "
                 "the repeated p-value, Holm-adjusted across all settings (* at most 0.05). Both "
                 "stay valid however many seeds each setting took (see How the answer was "
                 "reached)."
@@ -244,10 +248,11 @@ class _Report:
                 "classes."
             )
         text = (
-            "Purple bars: the 95% interval over seeds and classes (a two-level bootstrap that "
-            "resamples classes, then seeds, paired by seed and class): what other unseen "
-            "classes would show. A setting counts as better or worse only when both intervals "
-            "exclude zero after Holm."
+            "Purple bars: the 95% interval over seeds and classes (the per-class differences "
+            "read as a crossed design of seeds and classes, paired by seed and class): what "
+            "other unseen classes would show. Both kinds of interval are drawn unadjusted; a "
+            "setting counts as better or worse only when both kinds' Holm-adjusted p-values "
+            "are at most 0.05."
         )
         if comparison["sequential"]:
             text += (
@@ -258,17 +263,20 @@ class _Report:
 
     def _family_note(self, comparison: dict) -> str:
         """Which interval the verdicts use, the Holm family, and the equivalence test."""
-        count = len(comparison["comparisons"])
+        compared = comparison["comparisons"]
+        count = len(compared)
+        tested = int((compared["test"] != stats.NO_TEST).sum()) if count else 0
         family = (
-            f"Holm family: the {count} setting{'s' if count != 1 else ''} compared with "
+            f"Holm family: the {tested} tested setting{'s' if tested != 1 else ''} compared with "
             f"{self.results.knob} = {comparison['baseline']} on {comparison['metric']}"
         )
         if comparison["classes"].empty:
-            text = f"Verdicts use the interval over seeds. {family}."
+            text = f"Verdicts use the test over seeds. {family}."
         else:
             text = (
-                "Verdicts use the wider of the two intervals (over seeds; over seeds and "
-                f"classes): both must exclude zero. {family}, for each kind of p-value."
+                "Verdicts need both kinds (over seeds; over seeds and classes) to find a "
+                "difference after Holm; the table's 'decided by' names the kind with the larger "
+                f"Holm p, the one that decides. {family}, for each kind of p-value."
             )
         margin = comparison["margin"]
         if margin > 0:

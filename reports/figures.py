@@ -315,16 +315,23 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
             if design is not None
             else stats.compare_to_baseline(values, baseline, settings)
         )
-        seed_differences = {}
+        seed_pairs = {}
         for setting in comparisons["setting"]:
             pairs = stats.paired_differences(values, setting, baseline)
-            seed_differences[setting] = pairs["difference"].to_numpy(dtype=float)
+            seed_pairs[setting] = pairs
             pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])
             if class_values is not None:
-                class_frames.append(_class_means(class_values, setting, baseline))
+                class_frames.append(_class_means(class_values, setting, baseline, pairs["seed"]))
         comparisons = stats.with_class_intervals(
-            comparisons, seed_differences, class_values, margin, design=design
+            comparisons, seed_pairs, class_values, margin, design=design
         )
+        if design is not None:
+            # Why each comparison took no more seeds: a precision stop is not a decision.
+            stops = (results.sequential or {}).get("settings", {})
+            comparisons["stopped_for"] = [
+                stops.get(str(setting), {}).get("decision", "")
+                for setting in comparisons["setting"]
+            ]
     pairs = (
         pd.concat(pair_frames, ignore_index=True)
         if pair_frames
@@ -380,9 +387,11 @@ def equivalence_margin(results: Results) -> float:
     return float(margin or 0.0)
 
 
-def _class_means(class_values: pd.DataFrame, setting: str, baseline: str) -> pd.DataFrame:
-    """Each class's difference from the baseline, averaged over the seeds both ran."""
-    differences, queries = stats.class_differences(class_values, setting, baseline)
+def _class_means(
+    class_values: pd.DataFrame, setting: str, baseline: str, seeds: pd.Series
+) -> pd.DataFrame:
+    """Each class's difference from the baseline, averaged over the paired seeds."""
+    differences, queries = stats.class_differences(class_values, setting, baseline, seeds)
     return pd.DataFrame(
         {
             "setting": setting,
@@ -394,12 +403,13 @@ def _class_means(class_values: pd.DataFrame, setting: str, baseline: str) -> pd.
 
 
 VERDICT_COLORS = {
-    "better": "#1a9850",
-    "worse": "#d73027",
-    "equivalent": "#4575b4",
+    stats.BETTER: "#1a9850",
+    stats.WORSE: "#d73027",
+    stats.EQUIVALENT: "#4575b4",
     stats.SEEDS_ONLY: "#e08214",
-    "no significant difference": "#4d4d4d",
-    "no test": "#b0b0b0",
+    stats.PRECISE_ENOUGH: "#7f7f7f",
+    stats.UNDECIDED: "#4d4d4d",
+    stats.NO_VERDICT: "#b0b0b0",
 }
 
 
@@ -453,15 +463,14 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     if not over_classes.empty:
         figure.add_trace(
             go.Scatter(
-                x=over_classes["mean_difference"],
+                x=(over_classes["class_ci_low"] + over_classes["class_ci_high"]) / 2,
                 y=[labels[setting] for setting in over_classes["setting"]],
                 mode="markers",
                 name=f"95% interval {stats.OVER_SEEDS_AND_CLASSES}",
                 marker={"size": 1, "color": "#7b3294"},
                 error_x={
                     "type": "data",
-                    "array": over_classes["class_ci_high"] - over_classes["mean_difference"],
-                    "arrayminus": over_classes["mean_difference"] - over_classes["class_ci_low"],
+                    "array": (over_classes["class_ci_high"] - over_classes["class_ci_low"]) / 2,
                     "thickness": 1,
                     "width": 14,
                     "color": "#7b3294",

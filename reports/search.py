@@ -391,8 +391,8 @@ def most_important(
         bootstrap = f"only {run} bootstrap resamples ran in the {seconds:g} s allowed"
         outcome = "the report cannot tell which matters most"
     else:
-        if stable and agreed:
-            bootstrap = f"the bootstrap resamples put {top} first instead ({shares[top]:.0%})"
+        if stable:
+            bootstrap = f"the bootstrap resamples put {top} first ({shares[top]:.0%})"
         else:
             bootstrap = f"no parameter is first in most of {run} bootstrap resamples of the trials"
             if top is not None:

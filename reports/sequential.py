@@ -60,7 +60,12 @@ def sequential_data(results: Results) -> dict[str, Any]:
     summary = (
         f"Adaptive seeds: {len(trials)} trials in {len(rounds)} rounds, against {fixed} for "
         f"the most seeds ({most}) of every setting"
-        + (f" (about {saved / 3600:.2f} trial-hours saved)" if math.isfinite(saved) else "")
+        + (
+            f" (about {saved / 3600:.2f} trial-hours fewer than that; not a comparison with a "
+            "fixed design of equal power)"
+            if math.isfinite(saved)
+            else ""
+        )
         + f"; the study stopped because {record.get('stopped', 'of an unknown reason')}."
     )
     return {

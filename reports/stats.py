@@ -324,31 +324,29 @@ def best_index(means: pd.Series, mode: str) -> object | None:
 
 # Intervals over classes as well as seeds.
 
-BOOTSTRAP_RESAMPLES = 4000
-BOOTSTRAP_SEED = 0
 OVER_SEEDS = "over seeds"
 OVER_SEEDS_AND_CLASSES = "over seeds and classes"
 
 
 @dataclass(frozen=True)
-class Bootstrap:
-    """A mean paired difference with its standard error over classes and seeds.
-
-    Intervals and p-values are Student-t with `classes` - 1 degrees of freedom: the classes
-    are the coarser level, and with a few dozen of them a percentile interval covers visibly
-    less than it says.
-    """
+class ClassSeedEstimate:
+    """A mean paired difference with its standard error over seeds and classes, and the
+    Satterthwaite degrees of freedom of its Student-t interval and test."""
 
     mean: float
     standard_error: float
+    degrees_of_freedom: float
     seeds: int
     classes: int
 
     def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
         if not math.isfinite(self.standard_error):
             return math.nan, math.nan
-        half = stats.t.ppf((1 + confidence) / 2, self.classes - 1) * self.standard_error
-        return self.mean - half, self.mean + half
+        critical = stats.t.ppf((1 + confidence) / 2, self.degrees_of_freedom)
+        return (
+            self.mean - critical * self.standard_error,
+            self.mean + critical * self.standard_error,
+        )
 
     @property
     def p_value(self) -> float:
@@ -357,11 +355,12 @@ class Bootstrap:
             return math.nan
         if self.standard_error == 0:
             return 1.0 if self.mean == 0 else 0.0
-        return float(2 * stats.t.sf(abs(self.mean) / self.standard_error, self.classes - 1))
+        statistic = abs(self.mean) / self.standard_error
+        return float(2 * stats.t.sf(statistic, self.degrees_of_freedom))
 
 
 def class_differences(
-    values: pd.DataFrame, setting: str, baseline: str
+    values: pd.DataFrame, setting: str, baseline: str, seeds: Sequence[Any] | None = None
 ) -> tuple[pd.DataFrame, pd.Series]:
     """A setting's per-class scores minus the baseline's, paired by seed and class.
 
@@ -370,67 +369,83 @@ def class_differences(
             class).
         setting: The setting compared.
         baseline: The baseline setting.
+        seeds: Only these seeds (those the comparison over seeds paired); None: every seed both
+            ran.
 
     Returns:
         The differences, seeds as rows and classes as columns, over the seeds both ran and the
-        classes both scored, and each class's query count (its weight in the mean over
-        queries).
+        classes both scored in every one of them, and each class's query count (its weight in
+        the mean over queries).
     """
     own = values[values["setting"] == setting]
     base = values[values["setting"] == baseline]
     table = own.pivot_table(index="seed", columns="class", values="value", aggfunc="mean")
     base_table = base.pivot_table(index="seed", columns="class", values="value", aggfunc="mean")
-    seeds = table.index.intersection(base_table.index)
+    shared = table.index.intersection(base_table.index)
+    if seeds is not None:
+        shared = shared.intersection(pd.Index(list(seeds)))
     classes = table.columns.intersection(base_table.columns)
-    differences = table.loc[seeds, classes] - base_table.loc[seeds, classes]
-    complete = differences.notna().all(axis=0)
-    differences = differences.loc[:, complete]
+    differences = table.loc[shared, classes] - base_table.loc[shared, classes]
+    differences = differences.loc[:, differences.notna().all(axis=0)]
     queries = base.groupby("class")["queries"].max().reindex(differences.columns)
     return differences, queries
 
 
-def class_seed_bootstrap(
-    differences: np.ndarray,
-    queries: np.ndarray,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> Bootstrap:
-    """The mean over queries of paired differences, with its standard error over classes and
-    seeds.
+def class_seed_interval(differences: np.ndarray, queries: np.ndarray) -> ClassSeedEstimate:
+    """The mean over queries of paired differences, with its standard error over seeds and
+    classes.
 
-    A two-level bootstrap: each resample draws the classes with replacement, then the seeds with
-    replacement, and keeps every (seed, class) cell's pairing; its mean weighs each drawn class
-    by its queries, so the point estimate is the difference of the study's metric (a mean over
-    queries). The resamples' variance is scaled by C / (C - 1) for C classes, the bootstrap's
-    known shortfall at the class level (the seed level's shortfall is what the interval over
-    seeds, shown beside it, covers).
+    The differences of S seeds by C classes are read as a crossed design, d[s, c] = mu + a_s +
+    b_c + e_sc: a seed's shift, a class's own difference, and noise. Other seeds redraw a_s and
+    e_sc; other unseen classes redraw b_c. The estimate weighs each class by its queries (w_c,
+    summing to 1), so it is the difference of the study's metric, a mean over queries, and its
+    variance is var(a) / S + var(b) sum(w^2) + var(e) sum(w^2) / S. Each part is estimated by
+    the method of moments from three sums of squares: the seeds' weighted means, the classes'
+    means over seeds (weighted by w) and the doubly centred cells; the interval is Student-t
+    with Satterthwaite's degrees of freedom. Unlike a bootstrap of a few seeds, this sees all
+    of the seeds' variance (`bench.class_intervals` compares the two).
 
     Args:
         differences: Shape (seeds, classes): setting minus baseline per seed and class.
         queries: Each class's query count.
-        resamples: Bootstrap resamples.
-        seed: The resampling's seed (fixed: a report rebuilt gives the same numbers).
+
+    Returns:
+        The estimate; its standard error is NaN below two seeds or two classes.
 
     References:
-        Davison and Hinkley, "Bootstrap Methods and their Application" (1997), section 3.8
-        (hierarchical data). Saravanan, Berman and Sober, "Application of the hierarchical
-        bootstrap to multi-level data in neuroscience", Neurons, Behavior, Data analysis, and
-        Theory (2020).
+        Searle, Casella and McCulloch, "Variance Components" (1992), chapter 4 (balanced
+        crossed designs, ANOVA estimators). Satterthwaite, "An approximate distribution of
+        estimates of variance components", Biometrics Bulletin 2 (1946).
     """
     differences = np.asarray(differences, dtype=float)
-    weights = np.asarray(queries, dtype=float)
     n_seeds, n_classes = differences.shape
-    weighted = differences * weights
-    mean = float(weighted.sum() / (n_seeds * weights.sum())) if differences.size else math.nan
+    if differences.size == 0:
+        return ClassSeedEstimate(math.nan, math.nan, math.nan, n_seeds, n_classes)
+    weights = np.asarray(queries, dtype=float) / float(np.sum(queries))
+    by_seed = differences @ weights
+    mean = float(by_seed.mean())
     if n_seeds < 2 or n_classes < 2:
-        return Bootstrap(mean, math.nan, n_seeds, n_classes)
-    generator = np.random.default_rng(seed)
-    class_counts = generator.multinomial(n_classes, np.full(n_classes, 1 / n_classes), resamples)
-    seed_counts = generator.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), resamples)
-    totals = ((seed_counts @ weighted) * class_counts).sum(axis=1)
-    draws = totals / (n_seeds * (class_counts @ weights))
-    error = float(draws.std(ddof=1)) * math.sqrt(n_classes / (n_classes - 1))
-    return Bootstrap(mean, error, n_seeds, n_classes)
+        return ClassSeedEstimate(mean, math.nan, math.nan, n_seeds, n_classes)
+    squared_weights = float(np.sum(weights**2))
+    by_class = differences.mean(axis=0)
+    class_mean = float(weights @ by_class)
+    # Each sum of squares over its expectation's multiplier: var(a) + var(e) sum(w^2);
+    # var(b) + var(e) / S; var(e).
+    seed_part = float(by_seed.var(ddof=1))
+    class_part = float(weights @ (by_class - class_mean) ** 2) / (1 - squared_weights)
+    cells = differences - by_seed[:, None] - by_class[None, :] + class_mean
+    cell_part = float(weights @ (cells**2).sum(axis=0)) / ((n_seeds - 1) * (1 - squared_weights))
+    terms = [
+        (seed_part / n_seeds, n_seeds - 1),
+        (class_part * squared_weights, n_classes - 1),
+        (-cell_part * squared_weights / n_seeds, (n_seeds - 1) * (n_classes - 1)),
+    ]
+    variance = sum(term for term, _ in terms)
+    # Both of the first two terms alone are unbiased for a part of the variance: never below.
+    variance = max(variance, terms[0][0], terms[1][0])
+    spread = sum(term**2 / freedom for term, freedom in terms)
+    freedom = variance**2 / spread if spread > 0 else math.inf
+    return ClassSeedEstimate(mean, math.sqrt(variance), freedom, n_seeds, n_classes)
 
 
 CLASS_COLUMNS = [
@@ -441,36 +456,36 @@ CLASS_COLUMNS = [
     "class_p_holm",
     "significant_over_seeds",
     "significant_over_classes",
-    "verdict_interval",
-    "verdict_low",
-    "verdict_high",
+    "decided_by",
     "equivalence_margin",
     "equivalence_low",
     "equivalence_high",
     "equivalent",
 ]
+NO_CLASS_SCORES = "no per-class scores for this setting: not assessed over classes"
 
 
 def with_class_intervals(
     comparisons: pd.DataFrame,
-    seed_differences: dict[str, np.ndarray],
+    seed_pairs: dict[str, pd.DataFrame],
     class_values: pd.DataFrame | None,
     margin: float = 0.0,
     alpha: float = ALPHA,
     design: sequential.Design | None = None,
 ) -> pd.DataFrame:
-    """Add the interval over seeds and classes, the verdict's interval and equivalence.
+    """Add the interval over seeds and classes, which kind decides, and equivalence.
 
-    Each comparison gets a two-level bootstrap (`class_seed_bootstrap`) whose p-values are
-    Holm-corrected over the same family as the seeds' (the table's settings). A difference is
-    `significant` only when both kinds find it (the verdict's interval is the wider of the two);
-    without per-class scores the seeds' verdict stands alone. A comparison is `equivalent`
-    within +-`margin` when the (1 - 2 alpha / k) interval of every kind lies inside it: two
-    one-sided tests per setting, Bonferroni over the k settings compared.
+    Each comparison with a test over seeds gets `class_seed_interval` over the same seeds, its
+    p-value Holm-corrected over the same family (the table's tested settings). A difference is
+    `significant` only when both kinds' Holm-adjusted p-values are at most `alpha`; `decided_by`
+    names the kind with the larger one. In a study with per-class scores a setting without them
+    is not significant. A comparison is `equivalent` within +-`margin` when the (1 - 2 alpha /
+    k) interval of every kind lies inside it: two one-sided tests per setting, Bonferroni over
+    the k settings compared.
 
     Args:
         comparisons: `compare_to_baseline` or `sequential_comparisons`' table.
-        seed_differences: Each setting's paired differences over seeds, in seed order.
+        seed_pairs: Each setting's `paired_differences` with the baseline.
         class_values: Columns `setting`, `seed`, `class`, `queries`, `value`; None when the
             study has no per-class scores.
         margin: The equivalence margin in the metric's units; 0 tests no equivalence.
@@ -484,57 +499,57 @@ def with_class_intervals(
         Psychological and Personality Science 8 (2017).
     """
     table = comparisons.copy()
-    compared = max(len(table), 1)
-    equivalence_alpha = 2 * alpha / compared
+    equivalence_alpha = 2 * alpha / max(len(table), 1)
     rows = []
     for row in table.itertuples():
-        bootstrap = None
-        if class_values is not None:
-            differences, queries = class_differences(class_values, row.setting, row.baseline)
-            if differences.size:
-                bootstrap = class_seed_bootstrap(
-                    differences.to_numpy(dtype=float), queries.to_numpy(dtype=float)
-                )
-        seeds = np.asarray(seed_differences.get(row.setting, []), dtype=float)
-        class_low, class_high = bootstrap.interval(1 - alpha) if bootstrap else (math.nan,) * 2
-        found = {
-            "classes": bootstrap.classes if bootstrap else 0,
-            "class_ci_low": class_low,
-            "class_ci_high": class_high,
-            "class_p_value": bootstrap.p_value if bootstrap else math.nan,
-            "equivalence_margin": margin,
-        }
-        low, high = _seed_equivalence_interval(seeds, equivalence_alpha, design)
-        if bootstrap is not None and math.isfinite(bootstrap.standard_error):
-            class_low, class_high = bootstrap.interval(1 - equivalence_alpha)
-            low, high = min(low, class_low), max(high, class_high)
+        pairs = seed_pairs.get(row.setting, pd.DataFrame(columns=["seed", "difference"]))
+        estimate = None
+        if class_values is not None and row.test != NO_TEST:
+            differences, queries = class_differences(
+                class_values, row.setting, row.baseline, pairs["seed"]
+            )
+            estimate = class_seed_interval(differences.to_numpy(), queries.to_numpy())
+        class_low, class_high = estimate.interval(1 - alpha) if estimate else (math.nan,) * 2
+        low, high = _seed_equivalence_interval(
+            pairs["difference"].to_numpy(dtype=float), equivalence_alpha, design
+        )
+        if estimate is not None:
+            over_classes = estimate.interval(1 - equivalence_alpha)
+            low, high = min(low, over_classes[0]), max(high, over_classes[1])
         if margin <= 0 or not (math.isfinite(low) and math.isfinite(high)):
-            low = high = math.nan  # no margin, or too few pairs: no equivalence test
-        found["equivalence_low"], found["equivalence_high"] = float(low), float(high)
-        rows.append(found)
-    measured = [
-        "classes",
-        "class_ci_low",
-        "class_ci_high",
-        "class_p_value",
-        "equivalence_margin",
-        "equivalence_low",
-        "equivalence_high",
-    ]
-    table = table.join(pd.DataFrame(rows, index=table.index, columns=measured))
+            low = high = math.nan  # no margin, or no interval of some kind: no equivalence test
+        rows.append(
+            {
+                "classes": estimate.classes if estimate else 0,
+                "class_ci_low": class_low,
+                "class_ci_high": class_high,
+                "class_p_value": estimate.p_value if estimate else math.nan,
+                "equivalence_margin": margin,
+                "equivalence_low": float(low),
+                "equivalence_high": float(high),
+            }
+        )
+    table = table.join(pd.DataFrame(rows, index=table.index, columns=list(rows[0]) if rows else []))
+    for column in ("classes", "class_ci_low", "class_ci_high", "class_p_value"):
+        if column not in table:
+            table[column] = math.nan
     table["class_p_holm"] = holm(table["class_p_value"]) if len(table) else []
     seeds_significant = table["significant"].astype(bool)
-    has_classes = np.isfinite(table["class_p_holm"].astype(float))
-    class_significant = has_classes & (table["class_p_holm"] <= alpha)
+    assessed = np.isfinite(table["class_p_holm"].astype(float))
+    class_significant = assessed & (table["class_p_holm"] <= alpha)
     table["significant_over_seeds"] = seeds_significant
     table["significant_over_classes"] = class_significant
-    table["significant"] = seeds_significant & (class_significant | ~has_classes)
-    seed_width = table["ci_high"] - table["ci_low"]
-    class_width = table["class_ci_high"] - table["class_ci_low"]
-    use_classes = has_classes & (class_width.fillna(-1) > seed_width.fillna(-1))
-    table["verdict_interval"] = np.where(use_classes, OVER_SEEDS_AND_CLASSES, OVER_SEEDS)
-    table["verdict_low"] = np.where(use_classes, table["class_ci_low"], table["ci_low"])
-    table["verdict_high"] = np.where(use_classes, table["class_ci_high"], table["ci_high"])
+    if class_values is None:
+        table["significant"] = seeds_significant
+    else:
+        table["significant"] = seeds_significant & class_significant
+        unassessed = ~assessed & (table["test"] != NO_TEST)
+        table.loc[unassessed, "note"] = NO_CLASS_SCORES
+    by_classes = assessed & (table["class_p_holm"] >= table["p_holm"].fillna(-1))
+    table["decided_by"] = np.where(by_classes, OVER_SEEDS_AND_CLASSES, OVER_SEEDS)
+    if "equivalence_margin" not in table:
+        table["equivalence_margin"] = margin
+        table["equivalence_low"] = table["equivalence_high"] = math.nan
     inside = (table["equivalence_low"] > -margin) & (table["equivalence_high"] < margin)
     table["equivalent"] = (margin > 0) & inside
     return table[[*comparisons.columns, *CLASS_COLUMNS]]
@@ -553,21 +568,31 @@ def _seed_equivalence_interval(
     return interval.low, interval.high
 
 
+BETTER, WORSE, EQUIVALENT = "better", "worse", "equivalent"
 SEEDS_ONLY = "significant over seeds only"
+PRECISE_ENOUGH = "precise enough, not decided"
+UNDECIDED = "undecided"
+NO_VERDICT = "no test"
+VERDICTS = (BETTER, WORSE, EQUIVALENT, SEEDS_ONLY, PRECISE_ENOUGH, UNDECIDED, NO_VERDICT)
 
 
 def verdict(row: Any, mode: str) -> str:
-    """The verdict on one comparison row: better, worse, equivalent within the margin,
-    significant over seeds only, no significant difference, or no test. Better or worse needs
-    every interval kind the study has (over seeds, and over seeds and classes) to exclude zero
-    after Holm."""
+    """The verdict on one comparison row, one of `VERDICTS`.
+
+    Better or worse needs every interval kind the study has (over seeds, and over seeds and
+    classes) to find the difference after Holm. Equivalent needs the equivalence test. Anything
+    else is undecided, never "equal": significant over seeds only, precise enough but not
+    decided (an adaptive study's precision stop, `stopped_for`), or undecided.
+    """
     if row.test == NO_TEST or not math.isfinite(row.p_holm):
-        return "no test"
+        return NO_VERDICT
     if row.significant:
         improves = row.mean_difference > 0 if mode == "max" else row.mean_difference < 0
-        return "better" if improves else "worse"
+        return BETTER if improves else WORSE
     if getattr(row, "equivalent", False):
-        return "equivalent"
+        return EQUIVALENT
     if getattr(row, "significant_over_seeds", False):
         return SEEDS_ONLY
-    return "no significant difference"
+    if getattr(row, "stopped_for", "") == sequential.PRECISE:
+        return PRECISE_ENOUGH
+    return UNDECIDED

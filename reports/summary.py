@@ -34,11 +34,11 @@ def _signed(value: float) -> str:
     return f"{value:+.4f}" if math.isfinite(value) else "n/a"
 
 
-def _interval(low: float, high: float, signed: bool = False) -> str:
+def _interval(low: float, high: float, signed: bool = False, label: str = "95% CI ") -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "no interval with one seed"
     show = _signed if signed else _value
-    return f"95% CI {show(low)} to {show(high)}"
+    return f"{label}{show(low)} to {show(high)}"
 
 
 def trial_counts(results: Results) -> Sentence:
@@ -117,7 +117,9 @@ def ablation_summary(
         sentences.append(Sentence(f"The baseline {knob} = {baseline} is the best setting."))
     else:
         sentences.append(
-            _against_baseline(comparisons.loc[best], knob, summary, baseline, len(comparisons))
+            _against_baseline(
+                comparisons.loc[best], knob, summary, baseline, len(comparisons), mode
+            )
         )
     if baseline is not None and len(comparisons):
         family = f"the {len(comparisons)} settings compared with {knob} = {baseline} on {metric}"
@@ -230,7 +232,7 @@ def _capital(words: str) -> str:
 
 
 def _against_baseline(
-    row: pd.Series, knob: str, summary: pd.DataFrame, baseline: str, family_size: int
+    row: pd.Series, knob: str, summary: pd.DataFrame, baseline: str, family_size: int, mode: str
 ) -> Sentence:
     base_mean = float(summary.loc[baseline, "mean"]) if baseline in summary.index else math.nan
     difference = float(row["mean_difference"])
@@ -239,16 +241,17 @@ def _against_baseline(
         relative = f" ({difference / abs(base_mean):+.1%})"
     pairs = int(row["n_pairs"])
     level = float(row.get("ci_confidence", stats.CONFIDENCE))
+    seeds_interval = _interval(row["ci_low"], row["ci_high"], signed=True, label="")
     text = (
         f"Against the baseline {knob} = {baseline}: {_signed(difference)}{relative}, paired over "
         f"{pairs} seed{'s' if pairs != 1 else ''} ({level:.1%} interval {stats.OVER_SEEDS}: "
-        f"{_interval(row['ci_low'], row['ci_high'], signed=True)}"
+        f"{seeds_interval}"
     )
     classes = int(row.get("classes", 0) or 0)
     if classes:
+        classes_interval = _interval(row["class_ci_low"], row["class_ci_high"], True, label="")
         text += (
-            f"; 95% interval {stats.OVER_SEEDS_AND_CLASSES}, {classes} classes: "
-            f"{_interval(row['class_ci_low'], row['class_ci_high'], signed=True)}"
+            f"; 95% interval {stats.OVER_SEEDS_AND_CLASSES}, {classes} classes: {classes_interval}"
         )
     text += ")."
     if row["test"] == stats.NO_TEST:
@@ -262,71 +265,63 @@ def _against_baseline(
     )
     if classes:
         p_values += f"; over classes Holm-adjusted p = {row['class_p_holm']:.3g}"
-    holm = f"Holm correction over the {family_size} settings compared with the baseline"
-    if row["significant"]:
-        verdict = f"significant at the {stats.ALPHA} level after {holm}"
-        if classes:
-            verdict += " by both intervals"
-    elif row.get("equivalent", False):
-        inside = _interval(row["equivalence_low"], row["equivalence_high"], signed=True)
-        verdict = (
-            f"equivalent within ±{row['equivalence_margin']:g} (two one-sided tests: the "
-            f"equivalence interval {inside} lies inside it)"
-        )
-    elif classes and row.get("significant_over_seeds", False):
-        verdict = (
-            "significant over seeds but not over classes: other unseen classes might not show it"
-        )
-    else:
-        verdict = f"not significant at the {stats.ALPHA} level after {holm}: undecided"
-    return Sentence(f"{text} {p_values}: {verdict}.", "good" if row["significant"] else "warn")
+    holm = f"after Holm correction over the {family_size} settings compared with the baseline"
+    word = stats.verdict(row, mode)
+    explained = {
+        stats.BETTER: f"{word}, significant at the {stats.ALPHA} level {holm}"
+        + (" by both kinds" if classes else ""),
+        stats.WORSE: f"{word}, significant at the {stats.ALPHA} level {holm}"
+        + (" by both kinds" if classes else ""),
+        stats.EQUIVALENT: f"equivalent within ±{row.get('equivalence_margin', 0):g} (two "
+        "one-sided tests: the equivalence interval "
+        f"{_interval(row['equivalence_low'], row['equivalence_high'], True, label='')} lies "
+        "inside it)",
+        stats.SEEDS_ONLY: "significant over seeds but not over classes: other unseen classes "
+        "might not show it",
+        stats.PRECISE_ENOUGH: f"{word}: the comparison stopped taking seeds for its precision, "
+        f"not significant {holm}",
+    }
+    verdict = explained.get(word, f"not significant at the {stats.ALPHA} level {holm}: {word}")
+    good = word in (stats.BETTER, stats.WORSE, stats.EQUIVALENT)
+    return Sentence(f"{text} {p_values}: {verdict}.", "good" if good else "warn")
 
 
 def _overall(comparisons: pd.DataFrame, mode: str, family: str) -> Sentence:
     tested = comparisons[comparisons["test"] != stats.NO_TEST]
-    significant = tested[tested["significant"]]
     if tested.empty:
         return Sentence(
             f"No setting has enough paired seeds for a test ({stats.TOO_FEW_SEEDS}).", "warn"
         )
     by_classes = bool((tested.get("classes", pd.Series(dtype=float)).astype(float) > 0).any())
-    how = (
-        f"After Holm correction over {family}, by both intervals "
-        f"({stats.OVER_SEEDS}; {stats.OVER_SEEDS_AND_CLASSES}),"
-        if by_classes
-        else f"After Holm correction over {family} ({stats.OVER_SEEDS}),"
+    kinds = (
+        f"{stats.OVER_SEEDS}; {stats.OVER_SEEDS_AND_CLASSES}" if by_classes else stats.OVER_SEEDS
     )
-    equivalent = tested[tested.get("equivalent", pd.Series(False, index=tested.index)).astype(bool)]
-    equivalent = equivalent[~equivalent["significant"]]
-    tail = ""
-    if len(equivalent):
-        margin = float(equivalent["equivalence_margin"].iloc[0])
-        names = ", ".join(map(str, equivalent.index))
-        tail = f" Equivalent to the baseline within ±{margin:g}: {names}."
-    if by_classes:
-        seeds_only = tested[tested["significant_over_seeds"].astype(bool) & ~tested["significant"]]
-        if len(seeds_only):
-            tail += (
-                f" Significant over seeds but not over classes (other unseen classes might not "
-                f"show it): {', '.join(map(str, seeds_only.index))}."
-            )
-    undecided = len(tested) - len(significant) - len(equivalent)
-    if (
-        undecided
-        and "equivalence_margin" in tested
-        and float(tested["equivalence_margin"].max()) > 0
-    ):
-        tail += f" Undecided (neither different nor equivalent): {undecided}."
-    if significant.empty:
-        return Sentence(f"{how} no setting differs significantly from the baseline.{tail}")
-    words = []
-    for setting, row in significant.iterrows():
-        better = row["mean_difference"] > 0 if mode == "max" else row["mean_difference"] < 0
-        words.append(f"{setting} ({'better' if better else 'worse'})")
-    return Sentence(
-        f"{how} {len(significant)} of {len(tested)} tested settings differ significantly from the "
-        f"baseline: {', '.join(words)}.{tail}"
-    )
+    words = pd.Series([stats.verdict(row, mode) for row in tested.itertuples()], tested.index)
+    different = words[words.isin([stats.BETTER, stats.WORSE])]
+    if different.empty:
+        text = (
+            f"After Holm correction over {family} ({kinds}), no setting differs from the baseline."
+        )
+    else:
+        text = (
+            f"After Holm correction over {family} ({kinds}), {len(different)} of {len(tested)} "
+            f"tested settings differ from the baseline: "
+            + ", ".join(f"{setting} ({word})" for setting, word in different.items())
+            + "."
+        )
+    margin = float(tested["equivalence_margin"].max()) if "equivalence_margin" in tested else 0.0
+    described = {
+        stats.EQUIVALENT: f"Equivalent to the baseline within ±{margin:g}",
+        stats.SEEDS_ONLY: "Significant over seeds but not over classes (other unseen classes "
+        "might not show it)",
+        stats.PRECISE_ENOUGH: "Stopped for precision: precise enough, not decided",
+        stats.UNDECIDED: "Undecided (neither shown different nor shown equivalent)",
+    }
+    for word, words_text in described.items():
+        own = words[words == word]
+        if len(own):
+            text += f" {words_text}: {', '.join(map(str, own.index))}."
+    return Sentence(text)
 
 
 def _holds_on_test(

@@ -177,7 +177,7 @@ def reference_settings(reference: Reference) -> list[tuple[str, str]]:
 
 def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The paired comparisons with readable column names for the page: each interval named by
-    what it varies over, and the verdict's interval named."""
+    what it varies over, and the kind that decides named."""
     seeds, classes = stats.OVER_SEEDS, stats.OVER_SEEDS_AND_CLASSES
     table = comparisons.rename(
         columns={
@@ -192,7 +192,8 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
             "class_ci_high": f"high ({classes})",
             "class_p_value": f"p ({classes})",
             "class_p_holm": f"Holm p ({classes})",
-            "verdict_interval": "verdict's interval",
+            "decided_by": "decided by",
+            "stopped_for": "stopped taking seeds",
             "equivalence_low": "equivalence low",
             "equivalence_high": "equivalence high",
             "effect_size_dz": "Cohen's d_z",
@@ -203,13 +204,11 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
         "statistic",
         "significant_over_seeds",
         "significant_over_classes",
-        "verdict_low",
-        "verdict_high",
         "equivalence_margin",
     ]
     if not comparisons.get("classes", pd.Series(dtype=float)).astype(float).gt(0).any():
         dropped += [column for column in table.columns if f"({classes})" in column]
-        dropped += ["classes", "verdict's interval"]
+        dropped += ["classes", "decided by"]
     if not comparisons.get("equivalence_margin", pd.Series(dtype=float)).astype(float).gt(0).any():
         dropped += ["equivalence low", "equivalence high", "equivalent"]
     return table.drop(columns=[column for column in dropped if column in table.columns])
@@ -340,7 +339,8 @@ def few_seed_settings(results: Results) -> list[str]:
 def comparison_markdown(data: Mapping[str, Any]) -> str:
     """A comparison (`figures.comparison_data`) as a Markdown table for a README or a paper:
     each setting's difference with both intervals, labelled, their Holm p-values and the
-    verdict, so a table is pasted from the results, never typed."""
+    verdict, so a table is pasted from the results, never typed. The intervals are 95% (an
+    adaptive study's over seeds: at the level Holm tests it at); the Holm p-values decide."""
     comparisons = data["comparisons"]
     by_classes = bool((comparisons["classes"].astype(float) > 0).any())
     header = ["setting", "seeds", "difference", "95% over seeds", "Holm p"]
@@ -354,21 +354,33 @@ def comparison_markdown(data: Mapping[str, Any]) -> str:
             str(row.setting),
             str(row.n_pairs),
             f"{row.mean_difference:+.4f}",
-            f"{row.ci_low:+.4f} to {row.ci_high:+.4f}{level}",
+            _interval_text(row.ci_low, row.ci_high) + level,
             _p_text(row.p_holm),
         ]
         if by_classes:
             cells += [
-                f"{row.class_ci_low:+.4f} to {row.class_ci_high:+.4f}",
+                _interval_text(row.class_ci_low, row.class_ci_high),
                 _p_text(row.class_p_holm),
             ]
         verdict = stats.verdict(row, data["mode"])
-        if verdict == "equivalent":
+        if verdict == stats.EQUIVALENT:
             verdict += f" within ±{row.equivalence_margin:g}"
         cells.append(verdict)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _interval_text(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"{low:+.4f} to {high:+.4f}"
+
+
 def _p_text(value: float) -> str:
-    return "" if not math.isfinite(value) else f"{value:.2g}"
+    """Two significant digits, but never rounded across alpha (0.0496 is not shown as 0.05)."""
+    if not math.isfinite(value):
+        return ""
+    text = f"{value:.2g}"
+    if (float(text) <= stats.ALPHA) != (value <= stats.ALPHA):
+        text = f"{value:.3g}"
+    return text

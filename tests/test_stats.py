@@ -29,40 +29,76 @@ def simulated_study(
     return per_class + per_seed + cells, queries
 
 
-def test_class_bootstrap_covers_when_classes_dominate_and_seed_intervals_do_not() -> None:
-    # What a referee asks: would the effect hold on other unseen classes? Each simulated study
-    # draws new classes; the truth is the population's mean difference (0).
-    generator = np.random.default_rng(0)
+def coverage(seeds: int, classes: int, class_sd: float, seed_sd: float, cell_sd: float):
+    """How often the interval over seeds and the one over seeds and classes cover the
+    population's difference (0), over 1,000 studies each drawing new classes."""
+    generator = np.random.default_rng(seeds * 1000 + classes)
     studies, seed_covers, class_covers = 1000, 0, 0
     for _ in range(studies):
-        differences, queries = simulated_study(generator, 5, 40, 1.0, 0.05, 0.1)
+        differences, queries = simulated_study(
+            generator, seeds, classes, class_sd, seed_sd, cell_sd
+        )
         per_seed = (differences * queries).sum(axis=1) / queries.sum()
         interval = stats.t_interval(per_seed)
         seed_covers += interval.low <= 0 <= interval.high
-        bootstrap = stats.class_seed_bootstrap(differences, queries, resamples=500)
-        low, high = bootstrap.interval(0.95)
+        estimate = stats.class_seed_interval(differences, queries)
+        low, high = estimate.interval(0.95)
         class_covers += low <= 0 <= high
         # The point estimate is the study's metric difference, a mean over queries.
-        assert bootstrap.mean == pytest.approx(per_seed.mean())
-    monte_carlo_error = math.sqrt(0.95 * 0.05 / studies)
-    assert seed_covers / studies < 0.80
-    assert abs(class_covers / studies - 0.95) <= 3 * monte_carlo_error
+        assert estimate.mean == pytest.approx(per_seed.mean())
+    return seed_covers / studies, class_covers / studies
 
 
-def test_class_bootstrap_p_value_agrees_with_its_interval() -> None:
+MONTE_CARLO_ERROR = math.sqrt(0.95 * 0.05 / 1000)
+
+
+def test_the_interval_over_classes_covers_when_classes_dominate_and_seed_intervals_do_not():
+    # What a referee asks: would the effect hold on other unseen classes?
+    over_seeds, over_classes = coverage(5, 40, 1.0, 0.05, 0.1)
+    assert over_seeds < 0.80
+    assert abs(over_classes - 0.95) <= 3 * MONTE_CARLO_ERROR
+
+
+@pytest.mark.parametrize("seeds, classes", [(3, 78), (3, 18)])
+def test_the_interval_over_classes_covers_with_few_seeds_and_both_sources(seeds, classes):
+    # Seeds and classes both matter, and three seeds are few: a bootstrap of the seeds would
+    # see two thirds of their variance.
+    _, over_classes = coverage(seeds, classes, 0.3, 0.1, 0.1)
+    assert abs(over_classes - 0.95) <= 3 * MONTE_CARLO_ERROR
+
+
+def test_with_equal_weights_the_variance_is_the_crossed_anova_one() -> None:
+    # Balanced two-way layout without replication: var(mean) = (MS_seeds + MS_classes -
+    # MS_residual) / (S C).
+    generator = np.random.default_rng(4)
+    differences = generator.normal(size=(4, 6)) + generator.normal(size=(4, 1))
+    seeds, classes = differences.shape
+    grand = differences.mean()
+    seed_means, class_means = differences.mean(axis=1), differences.mean(axis=0)
+    ms_seeds = classes * ((seed_means - grand) ** 2).sum() / (seeds - 1)
+    ms_classes = seeds * ((class_means - grand) ** 2).sum() / (classes - 1)
+    residual = differences - seed_means[:, None] - class_means[None, :] + grand
+    ms_residual = (residual**2).sum() / ((seeds - 1) * (classes - 1))
+    expected = (ms_seeds + ms_classes - ms_residual) / (seeds * classes)
+    estimate = stats.class_seed_interval(differences, np.ones(classes))
+    assert estimate.standard_error**2 == pytest.approx(expected)
+    assert estimate.mean == pytest.approx(grand)
+
+
+def test_class_p_value_agrees_with_its_interval() -> None:
     generator = np.random.default_rng(3)
     decided = []
     for effect in (0.0, 0.05, 0.3, -0.3, 0.1):
         differences, queries = simulated_study(generator, 5, 30, 0.3, 0.05, 0.1, effect)
-        bootstrap = stats.class_seed_bootstrap(differences, queries)
-        low, high = bootstrap.interval(0.95)
+        estimate = stats.class_seed_interval(differences, queries)
+        low, high = estimate.interval(0.95)
         decided.append(low > 0 or high < 0)
-        assert decided[-1] == (bootstrap.p_value <= 0.05)
+        assert decided[-1] == (estimate.p_value <= 0.05)
     assert any(decided) and not all(decided)
 
 
-def test_class_bootstrap_needs_two_seeds_and_two_classes() -> None:
-    found = stats.class_seed_bootstrap(np.array([[0.1, 0.2]]), np.array([1.0, 3.0]))
+def test_the_interval_over_classes_needs_two_seeds_and_two_classes() -> None:
+    found = stats.class_seed_interval(np.array([[0.1, 0.2]]), np.array([1.0, 3.0]))
     assert found.mean == pytest.approx(0.175)
     assert math.isnan(found.interval()[0]) and math.isnan(found.p_value)
 
@@ -97,13 +133,10 @@ def comparisons_of(
         ]
     )
     table = stats.compare_to_baseline(seed_values, "0", ["0", *differences])
-    seed_differences = {
-        setting: stats.paired_differences(seed_values, setting, "0")["difference"].to_numpy()
-        for setting in differences
+    seed_pairs = {
+        setting: stats.paired_differences(seed_values, setting, "0") for setting in differences
     }
-    return stats.with_class_intervals(table, seed_differences, class_values, margin).set_index(
-        "setting"
-    )
+    return stats.with_class_intervals(table, seed_pairs, class_values, margin).set_index("setting")
 
 
 def test_seed_significant_effect_carried_by_few_classes_is_not_significant_over_classes() -> None:
@@ -117,7 +150,7 @@ def test_seed_significant_effect_carried_by_few_classes_is_not_significant_over_
     assert table.loc["few", "significant_over_seeds"]
     assert not table.loc["few", "significant_over_classes"]
     assert not table.loc["few", "significant"]
-    assert table.loc["few", "verdict_interval"] == stats.OVER_SEEDS_AND_CLASSES
+    assert table.loc["few", "decided_by"] == stats.OVER_SEEDS_AND_CLASSES
     assert table.loc["broad", "significant"]
     assert table.loc["broad", "class_ci_low"] > 0
 
@@ -147,3 +180,29 @@ def test_equivalence_interval_is_wider_than_the_reported_one_with_several_settin
     for row in table.itertuples():
         assert row.equivalence_low <= min(row.ci_low, row.class_ci_low)
         assert row.equivalence_high >= max(row.ci_high, row.class_ci_high)
+
+
+def test_both_holm_families_hold_the_same_settings_and_missing_classes_decide_nothing() -> None:
+    generator = np.random.default_rng(8)
+    effect = 0.05 + 0.001 * generator.standard_normal((5, 20))
+    class_values = class_table({"a": effect, "b": effect}, np.full(20, 10.0))
+    # Setting b kept no per-class scores.
+    class_values = class_values[class_values["setting"] != "b"]
+    seed_values = pd.DataFrame(
+        [{"setting": "0", "seed": seed, "value": 0.5} for seed in range(5)]
+        + [{"setting": "a", "seed": seed, "value": 0.55 + 0.001 * seed} for seed in range(5)]
+        + [{"setting": "b", "seed": seed, "value": 0.55 + 0.001 * seed} for seed in range(5)]
+        + [{"setting": "c", "seed": seed, "value": 0.55} for seed in range(2)]
+    )
+    table = stats.compare_to_baseline(seed_values, "0", ["0", "a", "b", "c"])
+    pairs = {s: stats.paired_differences(seed_values, s, "0") for s in ("a", "b", "c")}
+    class_values = pd.concat(
+        [class_values, class_table({"c": effect[:2]}, np.full(20, 10.0)).query("setting == 'c'")]
+    )
+    found = stats.with_class_intervals(table, pairs, class_values).set_index("setting")
+    assert found.loc["a", "significant"]
+    # No test over seeds (2 pairs): no p over classes either, so the families match.
+    assert math.isnan(found.loc["c", "class_p_value"])
+    assert found.loc["b", "significant_over_seeds"] and not found.loc["b", "significant"]
+    assert found.loc["b", "note"] == stats.NO_CLASS_SCORES
+    assert stats.verdict(found.loc["b"], "max") == stats.SEEDS_ONLY
