@@ -511,7 +511,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     )
     baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
     title = f"Difference from the baseline {baseline}, paired by seed"
-    figure = style(figure, title, 170 + 48 * max(len(comparisons), 1))
+    figure = style(figure, title, 230 + 48 * max(len(comparisons), 1), legend_below=True)
     figure.update_layout(margin={"r": 330})
     return figure
 
