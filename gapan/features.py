@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
+from gapan.config import ConfigError
 from gapan.data.imageset import ImageSet
 from gapan.files import cache_root
 from gapan.weights import save_safetensors_atomic
@@ -203,13 +205,57 @@ def cached_stage_outputs(
         return run_network(frozen, images, transform, batch_size, device, 0, torch.float16)
 
     views_variant = f"{AUGMENTATION_VERSION}-{views}views"
-    train_maps = _cached(folder, identity, "train", train, image_size, augmented, views_variant)
     plain_variant = f"{TRANSFORM_VERSION}-maps"
+    missing = [
+        len(images) * copies
+        for images, copies, variant in [
+            (train, views, views_variant),
+            *((images, 1, plain_variant) for images in evaluated.values()),
+        ]
+        if not (folder / _entry_name(identity, images, image_size, variant)).exists()
+    ]
+    if missing:
+        check_cache_room(folder, sum(missing) * stage_output_bytes(frozen, image_size))
+    train_maps = _cached(folder, identity, "train", train, image_size, augmented, views_variant)
     maps = {
         name: _cached(folder, identity, name, images, image_size, plain, plain_variant)
         for name, images in evaluated.items()
     }
     return train_maps, maps
+
+
+def stage_output_bytes(frozen: torch.nn.Module, image_size: int) -> int:
+    """Bytes of one image's cached output of `frozen` (float16 maps), from one probe image."""
+    was_training = frozen.training
+    device = next(frozen.parameters(), torch.empty(0)).device
+    with torch.inference_mode():
+        maps = frozen.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    frozen.train(was_training)
+    return maps[0].numel() * 2
+
+
+def check_cache_room(folder: Path, need: int) -> None:
+    """Refuse to build a cache that would not fit on its disk, saying how large it would be.
+
+    Raises:
+        ConfigError: `need` bytes are more than the disk of `folder` has free.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ConfigError(
+            f"the cache of the frozen stages' outputs (model.backbone_mode=partial) needs about "
+            f"{_size(need)} in {folder}, and its disk has {_size(free)} free. Free "
+            "some space, put the cache on a larger disk (GAPAN_CACHE), or lower data.cached_views "
+            "or data.image_size, or train more stages (model.trainable_blocks)."
+        )
+
+
+def _size(count: int) -> str:
+    """Bytes for people: ``1.2 GB``, or ``35 MB`` below a gigabyte."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.2g} MB"
 
 
 def _cached(

@@ -28,6 +28,16 @@ REFERENCE_FILE = "reference.json"  # the pretrained backbone with no training (g
 TUNE_DIR = "tune"  # Tune's own experiment folder (checkpoints, experiment state)
 SEQUENTIAL_FILE = "sequential.json"  # an adaptive study's rounds and decisions
 CLASS_SCORES_FILE = "class_scores.csv"  # each trial's final scores per validation and test class
+# The trained weights a study keeps (`--keep-checkpoints`, gapan/tune/checkpoints.py): one folder
+# per kept trial, `models/<trial_id>/`, holding its final model as safetensors, its resolved
+# config and its final metrics. The reader is gapan/export.py.
+MODELS_DIR = "models"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+MODEL_METRICS_FILE = "metrics.json"
+# What `--keep-checkpoints` may ask for: the final weights of the best trial of each setting (of
+# the best trial, in a search), of every completed trial, or of none.
+KEEP_POLICIES = ("best", "last", "none")
 # Where a trial's last report carries its per-class scores (gapan.train.CLASS_SCORES): JSON text
 # {"fields": [...], "rows": [[...], ...]}.
 CLASS_SCORES_KEY = "class_scores"

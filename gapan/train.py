@@ -264,8 +264,11 @@ class CheckpointError(ConfigError):
 _CHECKPOINT_KEYS = ("epoch", "model", "criterion", "optimizer", "torch_rng", "metrics")
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint as tensors and plain values only (weights_only): it never runs code.
+
+    With `mmap` the tensors are mapped from the file, not read: a reader that needs only some of
+    them (the model's weights, not the optimizer's moments) reads only those.
 
     Raises:
         CheckpointError: The file is truncated, corrupt, not a checkpoint of this trainer, or
@@ -276,7 +279,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         "can stay), or put back an intact copy of it to continue where the run stopped."
     )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except PermissionError as error:
         raise CheckpointError(
             f"{path} cannot be read ({error.strerror}); give this user read access to it."

@@ -19,14 +19,16 @@ settings.load_profile("shared-machine")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_command(space_file: Path, results: Path, name: str, resume: bool) -> list[str]:
+def study_command(
+    space_file: Path, results: Path, name: str, resume: bool, keep: str = "best"
+) -> list[str]:
     """A Python command running one study in its own process (and its own Ray instance), so a
-    test can kill it the way a crash would."""
+    test can kill it the way a crash would; `keep` is its --keep-checkpoints."""
     code = (
         "from pathlib import Path; from gapan.space import load_space; from gapan.tune import *; "
         f"run_study(load_space({str(space_file)!r}), StudyOptions(name={name!r}, "
         f"results_dir=Path({str(results)!r}), max_concurrent=1, num_cpus=2, dashboard_port=0, "
-        f"resume={resume}))"
+        f"resume={resume}, keep_checkpoints={keep!r}))"
     )
     return [sys.executable, "-c", code]
 
@@ -37,10 +39,10 @@ def study_command(space_file: Path, results: Path, name: str, resume: bool) -> l
 WATCHED_STATE_PERIOD_S = "0.5"
 
 
-def start_study(space_file: Path, results: Path, name: str) -> subprocess.Popen:
+def start_study(space_file: Path, results: Path, name: str, keep: str = "best") -> subprocess.Popen:
     """Start a study in a new process session, so `kill_study` can take its Ray instance too."""
     return subprocess.Popen(
-        study_command(space_file, results, name, resume=False),
+        study_command(space_file, results, name, resume=False, keep=keep),
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -55,9 +57,11 @@ def kill_study(driver: subprocess.Popen) -> None:
     driver.wait()
 
 
-def resume_study(space_file: Path, results: Path, name: str) -> subprocess.CompletedProcess:
+def resume_study(
+    space_file: Path, results: Path, name: str, keep: str = "best"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        study_command(space_file, results, name, resume=True),
+        study_command(space_file, results, name, resume=True, keep=keep),
         cwd=ROOT,
         capture_output=True,
         text=True,

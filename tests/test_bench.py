@@ -1,5 +1,8 @@
 """The GPU-decode prototype of bench.input_pipeline, run on the CPU."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from bench.common import write_image_folder
 from bench.input_pipeline import EncodedImages, collate_encoded, gpu_decoded_batches
 from gapan.config import ExperimentConfig, from_flat
 from gapan.data import ImageSet, build_splits
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +119,26 @@ def test_the_fused_step_compiles_the_loss_after_its_first_call(monkeypatch):
         torch.manual_seed(5)
         torch.testing.assert_close(parts, criterion(embeddings, labels, classes))
     assert compiled == [{"dynamic": False}] * 2
+
+
+def test_the_disk_bench_reads_what_a_command_left_in_its_study_folder(tmp_path):
+    folder = tmp_path / "study"
+    leave = (
+        "import json, pathlib; folder = pathlib.Path(__import__('sys').argv[1]); "
+        "(folder / 'models').mkdir(parents=True); "
+        "(folder / 'models' / 'model.safetensors').write_bytes(bytes(2_000_000)); "
+        "(folder / 'environment.json').write_text(json.dumps({'study_wall_s': 1.5, 'trials': 2}))"
+    )
+    measured = subprocess.run(
+        [sys.executable, "-m", "bench.results_disk", str(folder), "--every", "0.1", "--"]
+        + [sys.executable, "-c", leave, str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert measured.returncode == 0, measured.stderr
+    result = json.loads(measured.stdout.splitlines()[-1])
+    assert result["models_mb"] == 2.0 and 2.0 <= result["folder_mb"] < 2.01
+    assert result["study_wall_s"] == 1.5 and result["trials"] == 2 and result["wall_s"] > 0
+    assert result["disk_written_mb"] >= 0

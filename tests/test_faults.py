@@ -28,16 +28,16 @@ from conftest import (
 )
 from PIL import Image
 
-from gapan.config import ConfigError
+from gapan.config import ConfigError, from_flat
 from gapan.results import TrialRecord
 from gapan.space import parse_space
-from gapan.train import load_checkpoint
+from gapan.train import load_checkpoint, train
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cli import run_study_script
 from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
 from gapan.tune.folder import check_free_space, check_new
 from gapan.tune.resume import check_nothing_lost, ended_trials
-from gapan.tune.runner import disk_need
+from gapan.tune.runner import disk_need, trained_parameters
 from gapan.tune.search import StudySearcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -388,13 +388,24 @@ def test_a_damaged_optuna_journal_is_named_on_resume(faulty_study, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_disk_estimate_covers_the_checkpoints_a_study_keeps(faulty_study):
+def test_the_disk_estimate_covers_a_running_trials_checkpoints_and_the_kept_weights(
+    faulty_study, tmp_path
+):
     space = parse_space(FAULTY, "faulty")
-    sizes = [path.stat().st_size for path in (faulty_study / "tune").rglob("checkpoint.pt")]
-    estimate = disk_need(space, num_classes=24, in_features=1280)
-    assert sum(sizes) <= estimate
-    # Each of its 4 trials keeps at most 3 checkpoints, each of about the estimated size.
-    assert 0.8 * max(sizes) <= estimate / (4 * 3) <= 1.25 * max(sizes)
+    # A running trial keeps up to 3 checkpoints of about this size (weights, AdamW's moments).
+    cfg = from_flat({**space.fixed, "optim.lr": 0.0003, "train.epochs": 1})
+    train(cfg, report=lambda metrics: None, run_dir=tmp_path)
+    checkpoint = (tmp_path / "checkpoint.pt").stat().st_size
+    trained, model = trained_parameters(cfg, num_classes=24, in_features=1280)
+    assert 0.8 * checkpoint <= trained * 3 * 4 <= 1.25 * checkpoint
+    # Once the study ended, no checkpoint is left; the one completed trial keeps its weights.
+    assert not list((faulty_study / "tune").rglob("checkpoint_*"))
+    kept = [path.stat().st_size for path in (faulty_study / "models").rglob("model.safetensors")]
+    assert len(kept) == 1 and 0.9 * kept[0] <= model * 4 <= 1.1 * kept[0]
+    running = 2 * 1 * 3 * trained * 3 * 4  # one trial at a time, and one ended, awaiting pruning
+    assert disk_need(space, 24, 1280, "best", concurrent=1) == running + 2 * model * 4
+    assert disk_need(space, 24, 1280, "last", concurrent=1) == running + 4 * model * 4
+    assert disk_need(space, 24, 1280, "none", concurrent=1) == running
     with pytest.raises(StudyError, match="GB free. Free some space"):
         check_free_space(faulty_study, 2**62)
 

@@ -4,11 +4,13 @@ several augmented views, and only the stages above it trained."""
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import timm
 import torch
 
+from gapan import features
 from gapan.backbone import Backbone, split_backbone, trained_stage_parameters
 from gapan.config import ConfigError, from_flat
 from gapan.data import build_splits
@@ -84,6 +86,24 @@ def test_stage_outputs_are_cached_by_view_count(tmp_path, monkeypatch):
     assert len(calls) == built and torch.equal(again, train)  # read, not run
     more, _ = cached_stage_outputs(*build, 3, 8, "cpu", cache_dir=tmp_path / "c")
     assert more.shape[1] == 3 and torch.equal(more[:, :2], train)  # the same first two views
+
+
+def test_the_stage_cache_is_sized_before_it_is_built_and_refused_when_it_cannot_fit(
+    tmp_path, monkeypatch
+):
+    images = write_images(tmp_path / "images", count=6)
+    frozen, _ = split_backbone(Backbone("mobilenetv2_100", "none"), 2)
+    build = [frozen, "mobilenet|cut", images, {"val": images}, 32, 2, 8, "cpu"]
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    refusal = r"needs about 0\.\d+ MB in .*has 0\.001 MB free.*GAPAN_CACHE"
+    with pytest.raises(ConfigError, match=refusal):
+        cached_stage_outputs(*build, cache_dir=tmp_path / "c")
+    assert not list((tmp_path / "c").glob("*.safetensors"))  # refused before building
+    monkeypatch.undo()
+    cached_stage_outputs(*build, cache_dir=tmp_path / "c")
+    written = sum(path.stat().st_size for path in (tmp_path / "c").glob("*.safetensors"))
+    estimate = (6 * 2 + 6) * features.stage_output_bytes(frozen, 32)
+    assert 0.9 * written <= estimate <= written
 
 
 def test_gradients_reach_the_trained_stages_and_never_the_frozen_ones():

@@ -266,11 +266,12 @@ RESUMABLE = TINY_ABLATION.replace('"values": [0, 2]', '"values": [0, 1, 2]').rep
 
 
 @pytest.mark.slow
-def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
+@pytest.mark.parametrize("keep", ["best", "last", "none"])
+def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path, keep):
     space_file = tmp_path / "resumable.py"
     space_file.write_text(RESUMABLE)
     study_dir = tmp_path / "results" / "resumable"
-    driver = start_study(space_file, tmp_path / "results", "resumable")
+    driver = start_study(space_file, tmp_path / "results", "resumable", keep)
     deadline = time.monotonic() + 240
     while len(trial_results(study_dir, completed_only=True)) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the study ended before it could be killed"
@@ -279,7 +280,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
     finished_before = trial_results(study_dir, completed_only=True)
     assert 2 <= len(finished_before) < 6
 
-    resumed = resume_study(space_file, tmp_path / "results", "resumable")
+    resumed = resume_study(space_file, tmp_path / "results", "resumable", keep)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Ray stops the trial workers at the end; nothing may read like a failure.
     assert "Exception ignored" not in resumed.stdout + resumed.stderr
@@ -296,6 +297,12 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path):
         if t.state == optuna.trial.TrialState.COMPLETE
     ]
     assert sorted((t.params["flow.depth"], t.params["train.seed"]) for t in ot_trials) == pairs
+    # What stays: no checkpoint, and the final weights the policy keeps.
+    assert not list((study_dir / "tune").rglob("checkpoint_*"))
+    kept = sorted(path.name for path in (study_dir / "models").glob("*"))
+    best = trials.loc[trials.groupby("setting")["val_map_at_r"].idxmax(), "trial_id"]
+    expected = {"best": sorted(best), "last": sorted(trials["trial_id"]), "none": []}[keep]
+    assert kept == expected
 
 
 @pytest.mark.slow

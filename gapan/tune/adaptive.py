@@ -28,6 +28,7 @@ from gapan import results
 from gapan.files import write_atomic
 from gapan.sequential import METHOD, UNDECIDED, Design, look, undecided
 from gapan.space import StudySpace
+from gapan.tune.checkpoints import gather_models
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.parts import check_whole_study, run_part
 
@@ -78,6 +79,13 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
         run_part(part, options, study_dir)
         seeds_done += seeds
         trials = merge_rounds(study_dir, space, len(rounds) + 1)
+        # Each round kept the best of its own seeds; the study keeps the best over all rounds.
+        gather_models(
+            study_dir,
+            [study_dir / f"{ROUND_PREFIX}{number}" for number in range(1, len(rounds) + 2)],
+            space.mode,
+            options.keep_checkpoints,
+        )
         differences = paired_differences(trials, space)
         looks = {setting: look(values, design) for setting, values in differences.items()}
         rounds.append(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gapan.config import ConfigError, parse_overrides
+from gapan.results import KEEP_POLICIES
 from gapan.space import SpaceError, load_space
 
 
@@ -89,9 +90,10 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument(
         "--equivalence-margin",
         type=float,
-        help="report a setting as equivalent to the baseline when its (1 - 2 alpha) interval "
-        "lies inside +- this (two one-sided tests, in the metric's units, e.g. 0.01); default: "
-        "--precision with --seeds auto, else no equivalence test",
+        help="report a setting as equivalent to the baseline when its (1 - 2 alpha / k) "
+        "intervals, k settings compared, lie inside +- this (two one-sided tests, in the "
+        "metric's units, e.g. 0.01); default: --precision with --seeds auto, else no "
+        "equivalence test",
     )
     study.add_argument(
         "--budget-minutes",
@@ -104,6 +106,16 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         default=1,
         help="retries of a trial that raised, each from its last checkpoint (a "
         "non-finite loss or a GPU out of memory is recorded, not retried)",
+    )
+    study.add_argument(
+        "--keep-checkpoints",
+        choices=KEEP_POLICIES,
+        default="best",
+        help="what stays of a trial once it ended: best (default), the final weights of the "
+        "best trial of each setting (of a search: the best trial); last, those of every "
+        "completed trial; none. Tune's checkpoints (and their optimizer state) go either way; "
+        "unfinished trials keep theirs for --resume. python -m gapan.export makes a kept trial "
+        "a model folder",
     )
     study.add_argument(
         "--resume",
@@ -160,6 +172,16 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return flat
 
 
+def tensorboard_dir(study_dir: Path) -> str:
+    """Where TensorBoard finds the study's event files for good (Ray names a session folder that
+    is gone after a reboot): its Tune folder, or the study's folder when its parts hold them."""
+    logdir = study_dir / "tune" if (study_dir / "tune").is_dir() else study_dir
+    try:
+        return str(logdir.relative_to(Path.cwd()))
+    except ValueError:
+        return str(logdir)
+
+
 def run_study_script(name: str, description: str, argv: list[str] | None = None) -> int:
     """Parse the flags, run the study named `name`, write its report; return an exit code."""
     parser = study_parser(name, description)
@@ -197,12 +219,14 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             dashboard_port=args.dashboard_port,
             max_failures=args.max_failures,
             num_cpus=args.num_cpus,
+            keep_checkpoints=args.keep_checkpoints,
         )
         study_dir = run_study(load_space(name), options)
     except (ConfigError, SpaceError, DataError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"results: {study_dir}")
+    print(f"training curves: tensorboard --logdir {tensorboard_dir(study_dir)}")
     if not args.no_report:
         from reports import build_report
         from reports.load import ResultsError

@@ -46,13 +46,16 @@ def check_writable(study_dir: Path) -> None:
 
 
 def check_free_space(study_dir: Path, need: int) -> None:
-    """Refuse a study whose checkpoints would not fit on its disk, before its first trial."""
+    """Refuse a study whose checkpoints and kept weights would not fit on its disk, before its
+    first trial (`gapan.tune.runner.disk_need`)."""
     free = shutil.disk_usage(study_dir).free
     if free < need:
         raise StudyError(
-            f"the study needs about {need / 1e9:.1f} GB for its trials' checkpoints, and "
-            f"{study_dir} has {free / 1e9:.1f} GB free. Free some space, put the results on a "
-            "larger disk with --results-dir, or run fewer trials (--seeds, --num-samples)."
+            f"the study needs about {need / 1e9:.1f} GB for its running trials' checkpoints and "
+            f"the weights it keeps, and {study_dir} has {free / 1e9:.1f} GB free. Free some "
+            "space, put the results on a larger disk with --results-dir, run fewer trials at "
+            "once (--max-concurrent) or fewer trials (--seeds, --num-samples), or keep fewer "
+            "weights (--keep-checkpoints best or none)."
         )
 
 

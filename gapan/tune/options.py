@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gapan.results import KEEP_POLICIES
 from gapan.space import StudySpace, check_space, with_objectives
 
 
@@ -32,10 +33,11 @@ class StudyOptions:
     adaptive: bool = False
     min_seeds: int = 3
     max_seeds: int = 10
-    precision: float = 0.0  # decided once the interval is narrower than +- this; 0: never
+    precision: float = 0.0  # no more seeds once the interval is narrower than +- this; 0: never
     budget_minutes: float | None = None  # no new round starts after this much of the run
-    # Reports call a comparison equivalent when its (1 - 2 alpha) interval lies inside +- this
-    # (in the metric's units); None: the precision of adaptive seeds, else no equivalence test.
+    # Reports call a comparison equivalent when its (1 - 2 alpha / k) intervals, k settings
+    # compared, lie inside +- this (in the metric's units); None: the precision of adaptive
+    # seeds, else no equivalence test.
     equivalence_margin: float | None = None
     # A multi-objective search: a metric and costs (`gapan.space.with_objectives`).
     objectives: tuple[str, ...] = ()
@@ -47,9 +49,17 @@ class StudyOptions:
     dashboard_port: int = 8265
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     num_cpus: int | None = None  # CPUs of a Ray instance started here (default: all)
+    # What stays of a trial once it ended (`gapan.results.KEEP_POLICIES`): the final weights of
+    # the best trial of each setting, of every completed trial, or of none.
+    keep_checkpoints: str = "best"
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.keep_checkpoints not in KEEP_POLICIES:
+            raise StudyError(
+                f"--keep-checkpoints must be one of {', '.join(KEEP_POLICIES)}; got "
+                f"{self.keep_checkpoints!r}"
+            )
         margin = self.equivalence_margin
         if margin is not None and not (margin > 0 and margin != float("inf")):
             raise StudyError(

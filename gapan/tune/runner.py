@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +19,15 @@ from gapan.inputs import frozen_features, partial_inputs, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
 from gapan.tune import cluster, folder, resume
+from gapan.tune.checkpoints import (
+    CHECKPOINTS_KEPT,
+    DEFAULT_POLICY,
+    PruneEndedTrials,
+    settle_study,
+)
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.search import StudySearcher, scheduler
 from gapan.tune.trainable import run_trial, trial_config
-
-# Tune deletes an old checkpoint before its experiment-state snapshot records the new one; a
-# driver killed in between would leave a trial pointing at a deleted checkpoint. With epochs
-# shorter than the snapshot period the snapshot can lag two checkpoints: three kept bridge that.
-CHECKPOINTS_KEPT = 3
 
 
 def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | None]:
@@ -52,29 +54,54 @@ def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | 
     return splits, in_features
 
 
-def disk_need(space: StudySpace, num_classes: int, in_features: int | None) -> int:
-    """Bytes the study's checkpoints take at most: every trial keeps its last `CHECKPOINTS_KEPT`,
-    each holding the weights and AdamW's two moments of every trained parameter (a search's
-    trials counted at the largest value of every searched number)."""
+def disk_need(
+    space: StudySpace,
+    num_classes: int,
+    in_features: int | None,
+    policy: str = DEFAULT_POLICY,
+    concurrent: int | None = None,
+) -> int:
+    """Bytes the study's trials take on its disk at most, under the checkpoint policy.
+
+    Each running trial keeps its last `CHECKPOINTS_KEPT` checkpoints, each holding the weights
+    and AdamW's two moments of every trained parameter; a trial that ended keeps them until Tune
+    has recorded its end (a snapshot or two later), so twice `concurrent` trials are counted at
+    the size of the largest. What stays after a trial ends is its model's weights: one trial per
+    setting (`best`, a search's trials counted at the largest value of every searched number),
+    every trial (`last`) or none.
+
+    Args:
+        concurrent: Trials that run at once; None counts every trial of the study.
+    """
     if space.kind == "search":
         largest = {
             key: max(dim["values"]) if "values" in dim else dim["high"]
             for key, dim in space.search.items()
             if dim["type"] in ("int", "float")
         }
-        config = trial_config({**space.fixed, **largest}, space)
-        sizes = [trained_parameters(config, num_classes, in_features)]
+        configs = [trial_config({**space.fixed, **largest}, space)]
         trials_each = space.trial_count()
     else:
         values = space.search[space.knob]["values"]
         configs = [trial_config({**space.fixed, space.knob: value}, space) for value in values]
-        sizes = [trained_parameters(cfg, num_classes, in_features) for cfg in configs]
         trials_each = space.seeds
-    return sum(sizes) * trials_each * CHECKPOINTS_KEPT * 3 * 4
+    sizes = [trained_parameters(cfg, num_classes, in_features) for cfg in configs]
+    at_once = min(space.trial_count(), concurrent or space.trial_count())
+    running = 2 * at_once * CHECKPOINTS_KEPT * 3 * 4 * max(trained for trained, _ in sizes)
+    kept = {
+        "none": 0,
+        "best": sum(model for _, model in sizes),
+        "last": trials_each * sum(model for _, model in sizes),
+    }[policy]
+    return running + kept * 4
 
 
-def trained_parameters(cfg: ExperimentConfig, num_classes: int, in_features: int | None) -> int:
-    """The parameters a trial trains and checkpoints.
+def trained_parameters(
+    cfg: ExperimentConfig, num_classes: int, in_features: int | None
+) -> tuple[int, int]:
+    """The parameters a trial trains and checkpoints, and those of its model alone (what a
+    kept trial's weights hold: the head and the trained part of the backbone, no flow, priors
+    or proxies).
 
     Args:
         cfg: The trial's config.
@@ -82,7 +109,7 @@ def trained_parameters(cfg: ExperimentConfig, num_classes: int, in_features: int
         in_features: The backbone's feature size when known (cached features); else the
             backbone is built on the meta device, which takes shapes but no memory.
     """
-    count = _criterion_parameters(cfg, num_classes)
+    model = 0
     if in_features is None or cfg.model.backbone_mode != "frozen":
         import timm
 
@@ -92,10 +119,24 @@ def trained_parameters(cfg: ExperimentConfig, num_classes: int, in_features: int
             backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0)
         in_features = backbone.num_features
         if cfg.model.backbone_mode == "finetune":
-            count += sum(parameter.numel() for parameter in backbone.parameters())
+            model += sum(parameter.numel() for parameter in backbone.parameters())
         elif cfg.model.backbone_mode == "partial":
-            count += trained_stage_parameters(backbone, cfg.model.trainable_blocks)
-    return count + (in_features + 1) * cfg.model.embed_dim  # and the embedding head
+            model += trained_stage_parameters(backbone, cfg.model.trainable_blocks)
+    model += (in_features + 1) * cfg.model.embed_dim  # and the embedding head
+    return _criterion_parameters(cfg, num_classes) + model, model
+
+
+def concurrent_trials(options: StudyOptions) -> int | None:
+    """Trials that will run at once, as far as is known before Ray starts (None: unknown, on a
+    cluster that may grow)."""
+    if options.max_concurrent:
+        return options.max_concurrent
+    if options.address is not None:
+        return None
+    limits = [(options.num_cpus or os.cpu_count() or 1) / options.cpus_per_trial]
+    if options.gpus_per_trial > 0:
+        limits.append(max(torch.cuda.device_count(), 1) / options.gpus_per_trial)
+    return max(1, int(min(limits)))
 
 
 def _criterion_parameters(cfg: ExperimentConfig, num_classes: int) -> int:
@@ -148,6 +189,8 @@ def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> 
             storage_path=str(study_dir),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            # Ended trials lose their checkpoints once Tune has recorded their end.
+            callbacks=[PruneEndedTrials(str(study_dir), space.knob, space.metric, space.mode)],
         ),
     )
 
@@ -185,7 +228,13 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     folder.check_writable(study_dir)
     splits, in_features = prepare_data(base, study_dir)
     if not options.resume:
-        need = disk_need(space, splits.train.num_classes, in_features)
+        need = disk_need(
+            space,
+            splits.train.num_classes,
+            in_features,
+            options.keep_checkpoints,
+            concurrent_trials(options),
+        )
         folder.check_free_space(study_dir, need)
     ended_before = resume.ended_trials(study_dir, space) if options.resume else {}
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
@@ -193,7 +242,12 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         results.write_study(
             study_dir,
             space,
-            {"resources": resources, "folder": str(study_dir), **options.reporting},
+            {
+                "resources": resources,
+                "folder": str(study_dir),
+                "keep_checkpoints": options.keep_checkpoints,
+                **options.reporting,
+            },
         )
     except OSError as error:
         raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
@@ -222,13 +276,24 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     if finished:
         folder.close_abandoned_optuna_trials(study_dir, space)
     try:
-        results.write_tables(study_dir, records, space, finished=finished)
+        trials = results.write_tables(study_dir, records, space, finished=finished)
     except OSError as error:
         raise StudyError(
             f"the study ran, but writing its tables into {study_dir} failed ({error}). Its trials "
             "are kept in its tune/ folder: free some space, then run the same command with "
             "--resume, which writes the tables without running finished trials again."
         ) from None
+    if not trials.empty:
+        # Interrupted trials keep their checkpoints for --resume; ended ones keep what the
+        # policy keeps.
+        settle_study(
+            study_dir,
+            list(zip(trials["trial_id"], trials["status"], trials["setting"], strict=True)),
+            space.metric,
+            space.mode,
+            options.keep_checkpoints,
+            finished,
+        )
     environment.update(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         study_wall_s=time.perf_counter() - started,

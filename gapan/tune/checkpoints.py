@@ -1,0 +1,308 @@
+"""What a study keeps of its trials (`--keep-checkpoints`, `results.KEEP_POLICIES`).
+
+While a trial runs, Tune keeps its last `CHECKPOINTS_KEPT` checkpoints: what a resume or a retry
+needs (weights, optimizer state, random state). Once a trial has ended, its checkpoints go, and
+with them its optimizer state; its final weights stay, as safetensors beside its resolved config
+and final metrics in ``models/<trial_id>/``, when the policy keeps them:
+
+- ``best`` (the default): the best completed trial of each setting (ablations, comparisons) or
+  of the whole study (searches), by the study's metric and mode;
+- ``last``: every completed trial;
+- ``none``: no trial.
+
+A trial's checkpoints are deleted only once Tune's experiment state in the study folder records
+the trial as ended (`PruneEndedTrials`): a driver killed before that would resume the trial from
+the checkpoint its last snapshot names. Trials a stopped study left unfinished keep theirs, so
+``--resume`` continues them. The runner settles every ended trial again after the run
+(`settle_study`), which also cleans a study killed between a trial's end and its pruning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from gapan import results
+from gapan.files import write_atomic
+from gapan.train import CHECKPOINT, CONFIG, CheckpointError, load_checkpoint
+from gapan.weights import save_safetensors_atomic
+
+_log = logging.getLogger(__name__)
+
+# Tune deletes an old checkpoint before its experiment-state snapshot records the new one; a
+# driver killed in between would leave a trial pointing at a deleted checkpoint. With epochs
+# shorter than the snapshot period the snapshot can lag two checkpoints: three kept bridge that.
+CHECKPOINTS_KEPT = 3
+DEFAULT_POLICY = "best"
+# Changes of the experiment state in the study folder after a trial ended before its checkpoints
+# go: the first may be an upload that started before the trial ended; the second started after.
+SNAPSHOTS_BEFORE_PRUNING = 2
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A trial whose final weights the study keeps (`results.MODELS_DIR`/<trial_id>)."""
+
+    trial_id: str
+    folder: Path
+    setting: str  # the ablated setting as text (trials.csv's `setting`); "" in a search
+    value: float  # the study's metric at the trial's end
+
+
+def policy_of(study_dir: Path) -> str:
+    """The policy the study asked for (study.json's `keep_checkpoints`; older studies: best)."""
+    try:
+        return str(results.read_study(study_dir).get("keep_checkpoints", DEFAULT_POLICY))
+    except (OSError, ValueError):
+        return DEFAULT_POLICY
+
+
+def trial_folders(study_dir: Path) -> dict[str, Path]:
+    """Tune's folder of each trial (``tune/trial_<n>_<trial_id>``), by trial id."""
+    folders = {}
+    for path in (study_dir / results.TUNE_DIR).glob("trial_*_*"):
+        if path.is_dir():
+            folders[path.name.split("_", 2)[2]] = path
+    return folders
+
+
+def tune_checkpoints(trial_dir: Path) -> list[Path]:
+    """A trial's Tune checkpoints, oldest first (Tune numbers them with leading zeros)."""
+    return sorted(path for path in trial_dir.glob("checkpoint_*") if path.is_dir())
+
+
+def kept_models(study_dir: Path) -> list[KeptModel]:
+    """The trials whose weights the folder keeps, read from their metrics.json."""
+    kept = []
+    for folder in sorted((study_dir / results.MODELS_DIR).glob("*")):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            record = json.loads((folder / results.MODEL_METRICS_FILE).read_text())
+            value = float(record["metrics"][record["metric"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not written whole: the next settle replaces or removes it
+        kept.append(KeptModel(folder.name, folder, str(record.get("setting", "")), value))
+    return kept
+
+
+def _better(value: float, than: float, mode: str) -> bool:
+    return value > than if mode == "max" else value < than
+
+
+def chosen(models: list[KeptModel], policy: str, mode: str) -> set[str]:
+    """The trial ids `policy` keeps among `models`: all (last), none, or the best of each setting
+    (the first kept wins a tie).
+
+    Examples:
+        >>> models = [KeptModel("a", Path("a"), "0", 0.2), KeptModel("b", Path("b"), "0", 0.3),
+        ...           KeptModel("c", Path("c"), "4", 0.1)]
+        >>> sorted(chosen(models, "best", "max")), sorted(chosen(models, "best", "min"))
+        (['b', 'c'], ['a', 'c'])
+        >>> sorted(chosen(models, "last", "max")), chosen(models, "none", "max")
+        (['a', 'b', 'c'], set())
+    """
+    if policy == "none":
+        return set()
+    if policy == "last":
+        return {model.trial_id for model in models}
+    best: dict[str, KeptModel] = {}
+    for model in models:
+        if model.setting not in best or _better(model.value, best[model.setting].value, mode):
+            best[model.setting] = model
+    return {model.trial_id for model in best.values()}
+
+
+def settle_trial(
+    study_dir: Path, trial_dir: Path, setting: str, metric: str, mode: str, policy: str
+) -> None:
+    """After a trial ended: keep its final weights if `policy` keeps them, then delete its Tune
+    checkpoints. Safe to repeat: a trial without checkpoints is left as it is."""
+    checkpoints = tune_checkpoints(trial_dir)
+    if not checkpoints:
+        return
+    # A trial that diverged in its first epoch reported a checkpoint without weights.
+    if policy != "none" and (checkpoints[-1] / CHECKPOINT).exists():
+        _keep_if_chosen(study_dir, checkpoints[-1], trial_dir, setting, metric, mode, policy)
+    for checkpoint in checkpoints:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _keep_if_chosen(
+    study_dir: Path,
+    checkpoint: Path,
+    trial_dir: Path,
+    setting: str,
+    metric: str,
+    mode: str,
+    policy: str,
+) -> None:
+    # Mapped: the optimizer's moments, most of the file, are never read.
+    state = load_checkpoint(checkpoint / CHECKPOINT, mmap=True)
+    metrics = state["metrics"]
+    value = metrics.get(metric)
+    if metrics.get("status") != "completed" or not isinstance(value, int | float):
+        return  # a trial stopped early, diverged or failed: no final weights
+    if not math.isfinite(value):
+        return
+    trial_id = trial_dir.name.split("_", 2)[2]
+    rivals = [m for m in kept_models(study_dir) if m.setting == setting and m.trial_id != trial_id]
+    if policy == "best" and any(not _better(value, rival.value, mode) for rival in rivals):
+        return
+    config = json.loads((checkpoint / CONFIG).read_text())
+    write_model(
+        study_dir / results.MODELS_DIR / trial_id,
+        state["model"],
+        config,
+        metric,
+        {
+            "trial_id": trial_id,
+            "setting": setting,
+            "metrics": {k: v for k, v in metrics.items() if k.startswith(("val_", "test_"))}
+            | {"epoch": metrics.get("epoch")},
+        },
+    )
+    if policy == "best":
+        for rival in rivals:
+            shutil.rmtree(rival.folder, ignore_errors=True)
+
+
+def write_model(
+    folder: Path, weights: dict[str, Any], config: dict[str, Any], metric: str, record: dict
+) -> None:
+    """Write a kept model's folder whole or not at all: built beside it, then renamed."""
+    building = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    save_safetensors_atomic(weights, building / results.MODEL_WEIGHTS_FILE)
+    write_atomic(building / results.MODEL_CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    record = {**record, "metric": metric}
+    write_atomic(building / results.MODEL_METRICS_FILE, json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(building, folder)
+
+
+def settle_study(
+    study_dir: Path,
+    trials: list[tuple[str, str, str]],
+    metric: str,
+    mode: str,
+    policy: str,
+    finished: bool,
+) -> None:
+    """Settle every ended trial that still has checkpoints, then keep only what `policy` keeps.
+
+    Args:
+        trials: (trial id, status, setting) of the study's trials (trials.csv's columns);
+            interrupted ones keep their checkpoints for a resume.
+        finished: Every trial of the study ended. Then the checkpoints of a trial folder that
+            no trial owns go too: a driver killed just after a trial's first checkpoint leaves
+            a trial that Tune had not recorded, and the resumed study ran it again afresh.
+    """
+    folders = trial_folders(study_dir)
+    if finished:
+        owned = {trial_id for trial_id, _, _ in trials}
+        for trial_id, folder in folders.items():
+            if trial_id not in owned:
+                for checkpoint in tune_checkpoints(folder):
+                    shutil.rmtree(checkpoint, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # when nothing else is left in it
+    for trial_id, status, setting in trials:
+        if status in results.ENDED and trial_id in folders:
+            try:
+                settle_trial(study_dir, folders[trial_id], setting, metric, mode, policy)
+            except (OSError, ValueError, CheckpointError) as error:
+                print(f"warning: {folders[trial_id]} keeps its checkpoints: {error}", flush=True)
+    models = kept_models(study_dir)
+    keep = chosen(models, policy, mode)
+    for model in models:
+        if model.trial_id not in keep:
+            shutil.rmtree(model.folder, ignore_errors=True)
+    models_dir = study_dir / results.MODELS_DIR
+    if models_dir.is_dir() and not any(models_dir.iterdir()):
+        models_dir.rmdir()
+
+
+def gather_models(study_dir: Path, parts: list[Path], mode: str, policy: str) -> None:
+    """Move the models the finished `parts` kept (an adaptive study's rounds) into the study's
+    own folder, then keep only what `policy` keeps over all of them: the best of a setting is
+    chosen over every round."""
+    for part in parts:
+        for folder in sorted((part / results.MODELS_DIR).glob("*")):
+            if folder.is_dir() and not folder.name.startswith("."):
+                target = study_dir / results.MODELS_DIR / folder.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(folder, target)
+        with contextlib.suppress(OSError):
+            (part / results.MODELS_DIR).rmdir()
+    models = kept_models(study_dir)
+    keep = chosen(models, policy, mode)
+    for model in models:
+        if model.trial_id not in keep:
+            shutil.rmtree(model.folder, ignore_errors=True)
+
+
+class PruneEndedTrials(tune.Callback):
+    """Settle each trial once Tune's experiment state in the study folder records its end.
+
+    Tune pickles this callback into its state for a resume, so it holds plain values only and
+    reads the policy from study.json, which a resume rewrites with its own options.
+    """
+
+    def __init__(self, study_dir: str, knob: str | None, metric: str, mode: str):
+        self.study_dir = study_dir
+        self.knob = knob
+        self.metric = metric
+        self.mode = mode
+        self._pending: dict[str, list[Any]] = {}  # trial path -> [setting, changes seen, stamp]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pending": {}}
+
+    def _stamp(self) -> int | None:
+        states = sorted(Path(self.study_dir, results.TUNE_DIR).glob("experiment_state-*.json"))
+        try:
+            return states[-1].stat().st_mtime_ns if states else None
+        except OSError:
+            return None
+
+    def _ended(self, trial: tune.experiment.Trial) -> None:
+        setting = "" if self.knob is None else str((trial.config or {}).get(self.knob, ""))
+        if trial.path:
+            self._pending[trial.path] = [setting, 0, self._stamp()]
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._pending:
+            return
+        stamp = self._stamp()
+        study_dir = Path(self.study_dir)
+        policy = None
+        for path, entry in list(self._pending.items()):
+            if stamp != entry[2]:
+                entry[1], entry[2] = entry[1] + 1, stamp
+            if entry[1] < SNAPSHOTS_BEFORE_PRUNING:
+                continue
+            del self._pending[path]
+            policy = policy or policy_of(study_dir)
+            try:
+                settle_trial(study_dir, Path(path), entry[0], self.metric, self.mode, policy)
+            except (OSError, ValueError, CheckpointError) as error:
+                # The runner settles every ended trial again after the run.
+                _log.warning("could not settle %s yet: %s", path, error)
