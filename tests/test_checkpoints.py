@@ -2,8 +2,6 @@
 (gapan/tune/prune.py), on study folders built by hand: no Ray, no training."""
 
 import json
-import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,13 +129,20 @@ def test_an_ended_trial_loses_its_checkpoints_only_after_tune_has_recorded_its_e
         0, [], SimpleNamespace(path=str(trial_dir), config={"flow.depth": 0})
     )
 
-    def snapshot(seconds_later: int) -> None:  # what Tune's upload of its state does to it
-        stamp = time.time_ns() + seconds_later * 10**9
-        os.utime(state, ns=(stamp, stamp))
+    def snapshot(version: int) -> None:  # what Tune's upload of its state does to it
+        state.write_text("")  # the upload truncates the file first ...
+        callback.on_step_end(0, [])
+        state.write_text(json.dumps({"version": version}))  # ... then writes it whole
         callback.on_step_end(0, [])
 
     callback.on_step_end(0, [])
-    snapshot(1)  # this upload may have started before the trial ended
+    # A truncated file between two whole ones is one upload, not two.
+    state.write_text("")
+    callback.on_step_end(0, [])
+    state.write_text('{"vers')
+    callback.on_step_end(0, [])
+    assert len(list(trial_dir.glob("checkpoint_*"))) == 3
+    snapshot(1)  # this upload may have begun before the trial ended
     assert len(list(trial_dir.glob("checkpoint_*"))) == 3
     snapshot(2)
     assert not list(trial_dir.glob("checkpoint_*"))

@@ -1,6 +1,7 @@
 """A smoke study's best trial exported (gapan/export.py) and used on images (gapan/embed.py)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,28 @@ def test_bad_input_is_named_in_one_line_without_a_traceback(smoke_study, tmp_pat
         assert embed_main(argv) == 2
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_damaged_weights_and_a_wrong_device_are_named_and_leave_no_folder(
+    smoke_study, tmp_path, capsys
+):
+    # A copy of the study whose kept weights are damaged.
+    study = tmp_path / "study"
+    shutil.copytree(smoke_study, study, ignore=shutil.ignore_patterns("tune"))
+    for weights in (study / "models").glob("*/model.safetensors"):
+        weights.write_bytes(b"\0" * 64)
+    out = tmp_path / "model"
+    assert export_main([str(study), str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "is not a kept model's weights" in error and len(error.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".model.building"))
+
+    assert export_main([str(smoke_study), str(out)]) == 0
+    for device, message in [("banana", "--device is cpu or cuda"), ("cuda", "no usable GPU")]:
+        if device == "cuda" and torch.cuda.is_available():
+            continue
+        with pytest.raises(SystemExit) as stopped:
+            embed_main([str(out), str(tmp_path), "--out", "e.npy", "--device", device])
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err

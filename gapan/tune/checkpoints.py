@@ -20,6 +20,7 @@ the checkpoint its last snapshot names. Trials a stopped study left unfinished k
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -43,8 +44,8 @@ _log = logging.getLogger(__name__)
 # shorter than the snapshot period the snapshot can lag two checkpoints: three kept bridge that.
 CHECKPOINTS_KEPT = 3
 DEFAULT_POLICY = "best"
-# Changes of the experiment state in the study folder after a trial ended before its checkpoints
-# go: the first may be an upload that started before the trial ended; the second started after.
+# Whole new versions of the experiment state in the study folder after a trial ended before its
+# checkpoints go: the first may be an upload that began before the end; the second began after.
 SNAPSHOTS_BEFORE_PRUNING = 2
 
 
@@ -265,17 +266,31 @@ class PruneEndedTrials(tune.Callback):
         self.knob = knob
         self.metric = metric
         self.mode = mode
-        self._pending: dict[str, list[Any]] = {}  # trial path -> [setting, changes seen, stamp]
+        self._pending: dict[str, list[Any]] = {}  # trial path -> [setting, versions seen, last]
+        self._seen: tuple[Any, str | None] = (None, None)  # (file, mtime, size) -> its digest
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pending": {}}
+        return {**self.__dict__, "_pending": {}, "_seen": (None, None)}
 
-    def _stamp(self) -> int | None:
+    def _stamp(self) -> str | None:
+        """A digest of the newest experiment state in the study folder, or None while it is
+        being written: Tune uploads it in the background, truncating it first, so only a
+        version that reads as whole JSON counts as a snapshot."""
         states = sorted(Path(self.study_dir, results.TUNE_DIR).glob("experiment_state-*.json"))
-        try:
-            return states[-1].stat().st_mtime_ns if states else None
-        except OSError:
+        if not states:
             return None
+        try:
+            info = states[-1].stat()
+            key = (states[-1].name, info.st_mtime_ns, info.st_size)
+            if key == self._seen[0]:
+                return self._seen[1]
+            text = states[-1].read_bytes()
+            json.loads(text)
+        except (OSError, ValueError):
+            return None
+        digest = hashlib.sha256(text).hexdigest()
+        self._seen = (key, digest)
+        return digest
 
     def _ended(self, trial: tune.experiment.Trial) -> None:
         setting = "" if self.knob is None else str((trial.config or {}).get(self.knob, ""))
@@ -295,7 +310,9 @@ class PruneEndedTrials(tune.Callback):
         study_dir = Path(self.study_dir)
         policy = None
         for path, entry in list(self._pending.items()):
-            if stamp != entry[2]:
+            # Two whole versions after the one seen at the trial's end: the first may come from
+            # an upload that began before the end; the second began after the first was done.
+            if stamp is not None and stamp != entry[2]:
                 entry[1], entry[2] = entry[1] + 1, stamp
             if entry[1] < SNAPSHOTS_BEFORE_PRUNING:
                 continue

@@ -141,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     except (PruneError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (KeyError, ValueError, TypeError) as error:
+        # A damaged or hand-edited study.json, trials.csv or sequential.json.
+        print(
+            f"error: {args.study} holds a study file that cannot be read ({type(error).__name__}: "
+            f"{error}); restore it, or rebuild the report to see which one",
+            file=sys.stderr,
+        )
+        return 2
     after = _size(args.study)
     kept = sorted(p.name for folder in pruned for p in (folder / results.MODELS_DIR).glob("*"))
     print(
