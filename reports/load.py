@@ -553,12 +553,7 @@ def read_epochs(path: Path, notes: list[str]) -> pd.DataFrame:
     for index, epoch in raw["epoch"].items():
         if not epoch.strip():
             problems[index].append("no epoch")
-    bad = table.bad + _bad_rows(table, problems)
-    raw = raw.loc[[not problems[index] for index in raw.index]]
-    if bad and raw.empty:
-        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
-    if bad:
-        _note_bad_rows(notes, path, bad)
+    raw = _well_formed(table, problems, path, notes)
     epochs = pd.DataFrame({"trial_id": raw["trial_id"].astype(object)})
     for column in raw.columns.drop("trial_id"):
         epochs[column] = _to_float(raw[column]) if column in numeric else raw[column].astype(object)
@@ -584,12 +579,7 @@ def read_class_scores(path: Path, notes: list[str]) -> pd.DataFrame:
     if missing:
         raise ResultsError(f"{path} has no {', '.join(map(repr, missing))} column.")
     problems = _row_problems(raw, NUMERIC_CLASS_COLUMNS)
-    bad = table.bad + _bad_rows(table, problems)
-    raw = raw.loc[[not problems[index] for index in raw.index]]
-    if bad and raw.empty:
-        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
-    if bad:
-        _note_bad_rows(notes, path, bad)
+    raw = _well_formed(table, problems, path, notes)
     scores = pd.DataFrame({column: raw[column].astype(object) for column in CLASS_SCORE_COLUMNS})
     for column in NUMERIC_CLASS_COLUMNS:
         scores[column] = _to_float(raw[column])
@@ -662,6 +652,24 @@ def _read_csv(path: Path) -> _Table:
         bad.append(_BadRow(lines.pop(), "the file ends inside this row (cut off)", trial_id))
     frame = pd.DataFrame(rows, columns=header or [], dtype=object)
     return _Table(header, frame, lines, bad)
+
+
+def _well_formed(
+    table: _Table, problems: Mapping[Any, list[str]], path: Path, notes: list[str]
+) -> pd.DataFrame:
+    """The rows of `table` without `problems`; one note names the others.
+
+    Raises:
+        ResultsError: No row is well-formed.
+    """
+    raw = table.frame
+    bad = table.bad + _bad_rows(table, problems)
+    raw = raw.loc[[not problems[index] for index in raw.index]]
+    if bad and raw.empty:
+        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
+    if bad:
+        _note_bad_rows(notes, path, bad)
+    return raw
 
 
 def _field(fields: Sequence[str], header: Sequence[str], name: str) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
+from test_tune import TINY_ABLATION
 
 from gapan.config import from_flat
 from gapan.data import build_splits
@@ -18,23 +19,13 @@ from gapan.metrics import mean_scores, query_scores
 from gapan.space import parse_space
 from gapan.tune import StudyOptions, run_study
 
-SMOKE = '''"""Does a flow help on a tiny slice?"""
-KIND = "ablation"
-METRIC = "val_map_at_r"
-MODE = "max"
-SEEDS = 2
-FIXED = {"train.epochs": 2, "data.max_classes": 24, "flow.hidden": 32}
-SEARCH = {"flow.depth": {"type": "int", "values": [0, 2]}}
-BASELINE = 0
-'''
-
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory) -> Path:
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         return run_study(
-            parse_space(SMOKE, "smoke"),
+            parse_space(TINY_ABLATION, "smoke"),
             StudyOptions(name="smoke", results_dir=tmp_path_factory.mktemp("export")),
         )
     finally:
