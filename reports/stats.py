@@ -475,13 +475,13 @@ def with_class_intervals(
 ) -> pd.DataFrame:
     """Add the interval over seeds and classes, which kind decides, and equivalence.
 
-    Each comparison with a test over seeds gets `class_seed_interval` over the same seeds, its
-    p-value Holm-corrected over the same family (the table's tested settings). A difference is
-    `significant` only when both kinds' Holm-adjusted p-values are at most `alpha`; `decided_by`
-    names the kind with the larger one. In a study with per-class scores a setting without them
-    is not significant. A comparison is `equivalent` within +-`margin` when the (1 - 2 alpha /
-    k) interval of every kind lies inside it: two one-sided tests per setting, Bonferroni over
-    the k settings compared.
+    Each comparison gets `class_seed_interval` over the same seeds; where it has a test over
+    seeds, its p-value too, Holm-corrected over the same family (the table's tested settings).
+    A difference is `significant` only when both kinds' Holm-adjusted p-values are at most
+    `alpha`; `decided_by` names the kind with the larger one. In a study with per-class scores
+    a setting without them is not significant. A comparison is `equivalent` within +-`margin`
+    when the (1 - 2 alpha / k) interval of every kind lies inside it: two one-sided tests per
+    setting, Bonferroni over the k settings compared.
 
     Args:
         comparisons: `compare_to_baseline` or `sequential_comparisons`' table.
@@ -504,7 +504,7 @@ def with_class_intervals(
     for row in table.itertuples():
         pairs = seed_pairs.get(row.setting, pd.DataFrame(columns=["seed", "difference"]))
         estimate = None
-        if class_values is not None and row.test != NO_TEST:
+        if class_values is not None:
             differences, queries = class_differences(
                 class_values, row.setting, row.baseline, pairs["seed"]
             )
@@ -523,7 +523,8 @@ def with_class_intervals(
                 "classes": estimate.classes if estimate else 0,
                 "class_ci_low": class_low,
                 "class_ci_high": class_high,
-                "class_p_value": estimate.p_value if estimate else math.nan,
+                # Tested only where the seeds were, so that both Holm families match.
+                "class_p_value": estimate.p_value if estimate and row.test != NO_TEST else math.nan,
                 "equivalence_margin": margin,
                 "equivalence_low": float(low),
                 "equivalence_high": float(high),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
+from test_reports import CHROMIUM, _render
 from test_tune import TINY_ABLATION
 
 from gapan.config import from_flat
@@ -18,6 +19,7 @@ from gapan.export import main as export_main
 from gapan.metrics import mean_scores, query_scores
 from gapan.space import parse_space
 from gapan.tune import StudyOptions, run_study
+from reports import build_report, stats
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +134,18 @@ def test_damaged_weights_and_a_wrong_device_are_named_and_leave_no_folder(
             embed_main([str(out), str(tmp_path), "--out", "e.npy", "--device", device])
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
+def test_a_smoke_studys_report_shows_both_interval_kinds_and_the_classes_in_a_browser(
+    smoke_study, tmp_path
+):
+    page = build_report(smoke_study, tmp_path / "report.html")
+    rendered = _render(page, tmp_path / "profile")
+    assert rendered.error_count == "0"
+    drawn = dict(zip(rendered.figure_ids, rendered.figures, strict=True))
+    assert drawn["figure-comparison"] and drawn["figure-class-differences"]
+    text = " ".join(rendered.text)
+    assert f"low ({stats.OVER_SEEDS})" in text
+    assert f"low ({stats.OVER_SEEDS_AND_CLASSES})" in text
