@@ -21,8 +21,8 @@ Everything is safetensors or JSON: reading the folder never unpickles anything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import shutil
 import sys
 from importlib import metadata
@@ -50,19 +50,13 @@ class ExportError(ValueError):
     """A study folder, trial or output folder that cannot be exported; the message says why."""
 
 
-def kept_trials(study_dir: Path) -> dict[str, dict[str, Any]]:
-    """The kept trials' metrics.json records, by trial id."""
-    kept = {}
-    for folder in sorted((study_dir / results.MODELS_DIR).glob("*")):
-        record_file = folder / results.MODEL_METRICS_FILE
-        weights = folder / results.MODEL_WEIGHTS_FILE
-        if folder.name.startswith(".") or not (record_file.is_file() and weights.is_file()):
-            continue
-        try:
-            kept[folder.name] = json.loads(record_file.read_text())
-        except (OSError, ValueError):
-            continue
-    return kept
+def kept_trials(study_dir: Path) -> list[results.KeptModel]:
+    """The trials the study kept whole: a readable record and their weights."""
+    return [
+        model
+        for model in results.kept_models(study_dir)
+        if (model.folder / results.MODEL_WEIGHTS_FILE).is_file()
+    ]
 
 
 def choose_trial(study_dir: Path, trial_id: str | None) -> str:
@@ -90,22 +84,19 @@ def choose_trial(study_dir: Path, trial_id: str | None) -> str:
             f"--keep-checkpoints: run `python -m gapan.tune.prune {study_dir}` first)"
         )
         raise ExportError(f"{study_dir} has no model to export: {why}")
+    names = sorted(model.trial_id for model in kept)
     if trial_id is not None:
-        if trial_id not in kept:
+        if trial_id not in names:
             raise ExportError(
                 f"{study_dir} kept no weights of trial {trial_id!r}; it kept "
-                f"{', '.join(sorted(kept))} (run a study with --keep-checkpoints last to keep "
+                f"{', '.join(names)} (run a study with --keep-checkpoints last to keep "
                 "every completed trial)"
             )
         return trial_id
-    sign = -1.0 if study.get("mode", "max") == "max" else 1.0
-
-    def score(item: tuple[str, dict[str, Any]]) -> float:
-        value = item[1].get("metrics", {}).get(item[1].get("metric", study.get("metric")))
-        value = float(value) if isinstance(value, int | float) else math.nan
-        return sign * value if math.isfinite(value) else math.inf
-
-    return min(sorted(kept.items()), key=score)[0]
+    # The best over the whole study, ignoring settings: "best" with every trial one setting.
+    whole = [dataclasses.replace(model, setting="") for model in kept]
+    (best,) = results.chosen(whole, "best", study.get("mode", "max"))
+    return best
 
 
 def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:

@@ -264,3 +264,61 @@ def method_overrides(config: dict[str, Any], space: StudySpace) -> dict[str, Any
 
 def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+# The trials a study kept (`--keep-checkpoints`): read by the runner, prune and export alike.
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A trial whose final weights the study keeps (`MODELS_DIR`/<trial_id>)."""
+
+    trial_id: str
+    folder: Path
+    setting: str  # the ablated setting as text (trials.csv's `setting`); "" in a search
+    value: float  # the study's metric at the trial's end
+
+
+def kept_models(study_dir: Path) -> list[KeptModel]:
+    """The trials whose weights the folder keeps, read from their metrics.json."""
+    kept = []
+    for folder in sorted((study_dir / MODELS_DIR).glob("*")):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            record = json.loads((folder / MODEL_METRICS_FILE).read_text())
+            value = float(record["metrics"][record["metric"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not written whole: the next settle replaces or removes it
+        kept.append(KeptModel(folder.name, folder, str(record.get("setting", "")), value))
+    return kept
+
+
+def better(value: float, than: float, mode: str) -> bool:
+    """Whether `value` beats `than` in `mode`; a NaN beats nothing and loses to any number."""
+    if math.isnan(than):
+        return not math.isnan(value)
+    return value > than if mode == "max" else value < than
+
+
+def chosen(models: list[KeptModel], policy: str, mode: str) -> set[str]:
+    """The trial ids `policy` keeps among `models`: all (last), none, or the best of each setting
+    (the first kept wins a tie).
+
+    Examples:
+        >>> models = [KeptModel("a", Path("a"), "0", 0.2), KeptModel("b", Path("b"), "0", 0.3),
+        ...           KeptModel("c", Path("c"), "4", 0.1)]
+        >>> sorted(chosen(models, "best", "max")), sorted(chosen(models, "best", "min"))
+        (['b', 'c'], ['a', 'c'])
+        >>> sorted(chosen(models, "last", "max")), chosen(models, "none", "max")
+        (['a', 'b', 'c'], set())
+    """
+    if policy == "none":
+        return set()
+    if policy == "last":
+        return {model.trial_id for model in models}
+    best: dict[str, KeptModel] = {}
+    for model in models:
+        if model.setting not in best or better(model.value, best[model.setting].value, mode):
+            best[model.setting] = model
+    return {model.trial_id for model in best.values()}

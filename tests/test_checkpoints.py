@@ -11,7 +11,8 @@ import safetensors.torch
 import torch
 
 from gapan import results
-from gapan.tune.checkpoints import KeptModel, PruneEndedTrials, chosen, kept_models
+from gapan.results import KeptModel, chosen, kept_models
+from gapan.tune.checkpoints import PruneEndedTrials
 from gapan.tune.prune import main as prune_main
 
 SPACE = {
@@ -125,8 +126,19 @@ def test_an_ended_trial_loses_its_checkpoints_only_after_tune_has_recorded_its_e
     state.write_text("{}")
     callback = PruneEndedTrials(str(study_dir), "flow.depth", "val_map_at_r", "max")
     trial_dir = study_dir / "tune" / "trial_3_cc"
+    # A trial Ctrl-C stopped mid-run is completed by Tune too, but never reported its end.
+    stopped = study_dir / "tune" / "trial_9_zz"
+    for number in range(3):
+        (stopped / f"checkpoint_{number:06d}").mkdir(parents=True)
     callback.on_trial_complete(
-        0, [], SimpleNamespace(path=str(trial_dir), config={"flow.depth": 0})
+        0, [], SimpleNamespace(path=str(stopped), config={}, last_result={"status": "running"})
+    )
+    callback.on_trial_complete(
+        0,
+        [],
+        SimpleNamespace(
+            path=str(trial_dir), config={"flow.depth": 0}, last_result={"status": "completed"}
+        ),
     )
 
     def snapshot(version: int) -> None:  # what Tune's upload of its state does to it
@@ -146,6 +158,7 @@ def test_an_ended_trial_loses_its_checkpoints_only_after_tune_has_recorded_its_e
     assert len(list(trial_dir.glob("checkpoint_*"))) == 3
     snapshot(2)
     assert not list(trial_dir.glob("checkpoint_*"))
+    assert len(list(stopped.glob("checkpoint_*"))) == 3
     assert [model.trial_id for model in kept_models(study_dir)] == ["cc"]
     # Tune pickles the callback for a resume: it carries no trial in progress.
     assert callback.__getstate__()["_pending"] == {}

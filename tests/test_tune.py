@@ -329,7 +329,9 @@ def test_a_study_stopped_with_ctrl_c_keeps_its_trials_and_reports(tmp_path):
     resumed = resume_study(space_file, tmp_path / "results", "resumable")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
-    assert len(trials) == 6 and set(trials["status"]) == {"completed"}
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}, trials[
+        ["trial_id", "status", "error"]
+    ].to_string()
 
 
 def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):

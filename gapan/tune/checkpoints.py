@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +48,6 @@ DEFAULT_POLICY = "best"
 SNAPSHOTS_BEFORE_PRUNING = 2
 
 
-@dataclass(frozen=True)
-class KeptModel:
-    """A trial whose final weights the study keeps (`results.MODELS_DIR`/<trial_id>)."""
-
-    trial_id: str
-    folder: Path
-    setting: str  # the ablated setting as text (trials.csv's `setting`); "" in a search
-    value: float  # the study's metric at the trial's end
-
-
 def policy_of(study_dir: Path) -> str:
     """The policy the study asked for (study.json's `keep_checkpoints`; older studies: best)."""
     try:
@@ -79,48 +68,6 @@ def trial_folders(study_dir: Path) -> dict[str, Path]:
 def tune_checkpoints(trial_dir: Path) -> list[Path]:
     """A trial's Tune checkpoints, oldest first (Tune numbers them with leading zeros)."""
     return sorted(path for path in trial_dir.glob("checkpoint_*") if path.is_dir())
-
-
-def kept_models(study_dir: Path) -> list[KeptModel]:
-    """The trials whose weights the folder keeps, read from their metrics.json."""
-    kept = []
-    for folder in sorted((study_dir / results.MODELS_DIR).glob("*")):
-        if not folder.is_dir() or folder.name.startswith("."):
-            continue
-        try:
-            record = json.loads((folder / results.MODEL_METRICS_FILE).read_text())
-            value = float(record["metrics"][record["metric"]])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not written whole: the next settle replaces or removes it
-        kept.append(KeptModel(folder.name, folder, str(record.get("setting", "")), value))
-    return kept
-
-
-def _better(value: float, than: float, mode: str) -> bool:
-    return value > than if mode == "max" else value < than
-
-
-def chosen(models: list[KeptModel], policy: str, mode: str) -> set[str]:
-    """The trial ids `policy` keeps among `models`: all (last), none, or the best of each setting
-    (the first kept wins a tie).
-
-    Examples:
-        >>> models = [KeptModel("a", Path("a"), "0", 0.2), KeptModel("b", Path("b"), "0", 0.3),
-        ...           KeptModel("c", Path("c"), "4", 0.1)]
-        >>> sorted(chosen(models, "best", "max")), sorted(chosen(models, "best", "min"))
-        (['b', 'c'], ['a', 'c'])
-        >>> sorted(chosen(models, "last", "max")), chosen(models, "none", "max")
-        (['a', 'b', 'c'], set())
-    """
-    if policy == "none":
-        return set()
-    if policy == "last":
-        return {model.trial_id for model in models}
-    best: dict[str, KeptModel] = {}
-    for model in models:
-        if model.setting not in best or _better(model.value, best[model.setting].value, mode):
-            best[model.setting] = model
-    return {model.trial_id for model in best.values()}
 
 
 def settle_trial(
@@ -156,8 +103,10 @@ def _keep_if_chosen(
     if not math.isfinite(value):
         return
     trial_id = trial_dir.name.split("_", 2)[2]
-    rivals = [m for m in kept_models(study_dir) if m.setting == setting and m.trial_id != trial_id]
-    if policy == "best" and any(not _better(value, rival.value, mode) for rival in rivals):
+    rivals = [
+        m for m in results.kept_models(study_dir) if m.setting == setting and m.trial_id != trial_id
+    ]
+    if policy == "best" and any(not results.better(value, rival.value, mode) for rival in rivals):
         return
     config = json.loads((checkpoint / CONFIG).read_text())
     write_model(
@@ -199,6 +148,7 @@ def settle_study(
     mode: str,
     policy: str,
     finished: bool,
+    scheduled: bool = False,
 ) -> None:
     """Settle every ended trial that still has checkpoints, then keep only what `policy` keeps.
 
@@ -208,6 +158,9 @@ def settle_study(
         finished: Every trial of the study ended. Then the checkpoints of a trial folder that
             no trial owns go too: a driver killed just after a trial's first checkpoint leaves
             a trial that Tune had not recorded, and the resumed study ran it again afresh.
+        scheduled: The study had a scheduler, so a trial `stopped_early` ended for good. Without
+            one that status can only come from an interrupted run mislabelled as finished, and
+            such a trial keeps its checkpoints for a resume.
     """
     folders = trial_folders(study_dir)
     if finished:
@@ -218,17 +171,14 @@ def settle_study(
                     shutil.rmtree(checkpoint, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # when nothing else is left in it
+    ended = results.REPORTED_ENDS + (("stopped_early",) if scheduled else ())
     for trial_id, status, setting in trials:
-        if status in results.ENDED and trial_id in folders:
+        if status in ended and trial_id in folders:
             try:
                 settle_trial(study_dir, folders[trial_id], setting, metric, mode, policy)
             except (OSError, ValueError, CheckpointError) as error:
                 print(f"warning: {folders[trial_id]} keeps its checkpoints: {error}", flush=True)
-    models = kept_models(study_dir)
-    keep = chosen(models, policy, mode)
-    for model in models:
-        if model.trial_id not in keep:
-            shutil.rmtree(model.folder, ignore_errors=True)
+    _apply_policy(study_dir, policy, mode)
     models_dir = study_dir / results.MODELS_DIR
     if models_dir.is_dir() and not any(models_dir.iterdir()):
         models_dir.rmdir()
@@ -247,8 +197,13 @@ def gather_models(study_dir: Path, parts: list[Path], mode: str, policy: str) ->
                 os.replace(folder, target)
         with contextlib.suppress(OSError):
             (part / results.MODELS_DIR).rmdir()
-    models = kept_models(study_dir)
-    keep = chosen(models, policy, mode)
+    _apply_policy(study_dir, policy, mode)
+
+
+def _apply_policy(study_dir: Path, policy: str, mode: str) -> None:
+    """Delete the kept models that `policy` does not keep."""
+    models = results.kept_models(study_dir)
+    keep = results.chosen(models, policy, mode)
     for model in models:
         if model.trial_id not in keep:
             shutil.rmtree(model.folder, ignore_errors=True)
@@ -298,7 +253,10 @@ class PruneEndedTrials(tune.Callback):
             self._pending[trial.path] = [setting, 0, self._stamp()]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial)
+        # Only a trial that reported its own end: Tune also completes the trials a Ctrl-C
+        # stops, and a scheduler's stops are settled after the run, when it is known there was one.
+        if (getattr(trial, "last_result", None) or {}).get("status") in results.REPORTED_ENDS:
+            self._ended(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)

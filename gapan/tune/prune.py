@@ -105,6 +105,7 @@ def prune(study_dir: Path, policy: str) -> list[Path]:
         study["mode"],
         policy,
         finished=True,
+        scheduled=study.get("scheduler") is not None,
     )
     _record_policy(study_dir, study, policy)
     return [study_dir]

@@ -293,6 +293,7 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
             space.mode,
             options.keep_checkpoints,
             finished,
+            scheduled=space.scheduler is not None,
         )
     environment.update(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
