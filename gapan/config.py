@@ -42,6 +42,10 @@ class DataConfig:
     split_file: str = ""
     # Side of the square input image in pixels.
     image_size: int = _bounded(96, 16, 1024)
+    # Which family-disjoint assignment of the embedded set's classes to seen and unseen: 0 is
+    # its prepared split; another number draws another one, to replicate a result across class
+    # splits. The benchmarks keep their standard split (0 only).
+    split_seed: int = _bounded(0, 0, 10**6)
     # Share of the seen classes held out (class-disjoint) as the validation split for tuning.
     val_fraction: float = _bounded(0.2, 0.0, 0.9)
     # The m-per-class sampler: classes per batch x images per class = batch size.

@@ -19,7 +19,9 @@ overrides) and searches the name. A tuned comparison (``KIND = "tuned"``) gives 
 name -> ``{"fixed": {...}, "search": {...}}``: each method is searched (`StudySpace.searches`)
 over ``SEARCH`` (the ranges every method shares) and its own ranges with ``NUM_SAMPLES``
 trials, then each one's best configuration runs ``SEEDS`` fresh seeds in a comparison
-(`StudySpace.confirmation`).
+(`StudySpace.confirmation`). A comparison (tuned or not) may add ``CONTRASTS`` (method -> the
+method it is compared with, e.g. an add-on against the loss it adds to): comparisons beside
+those with the ``BASELINE``, paired by seed the same way, a Holm family of their own.
 
 `optuna_distribution` turns one checked dimension into an Optuna distribution, for the studies
 and for the reports alike. This module imports neither torch nor Optuna at import time, so the
@@ -51,6 +53,8 @@ DIMENSION_FIELDS = ("type", "values", "low", "high", "log")
 METHOD = "method"  # the knob of a comparison: names of config presets
 SEARCH_PREFIX = "search_"  # a tuned comparison's folder of each method's search
 CONFIRMATION = "confirm"  # and of the comparison of their best configurations
+SPLIT_PREFIX = "split_"  # a study replicated on class splits: its folder of each split
+SPLIT_KEY = "data.split_seed"  # the config key that picks a split
 
 
 class SpaceError(ValueError):
@@ -68,6 +72,8 @@ class StudySpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: Any = None
+    # Comparisons other than with the baseline: method -> the method it is compared with.
+    contrasts: dict[str, str] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: str | None = None
     num_samples: int = 0
@@ -130,6 +136,7 @@ class StudySpace:
             fixed=self.fixed,
             search={METHOD: {"type": "categorical", "values": list(self.methods)}},
             baseline=self.baseline,
+            contrasts=self.contrasts,
             methods={
                 method: {**spec["fixed"], **best[method]} for method, spec in self.methods.items()
             },
@@ -149,6 +156,7 @@ _FIELDS = {
     "FIXED": "fixed",
     "SEARCH": "search",
     "BASELINE": "baseline",
+    "CONTRASTS": "contrasts",
     "METHODS": "methods",
     "SCHEDULER": "scheduler",
     "NUM_SAMPLES": "num_samples",
@@ -260,6 +268,7 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
         fixed = {key: coerce_value(key, value) for key, value in space.fixed.items()}
     except ConfigError as error:
         raise fail(f"FIXED: {error}") from None
+    _check_contrasts(space, fail)
     if space.kind == "tuned":
         return _check_tuned(space, fixed, source)
     if not isinstance(space.search, dict) or not space.search:
@@ -342,6 +351,22 @@ def with_objectives(space: StudySpace, names: list[str]) -> StudySpace:
     column = metric if metric.startswith("val_") else f"val_{metric}"
     objectives = [column, COST_OBJECTIVES[cost]]
     return dataclasses.replace(space, metric=column, objectives=objectives)
+
+
+def _check_contrasts(space: StudySpace, fail: Callable[[str], SpaceError]) -> None:
+    contrasts = space.contrasts
+    if not contrasts:
+        return
+    if space.kind not in ("compare", "tuned"):
+        raise fail("CONTRASTS belongs to comparisons (KIND = 'compare' or 'tuned')")
+    if not isinstance(contrasts, dict) or not isinstance(space.methods, dict):
+        raise fail("CONTRASTS must map a method to the method it is compared with")
+    for method, against in contrasts.items():
+        if method not in space.methods or against not in space.methods or method == against:
+            raise fail(
+                f"CONTRASTS: {method!r} against {against!r} must name two different methods of "
+                "METHODS"
+            )
 
 
 def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> StudySpace:

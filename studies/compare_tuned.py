@@ -1,11 +1,13 @@
 """Every method tuned with the same budget, then compared on unseen classes over fresh seeds.
 
 Hypothesis: tuned on validation with equal budgets, GAPan beats Proxy-Anchor, Normalized
-Softmax and GAPan without a flow on unseen-class MAP@R.
+Softmax and GAPan without a flow on unseen-class MAP@R; added to Proxy-Anchor or Normalized
+Softmax, GAPan beats that loss alone.
 
     python studies/compare_tuned.py                            # frozen features, CPU
     python studies/compare_tuned.py --backbone-mode partial    # last stage trained, CPU
     python studies/compare_tuned.py --smoke                    # 2 trials per method, 2 seeds
+    python studies/compare_tuned.py --splits 3                 # on 3 family-disjoint splits
     python studies/compare_tuned.py --dataset cub --data-root /data/CUB_200_2011 \\
         --backbone-mode finetune --gpus-per-trial 0.25
 

@@ -179,7 +179,9 @@ def test_a_partial_study_trains_the_last_stage_on_cached_views(tmp_path, ray_ins
 def test_a_tuned_comparison_confirms_each_methods_best_search_trial(tmp_path, ray_instance):
     options = StudyOptions(name="tuned", results_dir=tmp_path, smoke=True)
     study_dir = run_study(load_space("compare_tuned"), options)
-    methods = ["gapan", "gapan_no_flow", "proxy_anchor", "norm_softmax"]
+    # Every form: GAPan alone, without a flow, the baselines, and GAPan added to each baseline.
+    methods = list(load_space("compare_tuned").methods)
+    assert {"proxy_anchor_gapan", "norm_softmax_gapan"} <= set(methods)
     confirmed = pd.read_csv(study_dir / "confirm" / "trials.csv", dtype={"trial_id": str})
     assert sorted(confirmed["setting"]) == sorted(methods * 2)
     assert set(confirmed["seed"]) == {1, 2}  # fresh seeds: the searches ran seed 0

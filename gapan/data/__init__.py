@@ -64,7 +64,7 @@ def _load_wesnoth(cfg: DataConfig) -> Source:
     from gapan.data import wesnoth
 
     # The default needs no setup: an empty root means the prepared cache, built on first use.
-    return wesnoth.load(Path(cfg.root) if cfg.root else wesnoth.prepare())
+    return wesnoth.load(Path(cfg.root) if cfg.root else wesnoth.prepare(), cfg.split_seed)
 
 
 def _load_folder(cfg: DataConfig) -> Source:
@@ -98,6 +98,11 @@ def build_splits(cfg: DataConfig) -> Splits:
     if cfg.name not in LOADERS:
         raise DataError(
             f"unknown data set data.name={cfg.name!r}; choose one of {', '.join(LOADERS)}."
+        )
+    if cfg.split_seed and cfg.name != "wesnoth":
+        raise DataError(
+            f"data.split_seed={cfg.split_seed}: {cfg.name} keeps its standard class split; only "
+            "the embedded set (data.name=wesnoth) draws other splits. Leave data.split_seed at 0."
         )
     source = LOADERS[cfg.name](cfg)
     seen = list(source.seen.class_names)

@@ -130,27 +130,32 @@ def families(classes: Iterable[str], links: Iterable[tuple[str, str]]) -> dict[s
     return {name: min(group) for group in members.values() for name in group}
 
 
-def _family_order(family_of: Mapping[str, str]) -> list[list[str]]:
-    """Families as sorted member lists, ordered by the SHA-1 of the family's name."""
+def _family_order(family_of: Mapping[str, str], seed: int = 0) -> list[list[str]]:
+    """Families as sorted member lists, ordered by the SHA-1 of the family's name (salted by
+    `seed` when it is not 0): a fixed order, the same on every machine and Python version."""
     groups: dict[str, list[str]] = {}
     for name, family in family_of.items():
         groups.setdefault(family, []).append(name)
-    order = sorted(groups, key=lambda family: hashlib.sha1(family.encode()).hexdigest())
+    salt = f"{seed}:" if seed else ""
+    order = sorted(groups, key=lambda family: hashlib.sha1(f"{salt}{family}".encode()).hexdigest())
     return [sorted(groups[family]) for family in order]
 
 
-def split_families(family_of: Mapping[str, str]) -> tuple[list[str], list[str]]:
+def split_families(family_of: Mapping[str, str], seed: int = 0) -> tuple[list[str], list[str]]:
     """Seen and unseen classes with every family wholly on one side.
 
-    Families go to the unseen side in the order of the SHA-1 of their names (a fixed order that
-    mixes factions) until it holds at least half of the classes; the rest are seen. Each side lists
-    its classes family by family, so a validation split cut at a family boundary
-    (`validation_cut`) is family-disjoint from training too.
+    Families are taken in the order of the SHA-1 of their names (a fixed order that mixes
+    factions), and each goes to the unseen side if it fits there within half of the classes
+    (rounded up), else to the seen side: the sides stay balanced even when one family is large.
+    Each side lists its classes family by family, so a validation split cut at a family boundary
+    (`validation_cut`) is family-disjoint from training too. Another `seed` salts the hash: another
+    assignment of the families to the two sides, drawn the same way.
     """
     unseen: list[str] = []
     seen: list[str] = []
-    for members in _family_order(family_of):
-        (unseen if 2 * len(unseen) < len(family_of) else seen).extend(members)
+    for members in _family_order(family_of, seed):
+        fits = 2 * (len(unseen) + len(members)) <= len(family_of) + 1
+        (unseen if fits else seen).extend(members)
     return seen, unseen
 
 

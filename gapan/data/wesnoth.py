@@ -101,9 +101,9 @@ METHOD = f"""\
    within {PREPARATION.related_distance} of a sprite of the other (a recolour). A family is a
    connected component of these relations.
 8. Splits: families in the order of the SHA-1 of their names (the first member's class name) go to
-   the unseen (test) side until it holds at least half of the classes; the others are seen
+   the unseen (test) side while they fit within half of the classes; the others are seen
    (training and validation, where validation classes are also cut at a family boundary). No
-   family spans two splits.
+   family spans two splits. `data.split_seed` salts the hash to draw other splits the same way.
 9. Each kept sprite is saved as an RGB PNG in `images/<class>/`.
 """
 
@@ -802,8 +802,13 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
-def load(root: Path) -> Source:
-    """The prepared cache at `root` as seen and unseen classes; lists files only."""
+def load(root: Path, split_seed: int = 0) -> Source:
+    """The prepared cache at `root` as seen and unseen classes; lists files only.
+
+    Split seed 0 is the prepared split (classes.json's seen and unseen); another draws another
+    family-disjoint assignment of the same families (`families.split_families`), for studies
+    that replicate a result across class splits.
+    """
     root = Path(root).expanduser().absolute()
     manifest = read_manifest(root)
     classes = manifest["classes"]
@@ -812,7 +817,11 @@ def load(root: Path) -> Source:
             f"{root / 'images'} is missing; delete {root} and prepare it again with "
             f"`python -m gapan.data.wesnoth --root {root}`."
         )
-    seen, unseen = manifest["seen"], manifest["unseen"]
+    family_of = {name: family for family, names in manifest["families"].items() for name in names}
+    if split_seed:
+        seen, unseen = families.split_families(family_of, split_seed)
+    else:
+        seen, unseen = manifest["seen"], manifest["unseen"]
 
     def items(names: list[str]) -> Iterator[tuple[Path, str]]:
         return ((root / "images" / name / file, name) for name in names for file in classes[name])
@@ -822,7 +831,7 @@ def load(root: Path) -> Source:
         make_imageset(list(items(unseen)), unseen),
         recall_ks=RECALL_KS,
         verified=True,
-        families={name: family for family, names in manifest["families"].items() for name in names},
+        families=family_of,
     )
 
 

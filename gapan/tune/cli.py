@@ -76,6 +76,14 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         "settings whose comparison with the baseline is undecided (group-sequential tests)",
     )
     study.add_argument(
+        "--splits",
+        type=int,
+        default=1,
+        help="run the whole study on this many family-disjoint class splits of the embedded "
+        "set (data.split_seed 0, 1, ...; 0 is its own split), each in split_<k>/; the report "
+        "shows whether each answer holds on every split (default 1)",
+    )
+    study.add_argument(
         "--min-seeds", type=int, help="--seeds auto: seeds of the first round (default 3)"
     )
     study.add_argument("--max-seeds", type=int, help="--seeds auto: the most seeds (default 10)")
@@ -220,6 +228,7 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             max_failures=args.max_failures,
             num_cpus=args.num_cpus,
             keep_checkpoints=args.keep_checkpoints,
+            splits=args.splits,
         )
         study_dir = run_study(load_space(name), options)
     except (ConfigError, SpaceError, DataError, StudyError) as error:

@@ -10,6 +10,8 @@ from typing import Any
 from gapan.results import KEEP_POLICIES
 from gapan.space import StudySpace, check_space, with_objectives
 
+MAX_SPLITS = 100
+
 
 class StudyError(RuntimeError):
     """A study that cannot start or resume; the message says what to do."""
@@ -52,6 +54,9 @@ class StudyOptions:
     # What stays of a trial once it ended (`gapan.results.KEEP_POLICIES`): the final weights of
     # the best trial of each setting, of every completed trial, or of none.
     keep_checkpoints: str = "best"
+    # The study replicated on this many family-disjoint class splits (data.split_seed 0..K-1),
+    # each in a folder of its own (`gapan.tune.splits`); 1: the data set's own split only.
+    splits: int = 1
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -59,6 +64,10 @@ class StudyOptions:
             raise StudyError(
                 f"--keep-checkpoints must be one of {', '.join(KEEP_POLICIES)}; got "
                 f"{self.keep_checkpoints!r}"
+            )
+        if not (isinstance(self.splits, int) and 1 <= self.splits <= MAX_SPLITS):
+            raise StudyError(
+                f"--splits must be a whole number from 1 to {MAX_SPLITS}; got {self.splits!r}"
             )
         margin = self.equivalence_margin
         if margin is not None and not (margin > 0 and margin != float("inf")):
@@ -106,7 +115,8 @@ def smoke_space(space: StudySpace) -> StudySpace:
     values = space.search[knob]["values"]
     kept = [space.baseline, *[v for v in values if v != space.baseline][:1]]
     search = {knob: {**space.search[knob], "values": kept}}
-    return dataclasses.replace(space, fixed=fixed, search=search, seeds=2)
+    contrasts = {a: b for a, b in space.contrasts.items() if a in kept and b in kept}
+    return dataclasses.replace(space, fixed=fixed, search=search, seeds=2, contrasts=contrasts)
 
 
 def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:

@@ -32,6 +32,7 @@ def run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
         seeds=None,
         num_samples=None,
         adaptive=False,
+        splits=1,
         resume=options.resume and (part_dir / results.STUDY_FILE).exists(),
     )
     print(f"Running {part_dir.name} ({part.trial_count()} trials)", flush=True)

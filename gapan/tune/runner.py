@@ -204,6 +204,15 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     adaptive study run as several studies (`gapan.tune.tuned`, `gapan.tune.adaptive`).
     """
     # Studies made of studies run their parts through this function.
+    if options.splits > 1:
+        from gapan.tune.splits import run_splits
+
+        return run_splits(space, options)
+    if options.adaptive and space.contrasts:
+        raise StudyError(
+            f"{space.name} compares CONTRASTS beside its baseline, and --seeds auto chooses "
+            "seeds for the baseline's comparisons only; give a number of seeds"
+        )
     if space.kind == "tuned":
         if options.adaptive:
             raise StudyError(

@@ -1,0 +1,62 @@
+"""`run_splits`: a study replicated on several class splits, each split a study of its own.
+
+The study folder holds ``split_<k>/`` for k = 0 .. K-1: the same study (of any kind, a tuned
+comparison or adaptive seeds included) run with ``data.split_seed = k``, so every split tunes
+and is tested on its own classes. The folder's study.json lists the splits, for the report.
+Split 0 is the data set's own split: a study on one split is the study as it runs without
+``--splits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from gapan import results
+from gapan.space import SPLIT_KEY, SPLIT_PREFIX, StudySpace
+from gapan.tune.options import StudyError, StudyOptions, apply_options
+from gapan.tune.parts import check_whole_study, run_part
+
+
+def run_splits(space: StudySpace, options: StudyOptions) -> Path:
+    """Run the study on splits 0 .. ``options.splits`` - 1, one after another; return the
+    folder. With ``options.resume`` the finished splits are kept and the rest continue."""
+    if SPLIT_KEY in options.overrides or SPLIT_KEY in space.fixed:
+        raise StudyError(
+            f"--splits chooses {SPLIT_KEY} for each split; leave it out of --set and FIXED"
+        )
+    applied = apply_options(space, options)
+    dataset = applied.fixed.get("data.name", "wesnoth")
+    if dataset != "wesnoth":
+        raise StudyError(
+            f"--splits draws other class splits of the embedded set only; {dataset} keeps its "
+            "standard split: run without --splits"
+        )
+    study_dir = options.study_dir
+    check_whole_study(study_dir, applied, options.resume)
+    splits = list(range(options.splits))
+    results.write_study(
+        study_dir, applied, {"folder": str(study_dir), "splits": splits, **options.reporting}
+    )
+    for split in splits:
+        name = f"{SPLIT_PREFIX}{split}"
+        print(f"Split {split} ({split + 1} of {len(splits)}): {study_dir / name}", flush=True)
+        split_options = dataclasses.replace(
+            options, overrides={**options.overrides, SPLIT_KEY: split}, splits=1
+        )
+        if space.kind == "tuned" or options.adaptive:
+            # A study of parts keeps its finished parts on a resume, and stops with an error
+            # at an unfinished one, by itself.
+            resumed = options.resume and (study_dir / name / results.STUDY_FILE).exists()
+            from gapan.tune.runner import run_study
+
+            run_study(
+                space,
+                dataclasses.replace(
+                    split_options, name=name, storage=str(study_dir), resume=resumed
+                ),
+            )
+        else:
+            part = dataclasses.replace(apply_options(space, split_options), name=name)
+            run_part(part, options, study_dir)
+    return study_dir
