@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import logging
 import math
@@ -13,13 +12,19 @@ from pathlib import Path
 import pandas as pd
 
 from gapan.files import write_atomic
-from reports import convergence, figures, page, search, stats, tables
-from reports.load import REFERENCE_FILE, Results, load_results
+from reports import convergence, figures, page, search, splits, stats, tables
+from reports.load import REFERENCE_FILE, Results
 from reports.page import Section, figure_html, pairs_html, paragraph, table_html
 from reports.reference import reference_data, reference_mismatches
 from reports.sequential import sequential_data, sequential_method_note
-from reports.summary import Sentence, ablation_summary, importance_sentence, search_summary
-from reports.tuned import TunedParts, budget_table, tuned_parts
+from reports.summary import (
+    Sentence,
+    ablation_summary,
+    contrasts_sentence,
+    importance_sentence,
+    search_summary,
+)
+from reports.tuned import TunedParts, budget_table, compared_results, tuned_parts
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ def build_report(
     leaves the previous report as it was. Text cells of the tables that a spreadsheet would run
     as a formula are defused (`tables.spreadsheet_safe`).
 
+    A study replicated on several class splits (`splits.split_folders`) gets each split's own
+    report in its folder, and a page of the splits side by side (`splits.write_replication`).
+
     Args:
         results_dir: The study's results folder (docs/results-folder.md).
         out: The HTML file to write; `RESULTS_DIR/report.html` by default. The tables go beside
@@ -53,12 +61,21 @@ def build_report(
         ResultsError: The folder is not a readable results folder (`UnfinishedStudyError`: its
             study has not written its tables yet).
     """
+    out = Path(out) if out is not None else Path(results_dir) / "report.html"
+    folders = splits.split_folders(results_dir)
+    if folders is not None:
+        for split, folder in folders.items():
+            build_report(
+                folder,
+                on_note=None if on_note is None else _prefixed(on_note, f"split {split}: "),
+                equivalence_margin=splits.split_margin(results_dir, folder, equivalence_margin),
+            )
+        return splits.write_replication(results_dir, folders, out, equivalence_margin)
     tuned = tuned_parts(results_dir)
     if tuned is not None:
         for part in tuned.searches.values():
             build_report(part.directory, on_note=on_note)
-    results = _compared_results(results_dir, tuned, equivalence_margin)
-    out = Path(out) if out is not None else Path(results_dir) / "report.html"
+    results = compared_results(results_dir, equivalence_margin, tuned)
     report = _Report(results)
     if results.is_ablation:
         report.ablation()
@@ -78,36 +95,42 @@ def build_report(
     return out
 
 
-def _compared_results(
-    results_dir: Path | str, tuned: TunedParts | None, equivalence_margin: float | None
-) -> Results:
-    """The study a report compares (a tuned comparison's confirmation), with the equivalence
-    margin asked for, else the study's own (a tuned comparison's is in its top folder)."""
-    results = tuned.confirmation if tuned is not None else load_results(results_dir)
-    if equivalence_margin is None and tuned is not None:
-        equivalence_margin = tuned.equivalence_margin
-    if equivalence_margin is None:
-        return results
-    study = {**results.study, "equivalence_margin": equivalence_margin}
-    return dataclasses.replace(results, study=study)
+def _prefixed(on_note: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda note: on_note(prefix + note)
 
 
 def comparison_tables(
     results_dir: Path | str, equivalence_margin: float | None = None
 ) -> list[tuple[str, str]]:
-    """Each comparison with the baseline of a study (a tuned comparison's confirmation) as a
-    title and a Markdown table: validation, then test. Empty for a search."""
-    results = _compared_results(results_dir, tuned_parts(results_dir), equivalence_margin)
+    """Each comparison of a study (a tuned comparison's confirmation) as a title and a Markdown
+    table: against the baseline, validation then test, then the contrasts likewise. A study
+    replicated on several class splits gives each split's tables, the split in their titles.
+    Empty for a search."""
+    folders = splits.split_folders(results_dir)
+    if folders is None:
+        results = compared_results(results_dir, equivalence_margin)
+        return _comparison_tables(results, results.name)
+    found = []
+    name = splits.study_name(results_dir)
+    for split, folder in folders.items():
+        margin = splits.split_margin(results_dir, folder, equivalence_margin)
+        found += _comparison_tables(compared_results(folder, margin), f"{name}, split {split}")
+    return found
+
+
+def _comparison_tables(results: Results, name: str) -> list[tuple[str, str]]:
     if not results.is_ablation:
         return []
     columns = [results.metric] + ([results.test_metric] if results.test_metric else [])
     found = []
-    for column in columns:
-        data = figures.comparison_data(results, column)
-        if data["baseline"] is None:
-            continue
-        title = f"{results.name}: {column} minus {results.knob} = {data['baseline']}"
-        found.append((title, tables.comparison_markdown(data)))
+    for family in figures.comparison_families(results):
+        for column in columns:
+            data = figures.comparison_data(results, column, family)
+            if family == stats.CONTRASTS_FAMILY:
+                title = f"{name}: {column}, each method minus the method it adds to"
+            else:
+                title = f"{name}: {column} minus {results.knob} = {data['baseline']}"
+            found.append((title, tables.comparison_markdown(data)))
     return found
 
 
@@ -169,10 +192,29 @@ class _Report:
             test_comparison = figures.comparison_data(results, results.test_metric)
             self.tables["test_comparisons"] = test_comparison["comparisons"]
         self.tables["still_improving"] = still_improving
+        contrasts = test_contrasts = None
+        if results.study.get("contrasts"):
+            contrasts = figures.comparison_data(results, family=stats.CONTRASTS_FAMILY)
+            self.tables["contrasts"] = contrasts["comparisons"]
+            if results.test_metric is not None:
+                test_contrasts = figures.comparison_data(
+                    results, results.test_metric, stats.CONTRASTS_FAMILY
+                )
+                self.tables["test_contrasts"] = test_contrasts["comparisons"]
+            self.notes += [
+                f"study.json's contrast {missing} names a setting this study did not run: it "
+                "is left out."
+                for missing in figures.missing_contrasts(results)
+            ]
+            self.summary += [
+                contrasts_sentence(data) for data in (contrasts, test_contrasts) if data
+            ]
         self.guarded("metric", lambda: self._metric_section(metric_data, settings))
         self.guarded(
             "baseline comparison", lambda: self._comparison_section(comparison, test_comparison)
         )
+        if contrasts is not None:
+            self.guarded("contrasts", lambda: self._comparison_section(contrasts, test_contrasts))
         if results.sequential is not None:
             self.guarded("adaptive seeds", self._sequential_section)
         self.guarded("validation and test", lambda: self._validation_test_section(validation_test))
@@ -202,17 +244,32 @@ class _Report:
         )
 
     def _comparison_section(self, comparison: dict, test_comparison: dict | None) -> None:
-        if comparison["baseline"] is None:
+        """The section of one Holm family: against the baseline, or the contrasts."""
+        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        anchor = "contrasts" if contrasts else "baseline"
+        if contrasts and comparison["comparisons"].empty:
             self.add(
-                "baseline",
+                anchor,
+                figures.CONTRASTS_TITLE,
+                paragraph(
+                    "None of study.json's contrasts names two settings this study ran: nothing "
+                    "to compare."
+                ),
+            )
+            return
+        if not contrasts and comparison["baseline"] is None:
+            self.add(
+                anchor,
                 "Against the baseline",
                 paragraph("study.json names no baseline among the settings: nothing to compare."),
             )
             return
+        against = "the method it adds to" if contrasts else "baseline"
+        rows = "contrasts" if contrasts else "settings"
         caption = (
-            "Diamonds: the mean paired difference (setting − baseline over the seeds both ran) "
+            f"Diamonds: the mean paired difference (setting − {against} over the seeds both ran) "
             "with its 95% t-interval over seeds; circles: single seeds. Right: Holm-adjusted "
-            "p-value across all settings (* below 0.05). Wilcoxon signed-rank with 6 or more "
+            f"p-value across all {rows} (* below 0.05). Wilcoxon signed-rank with 6 or more "
             "pairs, the paired t-test with 3 to 5; fewer than 3 pairs get no test."
         )
         if comparison["sequential"]:
@@ -226,13 +283,20 @@ class _Report:
                 "reached)."
             )
         caption += " " + self._class_caption(comparison)
+        title = f"Against the baseline {self.results.knob} = {comparison['baseline']}"
+        if contrasts:
+            title = figures.CONTRASTS_TITLE
         self.add(
-            "baseline",
-            f"Against the baseline {self.results.knob} = {comparison['baseline']}",
+            anchor,
+            title,
             paragraph(self._family_note(comparison), "lead"),
-            figure_html(figures.draw_comparison(comparison), "figure-comparison", caption),
+            figure_html(
+                figures.draw_comparison(comparison),
+                "figure-contrasts" if contrasts else "figure-comparison",
+                caption,
+            ),
             table_html(
-                tables.comparisons_table(comparison["comparisons"]),
+                tables.comparisons_table(comparison["comparisons"], against=contrasts),
                 caption="Paired comparisons; d_z is the mean difference over the standard "
                 "deviation of the differences over seeds.",
             ),
@@ -263,13 +327,13 @@ class _Report:
 
     def _family_note(self, comparison: dict) -> str:
         """Which interval the verdicts use, the Holm family, and the equivalence test."""
-        compared = comparison["comparisons"]
-        count = len(compared)
-        tested = int((compared["test"] != stats.NO_TEST).sum()) if count else 0
-        family = (
-            f"Holm family: the {tested} tested setting{'s' if tested != 1 else ''} compared with "
-            f"{self.results.knob} = {comparison['baseline']} on {comparison['metric']}"
-        )
+        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        count = len(comparison["comparisons"])
+        family = f"Holm family: {comparison['holm_family']}"
+        if comparison["family"] == stats.CONTRASTS_FAMILY:
+            family += (
+                ", a family of its own: the comparisons with the baseline are corrected separately"
+            )
         if comparison["classes"].empty:
             text = f"Verdicts use the test over seeds. {family}."
         else:
@@ -283,7 +347,8 @@ class _Report:
             text += (
                 f" Equivalent within ±{margin:g}: the (1 − 2α/{count}) interval of every kind "
                 f"lies inside ±{margin:g} (two one-sided tests, α = {stats.ALPHA:g}, Bonferroni "
-                f"over the {count} settings). Not significant is not equivalent: a setting "
+                f"over the {count} {'contrasts' if contrasts else 'settings'}). Not "
+                "significant is not equivalent: a setting "
                 "neither better, worse nor equivalent is undecided."
             )
         else:
@@ -297,18 +362,23 @@ class _Report:
         if comparison["classes"].empty:
             return []
         concentration = figures.class_concentration(comparison)
-        self.tables["class_differences"] = comparison["classes"]
-        self.tables["class_concentration"] = concentration
+        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        prefix = "contrast_" if contrasts else ""
+        self.tables[f"{prefix}class_differences"] = comparison["classes"]
+        self.tables[f"{prefix}class_concentration"] = concentration
         split = "unseen test" if comparison["metric"].startswith("test_") else "validation"
+        against = "the method it adds to" if contrasts else "the baseline"
         caption = (
             f"Each point is one {split} class: its difference in {comparison['metric']} from "
-            "the baseline, averaged over the seeds both ran, sized by its queries; the black "
+            f"{against}, averaged over the seeds both ran, sized by its queries; the black "
             "tick is the mean over queries. When a few far points carry the mean, a few "
             "classes carry the effect."
         )
         return [
             figure_html(
-                figures.draw_class_differences(comparison), "figure-class-differences", caption
+                figures.draw_class_differences(comparison),
+                f"figure-{prefix.replace('_', '-')}class-differences",
+                caption,
             ),
             table_html(
                 concentration,
@@ -331,9 +401,9 @@ class _Report:
                 "; this study chose its seeds on validation, so read these as descriptive: "
                 "they do not account for that choice"
             )
-        return [
-            table_html(tables.comparisons_table(test_comparison["comparisons"]), caption=caption)
-        ]
+        against = test_comparison["family"] == stats.CONTRASTS_FAMILY
+        table = tables.comparisons_table(test_comparison["comparisons"], against=against)
+        return [table_html(table, caption=caption)]
 
     def _quality_cost_section(self, data: pd.DataFrame) -> None:
         if data.empty:

@@ -26,6 +26,7 @@ from reports import stats
 from reports.load import (
     Results,
     baseline_setting,
+    same_setting,
     setting_numbers,
     setting_order,
     usable_trials,
@@ -276,24 +277,84 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
 # (2) Each setting against the baseline, paired by seed.
 
 
-def comparison_data(results: Results, column: str | None = None) -> dict[str, Any]:
-    """Paired comparisons of each setting with the baseline, over seeds and over classes.
+CONTRASTS_TITLE = "Each method against the method it adds to"
+
+
+def contrast_pairs(results: Results) -> list[tuple[str, str]]:
+    """study.json's `contrasts` as (setting, the setting it is compared with), both named as the
+    study's settings, in report order; a contrast naming a setting the study did not run is
+    left out (`missing_contrasts` names it)."""
+    settings = setting_order(results)
+    found = []
+    for setting in settings:
+        for named, against in (results.study.get("contrasts") or {}).items():
+            if not same_setting(setting, named):
+                continue
+            match = [other for other in settings if same_setting(other, against)]
+            if match and match[0] != setting:
+                found.append((setting, match[0]))
+            break
+    return found
+
+
+def missing_contrasts(results: Results) -> list[str]:
+    """The contrasts of study.json that `contrast_pairs` leaves out, as "setting − against"."""
+    kept = {(setting, against) for setting, against in contrast_pairs(results)}
+    return [
+        f"{named} − {against}"
+        for named, against in (results.study.get("contrasts") or {}).items()
+        if not any(
+            same_setting(setting, named) and same_setting(other, against) for setting, other in kept
+        )
+    ]
+
+
+def comparison_families(results: Results) -> list[str]:
+    """The Holm families a study compares, each with its own table: against the baseline
+    (when study.json's baseline names a setting) and the contrasts (when it declares any)."""
+    if not results.is_ablation:
+        return []
+    found = [stats.BASELINE_FAMILY] if baseline_setting(results) is not None else []
+    if results.study.get("contrasts"):
+        found.append(stats.CONTRASTS_FAMILY)
+    return found
+
+
+def comparison_data(
+    results: Results, column: str | None = None, family: str = stats.BASELINE_FAMILY
+) -> dict[str, Any]:
+    """Paired comparisons of settings, over seeds and over classes, as one Holm family.
 
     Args:
         results: An ablation or comparison.
         column: The metric compared; the study's validation metric by default. An adaptive
             study's seeds were chosen on that one, so only it gets the sequential statistics.
+        family: `stats.BASELINE_FAMILY`, each setting against the baseline; or
+            `stats.CONTRASTS_FAMILY`, each of study.json's `contrasts` against the setting it
+            names (fixed-sample tests, even in an adaptive study, whose seeds were chosen for
+            the baseline's family).
 
     Returns:
         ``comparisons``: one row per setting (`stats.COMPARISON_COLUMNS` and
-        `stats.CLASS_COLUMNS`), empty when there is no baseline; ``pairs``: setting, seed,
-        difference, one row per paired seed; ``classes``: setting, class, queries, difference
-        (the mean over paired seeds), empty without per-class scores of this metric; and
-        ``metric``, ``knob``, ``baseline``, ``mode``, ``margin``, ``sequential``.
+        `stats.CLASS_COLUMNS`; its `baseline` column names the setting it is compared with),
+        empty when there is no baseline or no contrast; ``pairs``: setting, seed, difference,
+        one row per paired seed; ``classes``: setting, class, queries, difference (the mean over
+        paired seeds), empty without per-class scores of this metric; ``family``; ``holm_family``,
+        the family in words; and ``metric``, ``knob``, ``baseline`` (the baseline setting, None
+        for the contrasts or when study.json's baseline names no setting), ``mode``, ``margin``,
+        ``sequential``.
     """
+    if family not in stats.FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(stats.FAMILIES)}; got {family!r}")
     column = column or results.metric
-    baseline = baseline_setting(results)
+    baseline = baseline_setting(results) if family == stats.BASELINE_FAMILY else None
     settings = setting_order(results)
+    if family == stats.CONTRASTS_FAMILY:
+        compared = contrast_pairs(results)
+    elif baseline is not None:
+        compared = [(setting, baseline) for setting in settings if setting != baseline]
+    else:
+        compared = []
     usable = usable_trials(results, column)
     values = pd.DataFrame(
         {
@@ -305,23 +366,24 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
     class_values = per_class_values(results, usable, column)
     margin = equivalence_margin(results)
     adaptive = "sequential" in results.study and column == results.metric
+    adaptive = adaptive and family == stats.BASELINE_FAMILY
     design = Design(**results.study["sequential"]) if adaptive else None
     pair_frames, class_frames = [], []
-    if baseline is None:
+    if not compared:
         comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS + stats.CLASS_COLUMNS)
     else:
         comparisons = (
             stats.sequential_comparisons(values, baseline, settings, design)
             if design is not None
-            else stats.compare_to_baseline(values, baseline, settings)
+            else stats.compare_pairs(values, compared)
         )
         seed_pairs = {}
-        for setting in comparisons["setting"]:
-            pairs = stats.paired_differences(values, setting, baseline)
+        for setting, against in compared:
+            pairs = stats.paired_differences(values, setting, against)
             seed_pairs[setting] = pairs
             pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])
             if class_values is not None:
-                class_frames.append(_class_means(class_values, setting, baseline, pairs["seed"]))
+                class_frames.append(_class_means(class_values, setting, against, pairs["seed"]))
         comparisons = stats.with_class_intervals(
             comparisons, seed_pairs, class_values, margin, design=design
         )
@@ -342,10 +404,11 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
         if class_frames
         else pd.DataFrame(columns=["setting", "class", "queries", "difference"])
     )
-    return {
+    data = {
         "metric": column,
         "knob": results.knob,
         "baseline": baseline,
+        "family": family,
         "mode": results.mode,
         "margin": margin,
         "sequential": design is not None,
@@ -353,6 +416,39 @@ def comparison_data(results: Results, column: str | None = None) -> dict[str, An
         "pairs": pairs,
         "classes": classes,
     }
+    data["holm_family"] = holm_family(data)
+    return data
+
+
+def holm_family(data: dict[str, Any]) -> str:
+    """The Holm family of a comparison (`comparison_data`) in words: its tested rows, what they
+    are compared with, and the metric; each kind of p-value is corrected over it."""
+    compared = data["comparisons"]
+    tested = int((compared["test"] != stats.NO_TEST).sum()) if len(compared) else 0
+    if data["family"] == stats.CONTRASTS_FAMILY:
+        noun = "contrast" if tested == 1 else "contrasts"
+        return f"the {tested} tested {noun} on {data['metric']}"
+    noun = "method" if data["knob"] == "method" else "setting"
+    return (
+        f"the {tested} tested {noun}{'' if tested == 1 else 's'} compared with "
+        f"{against_text(data)} on {data['metric']}"
+    )
+
+
+def against_text(data: dict[str, Any]) -> str:
+    """What a baseline family is compared with: the method, or the knob's baseline value."""
+    if data["knob"] == "method":
+        return str(data["baseline"])
+    return f"{data['knob']} = {data['baseline']}"
+
+
+def row_label(setting: Any, against: Any, family: str, split: Any = None) -> str:
+    """A comparison row's name in a table or figure: the setting, or for a contrast the
+    setting minus the one it is compared with, and the class split it ran on, if any."""
+    label = f"{setting} − {against}" if family == stats.CONTRASTS_FAMILY else str(setting)
+    if split is not None and not pd.isna(split):
+        label += f" (split {split})"
+    return label
 
 
 def per_class_values(results: Results, usable: pd.DataFrame, column: str) -> pd.DataFrame | None:
@@ -413,17 +509,45 @@ VERDICT_COLORS = {
 }
 
 
+def _row_keys(table: pd.DataFrame) -> list[tuple[Any, Any]]:
+    """Each row's (setting, split): a setting names one row of a study, and one per split of a
+    replication (`splits.replication_data`)."""
+    splits = table["split"] if "split" in table.columns else [None] * len(table)
+    return list(zip(table["setting"], splits, strict=True))
+
+
+def _plot_labels(data: dict[str, Any]) -> dict[tuple[Any, Any], str]:
+    """The y-axis label of every comparison row, keyed by `_row_keys`."""
+    comparisons = data["comparisons"]
+    return {
+        key: plot_text(row_label(key[0], against, data["family"], key[1]))
+        for key, against in zip(_row_keys(comparisons), comparisons["baseline"], strict=True)
+    }
+
+
+def _comparison_title(data: dict[str, Any], what: str) -> str:
+    if data["family"] == stats.CONTRASTS_FAMILY:
+        title = f"{what} from the method each adds to"
+    else:
+        baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
+        title = f"{what} from the baseline {baseline}"
+    if "split" in data["comparisons"].columns:
+        title += ", on each class split"
+    return title
+
+
 def draw_comparison(data: dict[str, Any]) -> go.Figure:
-    """A forest plot: each setting's mean paired difference from the baseline with its 95% CI,
-    the per-seed differences as faint points, and the Holm-adjusted p-value at the right."""
+    """A forest plot: each setting's mean paired difference from the setting it is compared
+    with (the baseline, or a contrast's), with its 95% CI, the per-seed differences as faint
+    points, and the Holm-adjusted p-value at the right."""
     comparisons, pairs = data["comparisons"], data["pairs"]
     figure = go.Figure()
-    labels = {setting: plot_text(setting) for setting in comparisons["setting"]}
+    labels = _plot_labels(data)
     if not pairs.empty:
         figure.add_trace(
             go.Scatter(
                 x=pairs["difference"],
-                y=[labels[setting] for setting in pairs["setting"]],
+                y=[labels[key] for key in _row_keys(pairs)],
                 mode="markers",
                 name="one seed",
                 marker={"symbol": "circle-open", "size": 8, "color": "#9aa3ad"},
@@ -443,7 +567,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=own["mean_difference"],
-                y=[labels[setting] for setting in own["setting"]],
+                y=[labels[key] for key in _row_keys(own)],
                 mode="markers",
                 name=word,
                 marker={"size": 12, "color": color, "symbol": "diamond"},
@@ -464,7 +588,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=(over_classes["class_ci_low"] + over_classes["class_ci_high"]) / 2,
-                y=[labels[setting] for setting in over_classes["setting"]],
+                y=[labels[key] for key in _row_keys(over_classes)],
                 mode="markers",
                 name=f"95% interval {stats.OVER_SEEDS_AND_CLASSES}",
                 marker={"size": 1, "color": "#7b3294"},
@@ -500,17 +624,17 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     figure.update_yaxes(
         type="category",
         categoryorder="array",
-        categoryarray=[labels[setting] for setting in comparisons["setting"]],
+        categoryarray=list(labels.values()),
         autorange="reversed",
         title_text=plot_text(data["knob"]),
     )
     better = "higher is better" if data["mode"] == "max" else "lower is better"
+    against = "the method it adds to" if data["family"] == stats.CONTRASTS_FAMILY else "baseline"
     figure.update_xaxes(
-        title_text=f"difference in {plot_text(data['metric'])} (setting − baseline; {better})",
+        title_text=f"difference in {plot_text(data['metric'])} (setting − {against}; {better})",
         zeroline=False,
     )
-    baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
-    title = f"Difference from the baseline {baseline}, paired by seed"
+    title = _comparison_title(data, "Difference") + ", paired by seed"
     figure = style(figure, title, 230 + 48 * max(len(comparisons), 1), legend_below=True)
     figure.update_layout(margin={"r": 330})
     return figure
@@ -557,11 +681,11 @@ def draw_class_differences(data: dict[str, Any]) -> go.Figure:
     class and setting, sized by its queries: whether a few classes carry an effect."""
     classes, comparisons = data["classes"], data["comparisons"]
     figure = go.Figure()
-    labels = {setting: plot_text(setting) for setting in comparisons["setting"]}
+    labels = _plot_labels(data)
     figure.add_trace(
         go.Scatter(
             x=classes["difference"],
-            y=[labels.get(setting, plot_text(setting)) for setting in classes["setting"]],
+            y=[labels.get(key, plot_text(key[0])) for key in _row_keys(classes)],
             mode="markers",
             name="one class",
             marker={
@@ -586,7 +710,7 @@ def draw_class_differences(data: dict[str, Any]) -> go.Figure:
     figure.add_trace(
         go.Scatter(
             x=comparisons["mean_difference"],
-            y=[labels[setting] for setting in comparisons["setting"]],
+            y=[labels[key] for key in _row_keys(comparisons)],
             mode="markers",
             name="mean over queries",
             marker={"size": 12, "color": "#222222", "symbol": "line-ns-open", "line": {"width": 3}},
@@ -601,13 +725,12 @@ def draw_class_differences(data: dict[str, Any]) -> go.Figure:
         autorange="reversed",
         title_text=plot_text(data["knob"]),
     )
+    against = "the method it adds to" if data["family"] == stats.CONTRASTS_FAMILY else "baseline"
     figure.update_xaxes(
-        title_text=f"difference in {plot_text(data['metric'])} per class (setting − baseline)",
+        title_text=f"difference in {plot_text(data['metric'])} per class (setting − {against})",
         zeroline=False,
     )
-    title = (
-        f"Per class: the difference from {plot_text(data['knob'])} = {plot_text(data['baseline'])}"
-    )
+    title = "Per class: " + _comparison_title(data, "the difference")
     return style(figure, title, 170 + 48 * max(len(comparisons), 1))
 
 

@@ -372,6 +372,15 @@ def _read_study(path: Path) -> dict[str, Any]:
             study[key] = {}
         elif not isinstance(study[key], dict):
             raise ResultsError(f"{path}: {key!r} must be a JSON object.")
+    contrasts = study.get("contrasts")
+    if contrasts is not None and not (
+        isinstance(contrasts, dict)
+        and all(isinstance(value, str | int | float) for value in contrasts.values())
+    ):
+        raise ResultsError(
+            f"{path}: 'contrasts' must be a JSON object of setting -> the setting it is "
+            "compared with."
+        )
     return study
 
 

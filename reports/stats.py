@@ -6,7 +6,9 @@ The design follows the advice of Musgrave et al. ("A Metric Learning Reality Che
 several seeds per setting, report confidence intervals, and compare settings on the same seeds.
 Each setting is compared with the baseline setting paired by seed (the seed fixes the data split
 order and the initialisation, so pairing removes that shared noise), and the p-values of all
-settings are corrected together with Holm's step-down method.
+settings are corrected together with Holm's step-down method. A study's contrasts (each method
+against the method it adds to) are compared the same way, as a Holm family of their own
+(`compare_pairs`).
 
 References:
     Holm, "A Simple Sequentially Rejective Multiple Test Procedure", Scandinavian Journal of
@@ -180,6 +182,12 @@ def paired_differences(values: pd.DataFrame, setting: str, baseline: str) -> pd.
     return pairs[["seed", "value", "baseline_value", "difference"]]
 
 
+# The Holm families of a study's comparisons: each setting against the baseline, and each of
+# study.json's contrasts (a method against the method it adds to), corrected separately.
+BASELINE_FAMILY = "baseline"
+CONTRASTS_FAMILY = "contrasts"
+FAMILIES = (BASELINE_FAMILY, CONTRASTS_FAMILY)
+
 COMPARISON_COLUMNS = [
     "setting",
     "baseline",
@@ -210,14 +218,31 @@ def compare_to_baseline(
         alpha: Family-wise error rate for `significant`.
 
     Returns:
-        One row per setting with `COMPARISON_COLUMNS`: the mean difference (setting minus
-        baseline) and its t-interval, the test run and its p-value, the Holm-adjusted p-value,
-        whether it is below `alpha`, Cohen's d_z, and a note such as `TOO_FEW_SEEDS`.
+        `compare_pairs` of each setting with the baseline.
+    """
+    pairs = [(setting, baseline) for setting in settings if setting != baseline]
+    return compare_pairs(values, pairs, alpha)
+
+
+def compare_pairs(
+    values: pd.DataFrame, pairs: Sequence[tuple[str, str]], alpha: float = ALPHA
+) -> pd.DataFrame:
+    """Compare each setting with the setting it is paired with, paired by seed, Holm-corrected
+    across the pairs: one Holm family, whatever each row is compared with.
+
+    Args:
+        values: Columns `setting`, `seed`, `value` (one row per usable trial).
+        pairs: (setting, the setting it is compared with), in report order; each setting once.
+        alpha: Family-wise error rate for `significant`.
+
+    Returns:
+        One row per pair with `COMPARISON_COLUMNS` (`baseline` is the setting compared with):
+        the mean difference (setting minus that one) and its t-interval, the test run and its
+        p-value, the Holm-adjusted p-value, whether it is below `alpha`, Cohen's d_z, and a note
+        such as `TOO_FEW_SEEDS`.
     """
     rows = []
-    for setting in settings:
-        if setting == baseline:
-            continue
+    for setting, baseline in pairs:
         differences = paired_differences(values, setting, baseline)["difference"]
         interval = t_interval(differences)
         test = paired_test(differences)
@@ -484,8 +509,9 @@ def with_class_intervals(
     setting, Bonferroni over the k settings compared.
 
     Args:
-        comparisons: `compare_to_baseline` or `sequential_comparisons`' table.
-        seed_pairs: Each setting's `paired_differences` with the baseline.
+        comparisons: `compare_pairs`' (or `compare_to_baseline`'s) or `sequential_comparisons`'
+            table; each row is compared with the setting in its `baseline` column.
+        seed_pairs: Each setting's `paired_differences` with that setting.
         class_values: Columns `setting`, `seed`, `class`, `queries`, `value`; None when the
             study has no per-class scores.
         margin: The equivalence margin in the metric's units; 0 tests no equivalence.

@@ -286,6 +286,24 @@ def _against_baseline(
     return Sentence(f"{text} {p_values}: {verdict}.", "good" if good else "warn")
 
 
+def contrasts_sentence(data: dict[str, Any]) -> Sentence:
+    """The verdict of each contrast (`figures.comparison_data` of the contrasts family) in one
+    sentence, naming its Holm family."""
+    comparisons = data["comparisons"]
+    if comparisons.empty:
+        return Sentence("None of study.json's contrasts names two settings this study ran.", "warn")
+    verdicts = []
+    for row in comparisons.itertuples():
+        word = stats.verdict(row, data["mode"])
+        if word == stats.EQUIVALENT:
+            word += f" within ±{row.equivalence_margin:g}"
+        verdicts.append(f"{row.setting} − {row.baseline} {word}")
+    return Sentence(
+        "Each method against the method it adds to, after Holm correction over "
+        f"{data['holm_family']}: {'; '.join(verdicts)}."
+    )
+
+
 def _overall(comparisons: pd.DataFrame, mode: str, family: str) -> Sentence:
     tested = comparisons[comparisons["test"] != stats.NO_TEST]
     if tested.empty:

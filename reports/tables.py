@@ -175,12 +175,19 @@ def reference_settings(reference: Reference) -> list[tuple[str, str]]:
     return rows
 
 
-def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+def comparisons_table(comparisons: pd.DataFrame, against: bool = False) -> pd.DataFrame:
     """The paired comparisons with readable column names for the page: each interval named by
-    what it varies over, and the kind that decides named."""
+    what it varies over, and the kind that decides named.
+
+    Args:
+        comparisons: `figures.comparison_data`'s comparisons.
+        against: Keep the setting each row is compared with, as a column `against` (a table
+            of contrasts, whose rows are compared with different settings).
+    """
     seeds, classes = stats.OVER_SEEDS, stats.OVER_SEEDS_AND_CLASSES
     table = comparisons.rename(
         columns={
+            "baseline": "against",
             "n_pairs": "pairs",
             "mean_difference": "difference",
             "ci_confidence": f"level ({seeds})",
@@ -200,7 +207,7 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
         }
     )
     dropped = [
-        "baseline",
+        *([] if against else ["against"]),
         "statistic",
         "significant_over_seeds",
         "significant_over_classes",
@@ -343,40 +350,55 @@ def comparison_markdown(data: Mapping[str, Any]) -> str:
     adaptive study's over seeds: at the level Holm tests it at); the Holm p-values decide."""
     comparisons = data["comparisons"]
     by_classes = bool((comparisons["classes"].astype(float) > 0).any())
-    header = ["setting", "seeds", "difference", "95% over seeds", "Holm p"]
+    # A contrast's row names both methods; a table against one baseline names it in its title.
+    contrasts = data.get("family") == stats.CONTRASTS_FAMILY
+    header = ["contrast" if contrasts else "setting", "seeds", "difference", "95% over seeds"]
+    header.append("Holm p")
     if by_classes:
         header += ["95% over seeds and classes", "Holm p (classes)"]
     header.append("verdict")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in comparisons.itertuples():
-        level = "" if row.ci_confidence == stats.CONFIDENCE else f" at {row.ci_confidence:.1%}"
         cells = [
-            str(row.setting),
+            f"{row.setting} − {row.baseline}" if contrasts else str(row.setting),
             str(row.n_pairs),
-            f"{row.mean_difference:+.4f}",
-            _interval_text(row.ci_low, row.ci_high) + level,
-            _p_text(row.p_holm),
+            difference_text(row.mean_difference),
+            interval_text(row.ci_low, row.ci_high, row.ci_confidence),
+            p_text(row.p_holm),
         ]
         if by_classes:
             cells += [
-                _interval_text(row.class_ci_low, row.class_ci_high),
-                _p_text(row.class_p_holm),
+                interval_text(row.class_ci_low, row.class_ci_high),
+                p_text(row.class_p_holm),
             ]
-        verdict = stats.verdict(row, data["mode"])
-        if verdict == stats.EQUIVALENT:
-            verdict += f" within ±{row.equivalence_margin:g}"
-        cells.append(verdict)
+        cells.append(verdict_text(row, data["mode"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _interval_text(low: float, high: float) -> str:
+def verdict_text(row: Any, mode: str) -> str:
+    """`stats.verdict` in words, an equivalence with its margin."""
+    verdict = stats.verdict(row, mode)
+    if verdict == stats.EQUIVALENT:
+        verdict += f" within ±{row.equivalence_margin:g}"
+    return verdict
+
+
+def difference_text(value: float) -> str:
+    """A mean difference, signed, to four decimals."""
+    return f"{value:+.4f}" if math.isfinite(value) else ""
+
+
+def interval_text(low: float, high: float, confidence: float = stats.CONFIDENCE) -> str:
+    """An interval, signed, to four decimals; its level only when it is not 95% (an adaptive
+    study's interval over seeds, at the level Holm tests it at)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return ""
-    return f"{low:+.4f} to {high:+.4f}"
+    level = "" if confidence == stats.CONFIDENCE else f" at {confidence:.1%}"
+    return f"{low:+.4f} to {high:+.4f}{level}"
 
 
-def _p_text(value: float) -> str:
+def p_text(value: float) -> str:
     """Two significant digits, but never rounded across alpha (0.0496 is not shown as 0.05)."""
     if not math.isfinite(value):
         return ""

@@ -3,9 +3,11 @@ table that shows their budgets were equal."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -20,6 +22,7 @@ class TunedParts:
     searches: dict[str, Results]  # method -> its search
     confirmation: Results
     equivalence_margin: float | None = None  # the comparison's, from its own study.json
+    contrasts: dict[str, Any] | None = None  # the comparison's, from its own study.json
 
 
 def tuned_parts(results_dir: Path | str) -> TunedParts | None:
@@ -45,7 +48,40 @@ def tuned_parts(results_dir: Path | str) -> TunedParts | None:
         searches=searches,
         confirmation=load_results(directory / CONFIRMATION),
         equivalence_margin=study.get("equivalence_margin"),
+        contrasts=study.get("contrasts"),
     )
+
+
+def compared_results(
+    results_dir: Path | str,
+    equivalence_margin: float | None = None,
+    parts: TunedParts | None = None,
+) -> Results:
+    """The study a report compares: the folder's own, or a tuned comparison's confirmation.
+
+    A tuned comparison's confirmation takes the comparison's equivalence margin and contrasts
+    where its own study.json has none; `equivalence_margin` replaces any margin.
+
+    Args:
+        results_dir: A study's results folder.
+        equivalence_margin: The margin asked for; None keeps the study's own.
+        parts: `tuned_parts(results_dir)` when already read.
+    """
+    parts = parts if parts is not None else tuned_parts(results_dir)
+    if parts is None:
+        results = load_results(results_dir)
+    else:
+        results = parts.confirmation
+        if equivalence_margin is None:
+            equivalence_margin = parts.equivalence_margin
+    study = dict(results.study)
+    if parts is not None and not study.get("contrasts") and parts.contrasts:
+        study["contrasts"] = parts.contrasts
+    if equivalence_margin is not None:
+        study["equivalence_margin"] = equivalence_margin
+    if study == results.study:
+        return results
+    return dataclasses.replace(results, study=study)
 
 
 def budget_table(parts: TunedParts) -> pd.DataFrame:

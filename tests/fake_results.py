@@ -222,6 +222,8 @@ def ablation_folder(
     reference: Mapping[str, Any] | None = None,
     class_spread: float | None = 0.05,
     class_effects: Mapping[str, Mapping[int, float]] | None = None,
+    contrasts: Mapping[str, str] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the folder of an ablation (or compare) study with known effects.
 
@@ -249,6 +251,9 @@ def ablation_folder(
             leaves the file out, as a study from before per-class scores.
         class_effects: Setting text -> {test class index: extra difference} on top of the
             setting's effect, e.g. an effect carried by a few classes.
+        contrasts: study.json's `contrasts` (setting -> the setting it is compared with); None
+            leaves the key out.
+        fixed: More of study.json's `fixed` keys (e.g. `data.split_seed`).
     """
     late_rises = dict(late_rises or {})
     effects = dict(DEPTH_EFFECTS if effects is None else effects)
@@ -310,6 +315,7 @@ def ablation_folder(
             "model.embed_dim": 512,
             "data.name": "wesnoth",
             "train.epochs": epochs,
+            **(fixed or {}),
         },
         "search": {knob: {"type": _value_type(values), "values": values}}
         if kind == "ablation"
@@ -318,6 +324,8 @@ def ablation_folder(
         "scheduler": "asha" if stopped_early else None,
         "resources": {"cpu": 2, "gpu": GPUS_PER_TRIAL},
     }
+    if contrasts is not None:
+        study["contrasts"] = dict(contrasts)
     command = f"python studies/{study['name']}.py --seeds {seeds}"
     return write_results(
         directory,
@@ -328,6 +336,42 @@ def ablation_folder(
         reference,
         classes,
     )
+
+
+def splits_folder(
+    directory: Path,
+    split_effects: Sequence[Mapping[str, float]],
+    *,
+    name: str = "compare_splits",
+    **options: Any,
+) -> Path:
+    """Write the top folder of a study replicated on several class splits (`--splits K`): its
+    study.json (the first split's, with `splits` and `folder`) and one `ablation_folder` per
+    split in `split_<k>/`, run with `data.split_seed = k` and noise of its own.
+
+    Args:
+        directory: Where to write.
+        split_effects: Each split's `effects`, split 0 first.
+        name: The study's name, in every study.json.
+        options: `ablation_folder`'s other arguments, alike for every split.
+    """
+    directory = Path(directory)
+    for split, effects in enumerate(split_effects):
+        folder = ablation_folder(
+            directory / f"split_{split}",
+            effects=effects,
+            rng_seed=100 + split,
+            fixed={"data.split_seed": split},
+            **options,
+        )
+        study = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        study["name"] = name
+        (folder / "study.json").write_text(json.dumps(study, indent=2), encoding="utf-8")
+    top = json.loads((directory / "split_0" / "study.json").read_text(encoding="utf-8"))
+    top["fixed"].pop("data.split_seed")
+    top.update(splits=list(range(len(split_effects))), folder=str(directory))
+    (directory / "study.json").write_text(json.dumps(top, indent=2), encoding="utf-8")
+    return directory
 
 
 # Classes of the fake class_scores.csv: validation and test, with their query counts.

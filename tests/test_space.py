@@ -70,7 +70,7 @@ def test_a_space_loads_by_path_too(tmp_path):
 
 @pytest.mark.parametrize("name", ["__init__", "../search_spaces/search_gapan", ""])
 def test_only_study_names_are_looked_up(name):
-    with pytest.raises(SpaceError, match="known spaces: ablate_addon_flow_depth, ablate_anchor_count"):
+    with pytest.raises(SpaceError, match="known spaces: ablate_addon_flow_depth, ablate_anchor"):
         load_space(name)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gapan.sequential import holm
 from reports import stats
 
 
@@ -206,3 +207,59 @@ def test_both_holm_families_hold_the_same_settings_and_missing_classes_decide_no
     assert found.loc["b", "significant_over_seeds"] and not found.loc["b", "significant"]
     assert found.loc["b", "note"] == stats.NO_CLASS_SCORES
     assert stats.verdict(found.loc["b"], "max") == stats.SEEDS_ONLY
+
+
+# Contrasts: pairs of settings other than (setting, baseline), a Holm family of their own.
+
+
+def contrast_values(seeds: int = 8) -> pd.DataFrame:
+    """A baseline, two losses and each loss with an add-on: the first add-on gains 0.04 on every
+    seed, the second nothing; every seed shifts every setting alike."""
+    generator = np.random.default_rng(21)
+    shifts = 0.02 * generator.standard_normal(seeds)
+    means = {
+        "base": 0.5,
+        "loss_a": 0.48,
+        "loss_a_addon": 0.52,
+        "loss_b": 0.47,
+        "loss_b_addon": 0.47,
+    }
+    return pd.DataFrame(
+        [
+            {
+                "setting": setting,
+                "seed": seed,
+                "value": mean + shifts[seed] + 0.002 * generator.standard_normal(),
+            }
+            for setting, mean in means.items()
+            for seed in range(seeds)
+        ]
+    )
+
+
+def test_contrasts_are_holm_corrected_over_themselves_only() -> None:
+    values = contrast_values()
+    contrasts = stats.compare_pairs(
+        values, [("loss_a_addon", "loss_a"), ("loss_b_addon", "loss_b")]
+    )
+    assert list(contrasts["baseline"]) == ["loss_a", "loss_b"]
+    assert list(contrasts["p_holm"]) == pytest.approx(list(holm(contrasts["p_value"])))
+    gain = contrasts.set_index("setting").loc["loss_a_addon"]
+    own = values.set_index(["setting", "seed"])["value"]
+    expected = (own.loc["loss_a_addon"] - own.loc["loss_a"]).mean()
+    assert gain["mean_difference"] == pytest.approx(expected)
+    assert gain["mean_difference"] == pytest.approx(0.04, abs=0.005)
+    assert gain["significant"] and gain["ci_low"] > 0
+    assert stats.verdict(gain, "max") == stats.BETTER
+    assert stats.verdict(gain, "min") == stats.WORSE
+    same = contrasts.set_index("setting").loc["loss_b_addon"]
+    assert stats.verdict(same, "max") == stats.UNDECIDED
+
+
+def test_comparing_to_the_baseline_is_comparing_pairs_with_it() -> None:
+    values = contrast_values()
+    settings = ["base", "loss_a", "loss_b", "loss_a_addon"]
+    pairs = [(setting, "base") for setting in settings[1:]]
+    pd.testing.assert_frame_equal(
+        stats.compare_to_baseline(values, "base", settings), stats.compare_pairs(values, pairs)
+    )

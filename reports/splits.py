@@ -1,0 +1,478 @@
+"""A study replicated on several class splits, and the comparisons of any study as one long
+table.
+
+A study run with ``--splits K`` writes a top folder whose study.json holds ``"splits": [0, ...,
+K - 1]`` and, in ``split_<k>/``, an ordinary study folder of its kind run with
+``data.split_seed = k``. Each split's intervals vary seeds and classes on that split; the splits
+are compared side by side, one verdict per split, and a result holds on every split when the
+verdicts agree. With a few splits there is no formal test across them (docs/statistics.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gapan.files import write_atomic
+from gapan.space import SPLIT_KEY, SPLIT_PREFIX
+from reports import figures, page, stats, tables
+from reports.load import STUDY_FILE, Results, ResultsError, UnfinishedStudyError
+from reports.page import Section, escape, figure_html, paragraph, table_html
+from reports.summary import Sentence
+from reports.tuned import compared_results
+
+EVERY_SPLIT = "every split"
+HOLDS = "holds on every split"
+DIFFERS = "differs across splits"
+UNTESTED = "no test on any split"
+# The long table of comparisons (`comparison_rows`): one row per family, metric, split and
+# setting, the split empty for a study on one split.
+ROW_COLUMNS = [
+    "family",
+    "holm_family",
+    "split",
+    "setting",
+    "against",
+    "metric",
+    "seeds",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_holm",
+    "class_ci_low",
+    "class_ci_high",
+    "class_p_holm",
+    "verdict",
+    "ci_confidence",
+    "every_split",
+]
+
+
+def split_folders(results_dir: Path | str) -> dict[int, Path] | None:
+    """The folder of each split of a study replicated on several class splits, by split; None
+    for any other folder (its study.json has no ``splits``, or it has no readable study.json:
+    `load_results` names that problem).
+
+    Raises:
+        ResultsError: ``splits`` is not a list of distinct split numbers, or a split's folder is
+            missing; the message names it.
+    """
+    directory = Path(results_dir)
+    try:
+        study = json.loads((directory / STUDY_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(study, dict) or "splits" not in study:
+        return None
+    numbers = study["splits"]
+    if (
+        not isinstance(numbers, list)
+        or not numbers
+        or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in numbers)
+        or len(set(numbers)) != len(numbers)
+    ):
+        raise ResultsError(
+            f"{directory / STUDY_FILE}: 'splits' must be a list of distinct split numbers "
+            f"(0, 1, ...); it is {numbers!r}."
+        )
+    folders = {}
+    for split in sorted(numbers):
+        folder = directory / f"{SPLIT_PREFIX}{split}"
+        if not folder.is_dir():
+            raise ResultsError(
+                f"{folder} is missing: {directory} is a study replicated on the class splits "
+                f"{', '.join(map(str, sorted(numbers)))} (study.json), and each split's study "
+                f"is in {SPLIT_PREFIX}<k>/."
+            )
+        folders[split] = folder
+    return folders
+
+
+def study_name(results_dir: Path | str) -> str:
+    """The name of a study replicated on several class splits: its study.json's, else its
+    folder's."""
+    return str(_study(Path(results_dir)).get("name") or Path(results_dir).name)
+
+
+def _study(directory: Path) -> dict[str, Any]:
+    try:
+        study = json.loads((directory / STUDY_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return study if isinstance(study, dict) else {}
+
+
+def split_margin(
+    results_dir: Path | str, folder: Path, equivalence_margin: float | None
+) -> float | None:
+    """The equivalence margin of one split's study: the one asked for, else the split's own,
+    else the one the top folder recorded (None: the split's own rules, `compared_results`)."""
+    if equivalence_margin is not None:
+        return equivalence_margin
+    if _study(folder).get("equivalence_margin") is not None:
+        return None
+    return _study(Path(results_dir)).get("equivalence_margin")
+
+
+@dataclass(frozen=True)
+class FamilyComparison:
+    """One Holm family on one metric, on each split of a study.
+
+    Attributes:
+        family: `stats.BASELINE_FAMILY` or `stats.CONTRASTS_FAMILY`.
+        name: The family in words: "against gapan", "contrasts".
+        metric: The trials.csv column compared.
+        by_split: `figures.comparison_data` per split; the key is None for a study on one split.
+    """
+
+    family: str
+    name: str
+    metric: str
+    by_split: dict[int | None, dict[str, Any]]
+
+    @property
+    def mode(self) -> str:
+        return next(iter(self.by_split.values()))["mode"]
+
+    @property
+    def replicated(self) -> bool:
+        """Whether the study ran on several class splits (even one: its folder says so)."""
+        return None not in self.by_split
+
+    @property
+    def holm_family(self) -> str:
+        """The family in words, as on the first split (every split has its own, alike)."""
+        return next(iter(self.by_split.values()))["holm_family"]
+
+
+def study_results(
+    results_dir: Path | str, equivalence_margin: float | None = None
+) -> dict[int | None, Results]:
+    """The study each comparison reads, per split (a tuned comparison's confirmation); the key
+    is None for a study on one split.
+
+    Raises:
+        ResultsError: A folder is not a readable results folder; for a split, the message
+            names the split.
+    """
+    folders = split_folders(results_dir)
+    if folders is None:
+        return {None: compared_results(results_dir, equivalence_margin)}
+    found: dict[int | None, Results] = {}
+    for split, folder in folders.items():
+        margin = split_margin(results_dir, folder, equivalence_margin)
+        try:
+            found[split] = compared_results(folder, margin)
+        except UnfinishedStudyError as error:
+            raise UnfinishedStudyError(f"Split {split} of {results_dir}: {error}") from error
+    return found
+
+
+def family_comparisons(by_split: Mapping[int | None, Results]) -> list[FamilyComparison]:
+    """Every Holm family of a study (against the baseline, then the contrasts) on its
+    validation and its test metric, each on every split. Empty for a search.
+
+    Args:
+        by_split: `study_results` of any results folder: a study, a tuned comparison, or a
+            study replicated on several class splits.
+    """
+    first = next(iter(by_split.values()))
+    metrics = [first.metric] + ([first.test_metric] if first.test_metric else [])
+    families = list(
+        dict.fromkeys(
+            family
+            for results in by_split.values()
+            for family in figures.comparison_families(results)
+        )
+    )
+    found = []
+    for family in families:
+        for metric in metrics:
+            # Every split, even one that compares none of this family: a setting it lacks does
+            # not hold on every split.
+            per_split = {
+                split: figures.comparison_data(results, metric, family)
+                for split, results in by_split.items()
+                if metric in results.trials.columns
+            }
+            if not per_split:
+                continue
+            compared = [data for data in per_split.values() if len(data["comparisons"])]
+            data = (compared or list(per_split.values()))[0]
+            name = (
+                stats.CONTRASTS_FAMILY
+                if family == stats.CONTRASTS_FAMILY
+                else f"against {figures.against_text(data)}"
+            )
+            found.append(FamilyComparison(family, name, metric, per_split))
+    return found
+
+
+def comparison_rows(comparison: FamilyComparison) -> pd.DataFrame:
+    """One family's comparisons as a long table (`ROW_COLUMNS`): one row per setting and split,
+    in setting order then split; `every_split` says, for a study on several splits, whether
+    the setting's verdict is the same on every one (`HOLDS`: the verdict, `UNTESTED` or
+    `DIFFERS`)."""
+    rows = []
+    for split, data in comparison.by_split.items():
+        for row in data["comparisons"].itertuples():
+            rows.append(
+                {
+                    "family": comparison.name,
+                    "holm_family": data["holm_family"],
+                    "split": split,
+                    "setting": str(row.setting),
+                    "against": str(row.baseline),
+                    "metric": comparison.metric,
+                    "seeds": int(row.n_pairs),
+                    "difference": float(row.mean_difference),
+                    "ci_low": float(row.ci_low),
+                    "ci_high": float(row.ci_high),
+                    "p_holm": float(row.p_holm),
+                    "class_ci_low": float(row.class_ci_low),
+                    "class_ci_high": float(row.class_ci_high),
+                    "class_p_holm": float(row.class_p_holm),
+                    "verdict": tables.verdict_text(row, data["mode"]),
+                    "ci_confidence": float(row.ci_confidence),
+                }
+            )
+    table = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    table["split"] = table["split"].astype("Int64")  # empty, not NaN, for a study on one split
+    order = list(dict.fromkeys(table["setting"]))
+    table["every_split"] = ""
+    if comparison.replicated:
+        for setting, agreement in agree(table, list(comparison.by_split)).items():
+            table.loc[table["setting"] == setting, "every_split"] = agreement
+    table["order"] = table["setting"].map(order.index)
+    table = table.sort_values(["order", "split"], kind="stable").drop(columns="order")
+    return table.reset_index(drop=True)
+
+
+def agree(rows: pd.DataFrame, split_numbers: list[Any]) -> dict[str, str]:
+    """Per setting of a long table, whether its verdict is the same on every split: "holds on
+    every split: <verdict>"; "no test on any split" (too few seeds everywhere: nothing holds);
+    else "differs across splits" (as when a split did not compare it)."""
+    found = {}
+    for setting, own in rows.groupby("setting", sort=False):
+        verdicts = set(own["verdict"])
+        if set(own["split"]) != set(split_numbers) or len(verdicts) != 1:
+            found[str(setting)] = DIFFERS
+        elif verdicts == {stats.NO_VERDICT}:
+            found[str(setting)] = UNTESTED
+        else:
+            found[str(setting)] = f"{HOLDS}: {verdicts.pop()}"
+    return found
+
+
+def agreement_sentence(comparison: FamilyComparison, rows: pd.DataFrame) -> Sentence:
+    """What holds on every split, for one family and metric, in one sentence."""
+    labels = {
+        setting: figures.row_label(setting, against, comparison.family)
+        for setting, against in zip(rows["setting"], rows["against"], strict=True)
+    }
+    holds, untested, differs = [], [], []
+    for setting, own in rows.groupby("setting", sort=False):
+        agreement = own["every_split"].iloc[0]
+        if agreement.startswith(HOLDS):
+            holds.append(f"{labels[setting]} {agreement.removeprefix(HOLDS + ': ')}")
+        elif agreement == UNTESTED:
+            untested.append(labels[setting])
+        else:
+            each = ", ".join(
+                f"split {split} {verdict}"
+                for split, verdict in zip(own["split"], own["verdict"], strict=True)
+            )
+            differs.append(f"{labels[setting]} ({each})")
+    title = (
+        figures.CONTRASTS_TITLE
+        if comparison.family == stats.CONTRASTS_FAMILY
+        else f"Against {comparison.name.removeprefix('against ')}"
+    )
+    text = f"{title}, on {comparison.metric}: "
+    parts = []
+    if holds:
+        parts.append("the same verdict on every split: " + "; ".join(holds))
+    if differs:
+        parts.append("differs across splits: " + "; ".join(differs))
+    if untested:
+        parts.append(f"{UNTESTED} ({stats.TOO_FEW_SEEDS}): " + ", ".join(untested))
+    if not parts:
+        parts.append("nothing compared")
+    tone = "warn" if differs or untested else "plain"
+    return Sentence(text + "; ".join(parts) + ".", tone)
+
+
+def replication_figure_data(comparison: FamilyComparison) -> dict[str, Any]:
+    """One family's comparisons on every split in the shape of `figures.comparison_data`, with
+    a `split` column in its comparisons and pairs, for `figures.draw_comparison`."""
+    compared = {
+        split: data for split, data in comparison.by_split.items() if len(data["comparisons"])
+    }
+    first = next(iter(compared.values()))
+    comparisons = pd.concat(
+        [data["comparisons"].assign(split=split) for split, data in compared.items()],
+        ignore_index=True,
+    )
+    order = list(dict.fromkeys(comparisons["setting"]))
+    comparisons["order"] = comparisons["setting"].map(order.index)
+    comparisons = comparisons.sort_values(["order", "split"], kind="stable")
+    comparisons = comparisons.drop(columns="order").reset_index(drop=True)
+    pairs = pd.concat(
+        [data["pairs"].assign(split=split) for split, data in compared.items()],
+        ignore_index=True,
+    )
+    return {**first, "comparisons": comparisons, "pairs": pairs}
+
+
+def replication_table(rows: pd.DataFrame, family: str) -> pd.DataFrame:
+    """A long table of one family and metric for the page: each row's name, split, seeds, and
+    its numbers as `tables.comparison_markdown` writes them."""
+    return pd.DataFrame(
+        {
+            "setting": [
+                figures.row_label(setting, against, family)
+                for setting, against in zip(rows["setting"], rows["against"], strict=True)
+            ],
+            "split": rows["split"],
+            "seeds": rows["seeds"],
+            "difference": rows["difference"].map(tables.difference_text),
+            f"95% {stats.OVER_SEEDS}": [
+                tables.interval_text(low, high, level)
+                for low, high, level in zip(
+                    rows["ci_low"], rows["ci_high"], rows["ci_confidence"], strict=True
+                )
+            ],
+            "Holm p": rows["p_holm"].map(tables.p_text),
+            f"95% {stats.OVER_SEEDS_AND_CLASSES}": [
+                tables.interval_text(low, high)
+                for low, high in zip(rows["class_ci_low"], rows["class_ci_high"], strict=True)
+            ],
+            "Holm p (classes)": rows["class_p_holm"].map(tables.p_text),
+            "verdict": rows["verdict"],
+            EVERY_SPLIT: rows["every_split"],
+        }
+    )
+
+
+def write_replication(
+    results_dir: Path | str,
+    folders: Mapping[int, Path],
+    out: Path,
+    equivalence_margin: float | None = None,
+) -> Path:
+    """Write the page of a study replicated on several class splits, and its table.
+
+    The page holds, per Holm family and metric, every split's comparisons side by side, the
+    settings whose verdict is the same on every split, and a link to each split's own report
+    (`<split folder>/report.html`, which `build_report` writes first). Its table,
+    `<stem>_replication.csv` beside it, is `comparison_rows` of every family and metric.
+
+    Returns:
+        The path of the HTML file.
+    """
+    directory = Path(results_dir)
+    study = _study(directory)
+    comparisons = family_comparisons(study_results(directory, equivalence_margin))
+    sections, summary, frames = [], [], []
+    for comparison in comparisons:
+        rows = comparison_rows(comparison)
+        frames.append(rows)
+        summary.append(agreement_sentence(comparison, rows))
+    for family in dict.fromkeys(comparison.family for comparison in comparisons):
+        own = [
+            (comparison, frame)
+            for comparison, frame in zip(comparisons, frames, strict=True)
+            if comparison.family == family
+        ]
+        sections.append(_family_section(own))
+    sections.append(_links_section(directory, folders, out))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)
+    csv_text = tables.spreadsheet_safe(table).to_csv(index=False, lineterminator="\n")
+    write_atomic(out.with_name(f"{out.stem}_replication.csv"), csv_text)
+    name = study_name(directory)
+    kind = str(study.get("kind", "study"))
+    facts = [
+        ("kind", f"{kind}, replicated on {len(folders)} class splits"),
+        ("metric", f"{study.get('metric', '')} ({study.get('mode', '')})"),
+        ("splits", ", ".join(str(split) for split in folders)),
+    ]
+    if not comparisons:
+        summary.append(Sentence("No split compares any settings (a search): nothing to replicate."))
+    generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = page.render_page(
+        title=name,
+        question=str(study.get("question") or ""),
+        facts=facts,
+        notes=[],
+        summary=summary,
+        sections=sections,
+        footer=f"Built {generated} by python -m reports from {directory}.",
+    )
+    write_atomic(out, text)
+    return out
+
+
+def _family_section(own: list[tuple[FamilyComparison, pd.DataFrame]]) -> Section:
+    first = own[0][0]
+    contrasts = first.family == stats.CONTRASTS_FAMILY
+    title = figures.CONTRASTS_TITLE
+    if not contrasts:
+        title = f"Against {first.name.removeprefix('against ')}"
+    anchor = "contrasts" if contrasts else "baseline"
+    lead = (
+        "Each split is a study of its own: its comparisons are paired by seed (and by class) on "
+        "that split, and Holm-corrected over "
+        + ("its contrasts" if contrasts else "its settings compared with the baseline")
+        + " on one metric, each kind of p-value separately, as in its own report. Intervals are "
+        "95%, unadjusted; each split's vary seeds (over seeds) or seeds and unseen classes "
+        "(over seeds and classes), never the split. A verdict holds on every split when every "
+        "split gives the same one; with a few splits there is no test across them."
+    )
+    parts = [paragraph(lead, "lead")]
+    for comparison, rows in own:
+        split = "unseen test" if comparison.metric.startswith("test_") else "validation"
+        parts.append(f"<h3>{escape(comparison.metric)} ({split} classes)</h3>")
+        parts.append(paragraph(f"Holm family on each split: {comparison.holm_family}."))
+        if rows.empty:
+            parts.append(paragraph("Nothing compared."))
+            continue
+        figure = figures.draw_comparison(replication_figure_data(comparison))
+        caption = (
+            "Each split's mean paired difference with its 95% interval over seeds (diamonds, "
+            "coloured by the split's verdict) and over seeds and classes (purple); circles: "
+            "single seeds; right: the split's Holm-adjusted p-values."
+        )
+        parts.append(figure_html(figure, f"figure-{anchor}-{comparison.metric}", caption))
+        parts.append(
+            table_html(
+                replication_table(rows, comparison.family),
+                caption="Every split's comparison; the last column says whether the setting's "
+                "verdict is the same on every split.",
+            )
+        )
+    return Section(anchor, title + ", on each class split", "".join(parts))
+
+
+def _links_section(directory: Path, folders: Mapping[int, Path], out: Path) -> Section:
+    items = []
+    for split, folder in folders.items():
+        report = folder / "report.html"
+        href = Path(os.path.relpath(report, out.parent)).as_posix()
+        seed = _study(folder).get("fixed", {}).get(SPLIT_KEY, split)
+        items.append(
+            f'<li><a href="{escape(href)}">split {escape(split)}</a>: the study of '
+            f"{SPLIT_KEY} = {escape(seed)}, its own report</li>"
+        )
+    body = paragraph(
+        "Each split's full report: its settings, learning curves, every comparison's figures and "
+        "the per-class differences.",
+        "lead",
+    )
+    return Section("splits", "Each split's report", body + f"<ul>{''.join(items)}</ul>")
