@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from fake_results import ablation_folder, search_folder, splits_folder
 from plotly.offline import get_plotlyjs
+from test_reports import CHROMIUM, _render
 
 from reports import ResultsError, build_report, load_results, stats
 from reports.__main__ import main
@@ -194,3 +195,18 @@ def test_a_search_on_splits_has_nothing_to_replicate_but_still_a_page(tmp_path) 
     page = build_report(top).read_text(encoding="utf-8")
     assert "nothing to replicate" in page
     assert (top / "split_1" / "report.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
+def test_the_splits_page_and_a_split_s_contrasts_render_in_a_browser(top, tmp_path) -> None:
+    top_page = build_report(top)
+    split_page = top / "split_0" / "report.html"
+    for page in (top_page, split_page):
+        profile = tmp_path / f"profile-{page.parent.name}"
+        rendered = _render(page, profile)
+        shutil.rmtree(profile, ignore_errors=True)
+        assert rendered.error_count == "0", page
+        assert rendered.figures and all(rendered.figures), f"a figure of {page} did not render"
+    text = " ".join(_render(split_page, tmp_path / "profile-again").text)
+    assert "norm_softmax_gapan − norm_softmax" in text
