@@ -142,3 +142,23 @@ def test_the_disk_bench_reads_what_a_command_left_in_its_study_folder(tmp_path):
     assert result["models_mb"] == 2.0 and 2.0 <= result["folder_mb"] < 2.01
     assert result["study_wall_s"] == 1.5 and result["trials"] == 2 and result["wall_s"] > 0
     assert result["disk_written_mb"] >= 0
+
+
+def test_keep_tables_copies_a_studys_tables_without_its_weights_or_paths(tmp_path):
+    from bench.keep_tables import keep_tables
+    from tests.fake_results import splits_folder
+
+    study = splits_folder(
+        tmp_path / "results" / "replicated",
+        [{"a": 0.0, "b": 0.01}, {"a": 0.0, "b": -0.01}],
+        kind="compare",
+        baseline="a",
+    )
+    (study / "split_0" / "models" / "t1").mkdir(parents=True)
+    (study / "split_0" / "models" / "t1" / "model.safetensors").write_bytes(b"weights")
+    kept = keep_tables(study, tmp_path / "kept")
+    names = {path.relative_to(tmp_path / "kept" / "replicated").as_posix() for path in kept}
+    assert {"study.json", "split_0/trials.csv", "split_1/study.json"} <= names
+    assert not any("models" in name for name in names)
+    record = json.loads((tmp_path / "kept" / "replicated" / "split_1" / "study.json").read_text())
+    assert record["folder"] == "results/replicated/split_1"
