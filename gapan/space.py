@@ -362,6 +362,8 @@ def _check_contrasts(space: StudySpace, fail: Callable[[str], SpaceError]) -> No
     if not isinstance(contrasts, dict) or not isinstance(space.methods, dict):
         raise fail("CONTRASTS must map a method to the method it is compared with")
     for method, against in contrasts.items():
+        if not (isinstance(method, str) and isinstance(against, str)):
+            raise fail(f"CONTRASTS: {method!r}: {against!r} must map a method name to another")
         if method not in space.methods or against not in space.methods or method == against:
             raise fail(
                 f"CONTRASTS: {method!r} against {against!r} must name two different methods of "

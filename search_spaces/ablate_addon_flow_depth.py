@@ -1,10 +1,10 @@
 """Added to the best baseline loss, does a deeper flow give better anchors?
 
-GAPan as a module on Proxy-Anchor (the best tuned baseline on frozen features): Proxy-Anchor's
-loss at its defaults plus GAPan's alignment and likelihood, at each flow depth. The baseline is
-Proxy-Anchor alone, not depth 0, so every row answers "does this add-on help the loss it is added
-to?"; depth 0 is the add-on without a flow (anchors sampled around each class mean). Another
-baseline loss: --set loss.metric=norm_softmax.
+GAPan as a module on Proxy-Anchor: Proxy-Anchor's loss at its defaults plus GAPan's alignment
+and likelihood, at each flow depth. The baseline is Proxy-Anchor alone, not depth 0, so every row
+answers "does this add-on help the loss it is added to?"; depth 0 is the add-on without a flow
+(anchors sampled around each class mean), and each depth is also compared with it (CONTRASTS):
+"does the flow help the add-on?". Another baseline loss: --set loss.metric=norm_softmax.
 """
 
 KIND = "compare"
@@ -28,3 +28,10 @@ SEARCH = {
     }
 }
 BASELINE = "loss_alone"
+CONTRASTS = {
+    "depth_1": "depth_0",
+    "depth_2": "depth_0",
+    "depth_4": "depth_0",
+    "depth_8": "depth_0",
+    "depth_16": "depth_0",
+}

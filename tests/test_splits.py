@@ -56,9 +56,9 @@ def test_contrasts_must_name_two_methods_of_a_comparison():
         "norm_softmax_gapan": "norm_softmax",
     }
     assert space.confirmation({m: {} for m in space.methods}).contrasts == space.contrasts
-    wrong = TINY_COMPARISON + 'CONTRASTS = {"add_on": "other"}\n'
-    with pytest.raises(SpaceError, match="CONTRASTS"):
-        parse_space(wrong, "wrong")
+    for wrong in ('{"add_on": "other"}', '{"add_on": ["loss_alone"]}', '{"add_on": "add_on"}'):
+        with pytest.raises(SpaceError, match="CONTRASTS"):
+            parse_space(f"{TINY_COMPARISON}CONTRASTS = {wrong}\n", "wrong")
     ablation = load_space("ablate_flow_depth")
     with pytest.raises(SpaceError, match="CONTRASTS belongs to comparisons"):
         from gapan.space import check_space
@@ -72,6 +72,7 @@ def test_contrasts_must_name_two_methods_of_a_comparison():
         ({"overrides": {"data.split_seed": 2}}, "leave it out of --set"),
         ({"overrides": {"data.name": "cub", "data.root": "/data/cub"}}, "standard split"),
         ({"splits": 0}, "--splits must be"),
+        ({"adaptive": True, "min_seeds": 5, "max_seeds": 3}, "--min-seeds/--max-seeds"),
     ],
 )
 def test_a_study_on_splits_refuses_what_it_cannot_run_before_starting(tmp_path, change, message):
@@ -100,6 +101,7 @@ def test_a_study_on_two_splits_runs_each_on_its_own_classes_and_resumes_without_
     study_dir = run_study(space, options)
     study = json.loads((study_dir / "study.json").read_text())
     assert study["splits"] == [0, 1] and study["contrasts"] == {"add_on": "loss_alone"}
+    assert study["finished_splits"] == [0, 1]
     classes, trial_ids = [], []
     for split in (0, 1):
         split_dir = study_dir / f"split_{split}"
@@ -113,6 +115,9 @@ def test_a_study_on_two_splits_runs_each_on_its_own_classes_and_resumes_without_
         trial_ids.append(list(trials["trial_id"]))
     assert classes[0] != classes[1]
 
+    for other in (1, 3):  # a resume runs on the splits the study started with, or not at all
+        with pytest.raises(StudyError, match="resume it with --splits 2"):
+            run_study(space, dataclasses.replace(options, resume=True, splits=other))
     again = run_study(space, dataclasses.replace(options, resume=True))
     for split in (0, 1):
         kept = pd.read_csv(again / f"split_{split}" / "trials.csv", dtype={"trial_id": str})

@@ -35,23 +35,35 @@ from gapan.tune.parts import check_whole_study, run_part
 ROUND_PREFIX = "round_"
 
 
-def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
-    """Run (or resume) an adaptive study to its end and write its folder; return the folder."""
+def adaptive_design(space: StudySpace, options: StudyOptions) -> Design:
+    """The group-sequential design `options` ask for on `space`, or a StudyError saying why
+    adaptive seeds cannot run it."""
     if space.kind not in ("ablation", "compare"):
         raise StudyError("--seeds auto is for ablations and comparisons")
+    if space.contrasts:
+        raise StudyError(
+            f"{space.name} compares CONTRASTS beside its baseline, and --seeds auto chooses "
+            "seeds for the baseline's comparisons only; give a number of seeds"
+        )
     # A smoke run still takes more than one round.
     least, most = (2, 3) if options.smoke else (options.min_seeds, options.max_seeds)
-    # study.json's seeds: the most any setting may get (each round says what it ran).
-    space = dataclasses.replace(apply_options(space, options), seeds=most)
+    applied = apply_options(space, options)
     try:
-        design = Design(
+        return Design(
             min_seeds=least,
             max_seeds=most,
-            comparisons=len(space.search[space.knob]["values"]) - 1,
+            comparisons=len(applied.search[applied.knob]["values"]) - 1,
             precision=options.precision,
         )
     except ValueError as error:
         raise StudyError(f"--min-seeds/--max-seeds: {error}") from None
+
+
+def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
+    """Run (or resume) an adaptive study to its end and write its folder; return the folder."""
+    design = adaptive_design(space, options)
+    # study.json's seeds: the most any setting may get (each round says what it ran).
+    space = dataclasses.replace(apply_options(space, options), seeds=design.max_seeds)
     study_dir = options.study_dir
     check_whole_study(study_dir, space, options.resume)
     saved = results.read_study(study_dir).get("sequential") if options.resume else None

@@ -106,7 +106,8 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument(
         "--budget-minutes",
         type=float,
-        help="--seeds auto: start no new round after this many minutes of this run",
+        help="--seeds auto: start no new round after this many minutes of this run (with "
+        "--splits, of each split's)",
     )
     study.add_argument(
         "--max-failures",

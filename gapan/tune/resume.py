@@ -48,6 +48,19 @@ def check_same_study(study_dir: Path, space: StudySpace) -> None:
         )
 
 
+def check_same_splits(study_dir: Path, splits: int) -> None:
+    """Refuse to resume a study on another number of class splits than it started with."""
+    if not (study_dir / results.STUDY_FILE).exists():
+        return  # nothing to resume: the study's own checks say so
+    ran = len(read_study_file(study_dir).get("splits") or [0])
+    if ran != splits:
+        flag = f"--splits {ran}" if ran > 1 else "no --splits"
+        raise StudyError(
+            f"{study_dir} ran on {ran} class split{'s' if ran > 1 else ''}, not {splits}; resume "
+            f"it with {flag}, or give a new --name to run another study"
+        )
+
+
 def check_resumable(study_dir: Path, space: StudySpace) -> None:
     """Refuse a resume that cannot work, saying why and what to do instead."""
     if not (study_dir / results.STUDY_FILE).exists():

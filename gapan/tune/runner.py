@@ -203,22 +203,19 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     frozen-feature cache (built here once, shared by every trial). A tuned comparison and an
     adaptive study run as several studies (`gapan.tune.tuned`, `gapan.tune.adaptive`).
     """
+    if options.adaptive and space.kind == "tuned":
+        raise StudyError(
+            "--seeds auto is for ablations and comparisons; a tuned comparison confirms "
+            "each method with its space's SEEDS (or --seeds N)"
+        )
+    if options.resume:
+        resume.check_same_splits(options.study_dir, options.splits)
     # Studies made of studies run their parts through this function.
     if options.splits > 1:
         from gapan.tune.splits import run_splits
 
         return run_splits(space, options)
-    if options.adaptive and space.contrasts:
-        raise StudyError(
-            f"{space.name} compares CONTRASTS beside its baseline, and --seeds auto chooses "
-            "seeds for the baseline's comparisons only; give a number of seeds"
-        )
     if space.kind == "tuned":
-        if options.adaptive:
-            raise StudyError(
-                "--seeds auto is for ablations and comparisons; a tuned comparison confirms "
-                "each method with its space's SEEDS (or --seeds N)"
-            )
         from gapan.tune.tuned import run_tuned
 
         return run_tuned(space, options)

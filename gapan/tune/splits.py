@@ -17,15 +17,23 @@ from gapan.space import SPLIT_KEY, SPLIT_PREFIX, StudySpace
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.parts import check_whole_study, run_part
 
+FINISHED_SPLITS = "finished_splits"  # study.json: the splits whose study ran to its end
+
 
 def run_splits(space: StudySpace, options: StudyOptions) -> Path:
     """Run the study on splits 0 .. ``options.splits`` - 1, one after another; return the
-    folder. With ``options.resume`` the finished splits are kept and the rest continue."""
+    folder. With ``options.resume`` the finished splits are kept as they are (an adaptive one
+    takes no more rounds) and the rest continue."""
+    from gapan.tune.adaptive import adaptive_design
+    from gapan.tune.runner import run_study
+
     if SPLIT_KEY in options.overrides or SPLIT_KEY in space.fixed:
         raise StudyError(
             f"--splits chooses {SPLIT_KEY} for each split; leave it out of --set and FIXED"
         )
     applied = apply_options(space, options)
+    if options.adaptive:
+        adaptive_design(space, options)  # refused before any folder is written
     dataset = applied.fixed.get("data.name", "wesnoth")
     if dataset != "wesnoth":
         raise StudyError(
@@ -35,11 +43,18 @@ def run_splits(space: StudySpace, options: StudyOptions) -> Path:
     study_dir = options.study_dir
     check_whole_study(study_dir, applied, options.resume)
     splits = list(range(options.splits))
-    results.write_study(
-        study_dir, applied, {"folder": str(study_dir), "splits": splits, **options.reporting}
-    )
+    finished = results.read_study(study_dir).get(FINISHED_SPLITS, []) if options.resume else []
+
+    def record() -> None:
+        extra = {"folder": str(study_dir), "splits": splits, FINISHED_SPLITS: finished}
+        results.write_study(study_dir, applied, {**extra, **options.reporting})
+
+    record()
     for split in splits:
         name = f"{SPLIT_PREFIX}{split}"
+        if split in finished:
+            print(f"{study_dir / name} finished before; kept as it is", flush=True)
+            continue
         print(f"Split {split} ({split + 1} of {len(splits)}): {study_dir / name}", flush=True)
         split_options = dataclasses.replace(
             options, overrides={**options.overrides, SPLIT_KEY: split}, splits=1
@@ -48,8 +63,6 @@ def run_splits(space: StudySpace, options: StudyOptions) -> Path:
             # A study of parts keeps its finished parts on a resume, and stops with an error
             # at an unfinished one, by itself.
             resumed = options.resume and (study_dir / name / results.STUDY_FILE).exists()
-            from gapan.tune.runner import run_study
-
             run_study(
                 space,
                 dataclasses.replace(
@@ -59,4 +72,6 @@ def run_splits(space: StudySpace, options: StudyOptions) -> Path:
         else:
             part = dataclasses.replace(apply_options(space, split_options), name=name)
             run_part(part, options, study_dir)
+        finished.append(split)
+        record()
     return study_dir
