@@ -126,8 +126,8 @@ def _comparison_tables(results: Results, name: str) -> list[tuple[str, str]]:
     for family in figures.comparison_families(results):
         for column in columns:
             data = figures.comparison_data(results, column, family)
-            if family == stats.CONTRASTS_FAMILY:
-                title = f"{name}: {column}, each method minus the method it adds to"
+            if figures.is_contrasts(family):
+                title = f"{name}: {column}, each method minus {figures.CONTRAST_AGAINST}"
             else:
                 title = f"{name}: {column} minus {results.knob} = {data['baseline']}"
             found.append((title, tables.comparison_markdown(data)))
@@ -245,7 +245,7 @@ class _Report:
 
     def _comparison_section(self, comparison: dict, test_comparison: dict | None) -> None:
         """The section of one Holm family: against the baseline, or the contrasts."""
-        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        contrasts = figures.is_contrasts(comparison["family"])
         anchor = "contrasts" if contrasts else "baseline"
         if contrasts and comparison["comparisons"].empty:
             self.add(
@@ -264,7 +264,7 @@ class _Report:
                 paragraph("study.json names no baseline among the settings: nothing to compare."),
             )
             return
-        against = "the method it adds to" if contrasts else "baseline"
+        against = figures.compared_with(comparison["family"])
         rows = "contrasts" if contrasts else "settings"
         caption = (
             f"Diamonds: the mean paired difference (setting − {against} over the seeds both ran) "
@@ -319,18 +319,15 @@ class _Report:
             "are at most 0.05."
         )
         if comparison["sequential"]:
-            text += (
-                " The interval over classes is a fixed-sample one: it does not account for the "
-                "adaptive choice of seeds."
-            )
+            text += " " + figures.ADAPTIVE_CLASSES_CAVEAT
         return text
 
     def _family_note(self, comparison: dict) -> str:
         """Which interval the verdicts use, the Holm family, and the equivalence test."""
-        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        contrasts = figures.is_contrasts(comparison["family"])
         count = len(comparison["comparisons"])
         family = f"Holm family: {comparison['holm_family']}"
-        if comparison["family"] == stats.CONTRASTS_FAMILY:
+        if contrasts:
             family += (
                 ", a family of its own: the comparisons with the baseline are corrected separately"
             )
@@ -362,12 +359,12 @@ class _Report:
         if comparison["classes"].empty:
             return []
         concentration = figures.class_concentration(comparison)
-        contrasts = comparison["family"] == stats.CONTRASTS_FAMILY
+        contrasts = figures.is_contrasts(comparison["family"])
         prefix = "contrast_" if contrasts else ""
         self.tables[f"{prefix}class_differences"] = comparison["classes"]
         self.tables[f"{prefix}class_concentration"] = concentration
         split = "unseen test" if comparison["metric"].startswith("test_") else "validation"
-        against = "the method it adds to" if contrasts else "the baseline"
+        against = figures.compared_with(comparison["family"], "the baseline")
         caption = (
             f"Each point is one {split} class: its difference in {comparison['metric']} from "
             f"{against}, averaged over the seeds both ran, sized by its queries; the black "
@@ -397,12 +394,9 @@ class _Report:
             "intervals as above for a fixed number of seeds"
         )
         if "sequential" in self.results.study:
-            caption += (
-                "; this study chose its seeds on validation, so read these as descriptive: "
-                "they do not account for that choice"
-            )
-        against = test_comparison["family"] == stats.CONTRASTS_FAMILY
-        table = tables.comparisons_table(test_comparison["comparisons"], against=against)
+            caption += "; " + figures.adaptive_test_caveat()
+        contrasts = figures.is_contrasts(test_comparison["family"])
+        table = tables.comparisons_table(test_comparison["comparisons"], against=contrasts)
         return [table_html(table, caption=caption)]
 
     def _quality_cost_section(self, data: pd.DataFrame) -> None:

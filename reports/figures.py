@@ -277,7 +277,37 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
 # (2) Each setting against the baseline, paired by seed.
 
 
-CONTRASTS_TITLE = "Each method against the method it adds to"
+# What each contrast is compared with: study.json's `contrasts` pair a method with the method it
+# adds to.
+CONTRAST_AGAINST = "the method it adds to"
+CONTRASTS_TITLE = f"Each method against {CONTRAST_AGAINST}"
+
+
+# An adaptive study chose its seeds on the validation metric: what that means for its other
+# numbers (here and in `adaptive_test_caveat`), in the words of every report that shows them.
+ADAPTIVE_CLASSES_CAVEAT = (
+    "The interval over classes is a fixed-sample one: it does not account for the adaptive "
+    "choice of seeds."
+)
+
+
+def adaptive_test_caveat(what: str = "these") -> str:
+    """Why an adaptive study's comparisons on the test classes (`what`) are descriptive."""
+    return (
+        f"this study chose its seeds on validation, so read {what} as descriptive: they do not "
+        "account for that choice"
+    )
+
+
+def is_contrasts(family: str) -> bool:
+    """Whether a Holm family (`stats.FAMILIES`) is the contrasts'."""
+    return family == stats.CONTRASTS_FAMILY
+
+
+def compared_with(family: str, baseline: str = "baseline") -> str:
+    """What each row of a Holm family is compared with, in words: `CONTRAST_AGAINST` for the
+    contrasts, else `baseline`."""
+    return CONTRAST_AGAINST if is_contrasts(family) else baseline
 
 
 def contrast_pairs(results: Results) -> list[tuple[str, str]]:
@@ -349,7 +379,7 @@ def comparison_data(
     column = column or results.metric
     baseline = baseline_setting(results) if family == stats.BASELINE_FAMILY else None
     settings = setting_order(results)
-    if family == stats.CONTRASTS_FAMILY:
+    if is_contrasts(family):
         compared = contrast_pairs(results)
     elif baseline is not None:
         compared = [(setting, baseline) for setting in settings if setting != baseline]
@@ -425,7 +455,7 @@ def holm_family(data: dict[str, Any]) -> str:
     are compared with, and the metric; each kind of p-value is corrected over it."""
     compared = data["comparisons"]
     tested = int((compared["test"] != stats.NO_TEST).sum()) if len(compared) else 0
-    if data["family"] == stats.CONTRASTS_FAMILY:
+    if is_contrasts(data["family"]):
         noun = "contrast" if tested == 1 else "contrasts"
         return f"the {tested} tested {noun} on {data['metric']}"
     noun = "method" if data["knob"] == "method" else "setting"
@@ -445,7 +475,7 @@ def against_text(data: dict[str, Any]) -> str:
 def row_label(setting: Any, against: Any, family: str, split: Any = None) -> str:
     """A comparison row's name in a table or figure: the setting, or for a contrast the
     setting minus the one it is compared with, and the class split it ran on, if any."""
-    label = f"{setting} − {against}" if family == stats.CONTRASTS_FAMILY else str(setting)
+    label = f"{setting} − {against}" if is_contrasts(family) else str(setting)
     if split is not None and not pd.isna(split):
         label += f" (split {split})"
     return label
@@ -526,7 +556,7 @@ def _plot_labels(data: dict[str, Any]) -> dict[tuple[Any, Any], str]:
 
 
 def _comparison_title(data: dict[str, Any], what: str) -> str:
-    if data["family"] == stats.CONTRASTS_FAMILY:
+    if is_contrasts(data["family"]):
         title = f"{what} from the method each adds to"
     else:
         baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
@@ -629,7 +659,7 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
         title_text=plot_text(data["knob"]),
     )
     better = "higher is better" if data["mode"] == "max" else "lower is better"
-    against = "the method it adds to" if data["family"] == stats.CONTRASTS_FAMILY else "baseline"
+    against = compared_with(data["family"])
     figure.update_xaxes(
         title_text=f"difference in {plot_text(data['metric'])} (setting − {against}; {better})",
         zeroline=False,
@@ -725,7 +755,7 @@ def draw_class_differences(data: dict[str, Any]) -> go.Figure:
         autorange="reversed",
         title_text=plot_text(data["knob"]),
     )
-    against = "the method it adds to" if data["family"] == stats.CONTRASTS_FAMILY else "baseline"
+    against = compared_with(data["family"])
     figure.update_xaxes(
         title_text=f"difference in {plot_text(data['metric'])} per class (setting − {against})",
         zeroline=False,

@@ -4,13 +4,16 @@ table.
 A study run with ``--splits K`` writes a top folder whose study.json holds ``"splits": [0, ...,
 K - 1]`` and, in ``split_<k>/``, an ordinary study folder of its kind run with
 ``data.split_seed = k``. Each split's intervals vary seeds and classes on that split; the splits
-are compared side by side, one verdict per split, and a result holds on every split when the
-verdicts agree. With a few splits there is no formal test across them (docs/statistics.md).
+are compared side by side, one verdict per split, and a result holds on every split when every
+split decides it alike (better, worse or equivalent). The splits of one data set share classes,
+so they are not independent replications; each page and table says how many they share. With a
+few splits there is no formal test across them (docs/statistics.md).
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -29,9 +32,23 @@ from reports.summary import Sentence
 from reports.tuned import compared_results
 
 EVERY_SPLIT = "every split"
+# What `agree` says of a setting: decided alike on every split ("holds on every split:
+# better"); alike undecided ("undecided on every split"), which replicates nothing; tested on
+# some splits only ("not tested on split 2"); tested on every split, with different verdicts; or
+# tested on none.
 HOLDS = "holds on every split"
+ON_EVERY_SPLIT = "on every split"
+NOT_TESTED_ON = "not tested on split"
 DIFFERS = "differs across splits"
 UNTESTED = "no test on any split"
+DECIDED = (stats.BETTER, stats.WORSE, stats.EQUIVALENT)
+# What the intervals over seeds and classes of a metric vary besides the seeds.
+CLASSES_OF = {"val": "validation classes", "test": "unseen test classes"}
+# A tuned comparison's validation numbers, in the words of every table that shows them.
+TUNED_VALIDATION_CAVEAT = (
+    "measured on the validation classes each method's configuration was chosen on, so each "
+    "method is flattered by its own search (the winner's curse)"
+)
 # The long table of comparisons (`comparison_rows`): one row per family, metric, split and
 # setting, the split empty for a study on one split.
 ROW_COLUMNS = [
@@ -61,15 +78,13 @@ def split_folders(results_dir: Path | str) -> dict[int, Path] | None:
     `load_results` names that problem).
 
     Raises:
-        ResultsError: ``splits`` is not a list of distinct split numbers, or a split's folder is
-            missing; the message names it.
+        UnfinishedStudyError: A split's folder is missing (its run stopped before that split);
+            the message names it and says how to resume.
+        ResultsError: ``splits`` is not a list of distinct split numbers.
     """
     directory = Path(results_dir)
-    try:
-        study = json.loads((directory / STUDY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(study, dict) or "splits" not in study:
+    study = _study(directory)
+    if "splits" not in study:
         return None
     numbers = study["splits"]
     if (
@@ -86,10 +101,11 @@ def split_folders(results_dir: Path | str) -> dict[int, Path] | None:
     for split in sorted(numbers):
         folder = directory / f"{SPLIT_PREFIX}{split}"
         if not folder.is_dir():
-            raise ResultsError(
+            raise UnfinishedStudyError(
                 f"{folder} is missing: {directory} is a study replicated on the class splits "
-                f"{', '.join(map(str, sorted(numbers)))} (study.json), and each split's study "
-                f"is in {SPLIT_PREFIX}<k>/."
+                f"{', '.join(map(str, sorted(numbers)))} (study.json), each in "
+                f"{SPLIT_PREFIX}<k>/, and its run stopped before split {split} started. To "
+                "finish it, run the same command with --resume: the finished splits are kept."
             )
         folders[split] = folder
     return folders
@@ -99,6 +115,11 @@ def study_name(results_dir: Path | str) -> str:
     """The name of a study replicated on several class splits: its study.json's, else its
     folder's."""
     return str(_study(Path(results_dir)).get("name") or Path(results_dir).name)
+
+
+def is_tuned(results_dir: Path | str) -> bool:
+    """Whether a folder holds a tuned comparison, or one replicated on several class splits."""
+    return _study(Path(results_dir)).get("kind") == "tuned"
 
 
 def _study(directory: Path) -> dict[str, Any]:
@@ -127,15 +148,35 @@ class FamilyComparison:
 
     Attributes:
         family: `stats.BASELINE_FAMILY` or `stats.CONTRASTS_FAMILY`.
-        name: The family in words: "against gapan", "contrasts".
+        against: What each row is compared with, in words: "gapan", "flow.depth = 0", or
+            `figures.CONTRAST_AGAINST`.
         metric: The trials.csv column compared.
         by_split: `figures.comparison_data` per split; the key is None for a study on one split.
+        tuned: Whether the study is a tuned comparison's confirmation (each method's
+            configuration chosen on the validation classes).
+        adaptive: Whether the study chose its seeds adaptively, on its validation metric.
     """
 
     family: str
-    name: str
+    against: str
     metric: str
     by_split: dict[int | None, dict[str, Any]]
+    tuned: bool = False
+    adaptive: bool = False
+
+    @property
+    def name(self) -> str:
+        """The family in the long table: "against gapan", or "contrasts"."""
+        return stats.CONTRASTS_FAMILY if self.contrasts else f"against {self.against}"
+
+    @property
+    def title(self) -> str:
+        """The family as a heading: "Against gapan", or `figures.CONTRASTS_TITLE`."""
+        return figures.CONTRASTS_TITLE if self.contrasts else f"Against {self.against}"
+
+    @property
+    def contrasts(self) -> bool:
+        return figures.is_contrasts(self.family)
 
     @property
     def mode(self) -> str:
@@ -150,6 +191,23 @@ class FamilyComparison:
     def holm_family(self) -> str:
         """The family in words, as on the first split (every split has its own, alike)."""
         return next(iter(self.by_split.values()))["holm_family"]
+
+    @property
+    def validation(self) -> bool:
+        """Whether the metric is measured on the validation classes (else the unseen test
+        classes)."""
+        return self.metric.startswith("val_")
+
+    @property
+    def classes(self) -> str:
+        """The classes the metric is measured on, in words."""
+        return CLASSES_OF["val" if self.validation else "test"]
+
+    @property
+    def sequential(self) -> bool:
+        """Whether its interval over seeds is an adaptive design's, at the level Holm tests each
+        row at (`ci_confidence`) rather than 95%."""
+        return any(data["sequential"] for data in self.by_split.values())
 
 
 def study_results(
@@ -175,16 +233,20 @@ def study_results(
     return found
 
 
-def family_comparisons(by_split: Mapping[int | None, Results]) -> list[FamilyComparison]:
+def family_comparisons(
+    by_split: Mapping[int | None, Results], tuned: bool = False
+) -> list[FamilyComparison]:
     """Every Holm family of a study (against the baseline, then the contrasts) on its
     validation and its test metric, each on every split. Empty for a search.
 
     Args:
         by_split: `study_results` of any results folder: a study, a tuned comparison, or a
             study replicated on several class splits.
+        tuned: Whether that folder is a tuned comparison (`is_tuned`).
     """
     first = next(iter(by_split.values()))
     metrics = [first.metric] + ([first.test_metric] if first.test_metric else [])
+    adaptive = any("sequential" in results.study for results in by_split.values())
     families = list(
         dict.fromkeys(
             family
@@ -206,20 +268,19 @@ def family_comparisons(by_split: Mapping[int | None, Results]) -> list[FamilyCom
                 continue
             compared = [data for data in per_split.values() if len(data["comparisons"])]
             data = (compared or list(per_split.values()))[0]
-            name = (
-                stats.CONTRASTS_FAMILY
-                if family == stats.CONTRASTS_FAMILY
-                else f"against {figures.against_text(data)}"
+            against = (
+                figures.CONTRAST_AGAINST
+                if figures.is_contrasts(family)
+                else figures.against_text(data)
             )
-            found.append(FamilyComparison(family, name, metric, per_split))
+            found.append(FamilyComparison(family, against, metric, per_split, tuned, adaptive))
     return found
 
 
 def comparison_rows(comparison: FamilyComparison) -> pd.DataFrame:
     """One family's comparisons as a long table (`ROW_COLUMNS`): one row per setting and split,
     in setting order then split; `every_split` says, for a study on several splits, whether
-    the setting's verdict is the same on every one (`HOLDS`: the verdict, `UNTESTED` or
-    `DIFFERS`)."""
+    the setting's verdict is the same on every one (`agree`)."""
     rows = []
     for split, data in comparison.by_split.items():
         for row in data["comparisons"].itertuples():
@@ -256,57 +317,168 @@ def comparison_rows(comparison: FamilyComparison) -> pd.DataFrame:
 
 
 def agree(rows: pd.DataFrame, split_numbers: list[Any]) -> dict[str, str]:
-    """Per setting of a long table, whether its verdict is the same on every split: "holds on
-    every split: <verdict>"; "no test on any split" (too few seeds everywhere: nothing holds);
-    else "differs across splits" (as when a split did not compare it)."""
-    found = {}
-    for setting, own in rows.groupby("setting", sort=False):
-        verdicts = set(own["verdict"])
-        if set(own["split"]) != set(split_numbers) or len(verdicts) != 1:
-            found[str(setting)] = DIFFERS
-        elif verdicts == {stats.NO_VERDICT}:
-            found[str(setting)] = UNTESTED
-        else:
-            found[str(setting)] = f"{HOLDS}: {verdicts.pop()}"
-    return found
+    """Per setting of a long table, whether its verdict is the same on every split.
+
+    "holds on every split: <verdict>" only when every split decides it alike (better, worse or
+    equivalent); "<verdict> on every split" when every split leaves it alike undecided (a
+    replication of nothing); "not tested on split <k>" when some split has no test of it (too
+    few seeds, or a split that did not compare it); "no test on any split"; else "differs
+    across splits".
+    """
+    return {
+        str(setting): _agreement(own, split_numbers)[1]
+        for setting, own in rows.groupby("setting", sort=False)
+    }
+
+
+def _agreement(own: pd.DataFrame, split_numbers: list[Any]) -> tuple[str, str]:
+    """One setting's agreement across splits (`agree`): its kind (`HOLDS`, `ON_EVERY_SPLIT`,
+    `NOT_TESTED_ON`, `UNTESTED` or `DIFFERS`) and its words."""
+    tested = own[own["verdict"] != stats.NO_VERDICT]
+    if tested.empty:
+        return UNTESTED, UNTESTED
+    missing = [split for split in split_numbers if split not in set(tested["split"])]
+    if missing:
+        listed = ", ".join(str(split) for split in missing)
+        return NOT_TESTED_ON, f"{NOT_TESTED_ON}{'s' if len(missing) > 1 else ''} {listed}"
+    verdicts = set(tested["verdict"])
+    if len(verdicts) > 1:
+        return DIFFERS, DIFFERS
+    verdict = str(verdicts.pop())
+    if verdict.startswith(DECIDED):  # "equivalent within ±m" too
+        return HOLDS, f"{HOLDS}: {verdict}"
+    return ON_EVERY_SPLIT, f"{verdict} {ON_EVERY_SPLIT}"
 
 
 def agreement_sentence(comparison: FamilyComparison, rows: pd.DataFrame) -> Sentence:
-    """What holds on every split, for one family and metric, in one sentence."""
+    """What holds on every split, for one family and metric, in one sentence; a verdict that
+    every split leaves undecided is not presented as a finding."""
     labels = {
         setting: figures.row_label(setting, against, comparison.family)
         for setting, against in zip(rows["setting"], rows["against"], strict=True)
     }
-    holds, untested, differs = [], [], []
+    found: dict[str, list[str]] = {
+        kind: [] for kind in (HOLDS, ON_EVERY_SPLIT, DIFFERS, NOT_TESTED_ON, UNTESTED)
+    }
     for setting, own in rows.groupby("setting", sort=False):
-        agreement = own["every_split"].iloc[0]
-        if agreement.startswith(HOLDS):
-            holds.append(f"{labels[setting]} {agreement.removeprefix(HOLDS + ': ')}")
-        elif agreement == UNTESTED:
-            untested.append(labels[setting])
-        else:
-            each = ", ".join(
-                f"split {split} {verdict}"
-                for split, verdict in zip(own["split"], own["verdict"], strict=True)
-            )
-            differs.append(f"{labels[setting]} ({each})")
-    title = (
-        figures.CONTRASTS_TITLE
-        if comparison.family == stats.CONTRASTS_FAMILY
-        else f"Against {comparison.name.removeprefix('against ')}"
-    )
-    text = f"{title}, on {comparison.metric}: "
+        kind, words = _agreement(own, list(comparison.by_split))
+        each = ", ".join(
+            f"split {split} {verdict}"
+            for split, verdict in zip(own["split"], own["verdict"], strict=True)
+        )
+        found[kind].append(
+            {
+                HOLDS: f"{labels[setting]} {words.removeprefix(HOLDS + ': ')}",
+                ON_EVERY_SPLIT: f"{labels[setting]} {words}",
+                DIFFERS: f"{labels[setting]} ({each})",
+                NOT_TESTED_ON: f"{labels[setting]} ({words}; {each})",
+                UNTESTED: labels[setting],
+            }[kind]
+        )
     parts = []
-    if holds:
-        parts.append("the same verdict on every split: " + "; ".join(holds))
-    if differs:
-        parts.append("differs across splits: " + "; ".join(differs))
-    if untested:
-        parts.append(f"{UNTESTED} ({stats.TOO_FEW_SEEDS}): " + ", ".join(untested))
+    if found[HOLDS]:
+        parts.append("the same verdict on every split: " + "; ".join(found[HOLDS]))
+    if found[ON_EVERY_SPLIT]:
+        parts.append(
+            "decided on no split (nothing replicated): " + "; ".join(found[ON_EVERY_SPLIT])
+        )
+    if found[DIFFERS]:
+        parts.append(f"{DIFFERS}: " + "; ".join(found[DIFFERS]))
+    if found[NOT_TESTED_ON]:
+        parts.append("not tested on every split: " + "; ".join(found[NOT_TESTED_ON]))
+    if found[UNTESTED]:
+        parts.append(f"{UNTESTED} ({stats.TOO_FEW_SEEDS}): " + ", ".join(found[UNTESTED]))
     if not parts:
         parts.append("nothing compared")
-    tone = "warn" if differs or untested else "plain"
-    return Sentence(text + "; ".join(parts) + ".", tone)
+    tone = "warn" if any(found[kind] for kind in found if kind != HOLDS) else "plain"
+    text = f"{comparison.title}, on {comparison.metric}: " + "; ".join(parts) + "."
+    return Sentence(text, tone)
+
+
+def shared_classes(by_split: Mapping[int | None, Results]) -> str:
+    """How many validation and unseen test classes each pair of splits shares (from each
+    split's class_scores.csv), with why that matters; empty for a study on fewer than two
+    splits.
+
+    The splits of one data set are drawn from the same classes, so two splits' test classes
+    overlap, the more so when one family holds many classes.
+    """
+    numbers = [split for split in by_split if split is not None]
+    if len(numbers) < 2:
+        return ""
+    found = {split: _class_sets(by_split[split]) for split in numbers}
+    unknown = [split for split in numbers if found[split] is None]
+    lead = "The splits share classes, so agreeing splits are not independent replications."
+    if len(unknown) == len(numbers):
+        return f"{lead} How many they share is unknown: no split kept class_scores.csv."
+    parts = [lead]
+    for part in ("test", "val"):
+        pairs = []
+        for first, second in itertools.combinations(numbers, 2):
+            ours, theirs = found[first], found[second]
+            text = "unknown"
+            if ours is not None and theirs is not None and ours[part] and theirs[part]:
+                sizes = dict.fromkeys((len(ours[part]), len(theirs[part])))
+                text = f"{len(ours[part] & theirs[part])} of {' and '.join(map(str, sizes))}"
+            pairs.append(f"{first} & {second}: {text}")
+        parts.append(f"{CLASSES_OF[part].capitalize()} shared: split {'; '.join(pairs)}.")
+    if unknown:
+        listed = ", ".join(str(split) for split in unknown)
+        several = len(unknown) > 1
+        parts.append(
+            f"Split{'s' if several else ''} {listed} kept no class_scores.csv, so what "
+            f"{'they share' if several else 'it shares'} is unknown."
+        )
+    return " ".join(parts)
+
+
+def _class_sets(results: Results) -> dict[str, frozenset[str]] | None:
+    """A study's validation and test classes, by class_scores.csv's `split`; None without
+    per-class scores."""
+    classes = results.classes
+    if classes is None or classes.empty:
+        return None
+    return {
+        part: frozenset(classes.loc[classes["split"] == part, "class"].astype(str))
+        for part in CLASSES_OF
+    }
+
+
+def interval_words(comparison: FamilyComparison) -> str:
+    """What the two intervals of one family's comparisons on one metric vary, and their level,
+    in one sentence."""
+    level = f"{stats.CONFIDENCE:.0%}"
+    if comparison.sequential:
+        level = (
+            "an adaptive design's repeated confidence interval, at the level Holm tests each "
+            f"row at; the table gives it when not {level}"
+        )
+    return (
+        f"Intervals are unadjusted and never vary the split: {stats.OVER_SEEDS} ({level}) says "
+        f"what other seeds would show on these classes, {stats.OVER_SEEDS_AND_CLASSES} "
+        f"({stats.CONFIDENCE:.0%}) what other seeds and other {comparison.classes} would."
+    )
+
+
+def caveat(comparison: FamilyComparison) -> str:
+    """What to keep in mind reading one family's comparisons on one metric: a tuned
+    comparison's validation (the winner's curse), an adaptive study's test (descriptive) and
+    its interval over classes (fixed-sample); empty when nothing."""
+    found = []
+    if comparison.tuned and comparison.validation:
+        found.append(
+            f"These are {TUNED_VALIDATION_CAVEAT}: the test classes, which no search saw, give "
+            "the unbiased comparison."
+        )
+    if comparison.adaptive and not comparison.validation:
+        found.append(_sentence(figures.adaptive_test_caveat()) + ".")
+    if comparison.sequential:
+        found.append(figures.ADAPTIVE_CLASSES_CAVEAT)
+    return " ".join(found)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def replication_figure_data(comparison: FamilyComparison) -> dict[str, Any]:
@@ -379,8 +551,12 @@ def write_replication(
     """
     directory = Path(results_dir)
     study = _study(directory)
-    comparisons = family_comparisons(study_results(directory, equivalence_margin))
+    by_split = study_results(directory, equivalence_margin)
+    comparisons = family_comparisons(by_split, is_tuned(directory))
     sections, summary, frames = [], [], []
+    shared = shared_classes(by_split)
+    if shared:
+        summary.append(Sentence(shared))
     for comparison in comparisons:
         rows = comparison_rows(comparison)
         frames.append(rows)
@@ -421,43 +597,44 @@ def write_replication(
 
 def _family_section(own: list[tuple[FamilyComparison, pd.DataFrame]]) -> Section:
     first = own[0][0]
-    contrasts = first.family == stats.CONTRASTS_FAMILY
-    title = figures.CONTRASTS_TITLE
-    if not contrasts:
-        title = f"Against {first.name.removeprefix('against ')}"
-    anchor = "contrasts" if contrasts else "baseline"
+    anchor = "contrasts" if first.contrasts else "baseline"
     lead = (
         "Each split is a study of its own: its comparisons are paired by seed (and by class) on "
         "that split, and Holm-corrected over "
-        + ("its contrasts" if contrasts else "its settings compared with the baseline")
-        + " on one metric, each kind of p-value separately, as in its own report. Intervals are "
-        "95%, unadjusted; each split's vary seeds (over seeds) or seeds and unseen classes "
-        "(over seeds and classes), never the split. A verdict holds on every split when every "
-        "split gives the same one; with a few splits there is no test across them."
+        + ("its contrasts" if first.contrasts else "its settings compared with the baseline")
+        + " on one metric, each kind of p-value separately, as in its own report. A verdict "
+        "holds on every split when every split decides it alike (better, worse or equivalent); "
+        "the splits share classes (above), and with a few splits there is no test across them."
     )
     parts = [paragraph(lead, "lead")]
     for comparison, rows in own:
-        split = "unseen test" if comparison.metric.startswith("test_") else "validation"
-        parts.append(f"<h3>{escape(comparison.metric)} ({split} classes)</h3>")
-        parts.append(paragraph(f"Holm family on each split: {comparison.holm_family}."))
+        parts.append(f"<h3>{escape(comparison.metric)} ({comparison.classes})</h3>")
+        notes = f"Holm family on each split: {comparison.holm_family}. " + interval_words(
+            comparison
+        )
+        parts.append(paragraph(" ".join(filter(None, (notes, caveat(comparison))))))
         if rows.empty:
             parts.append(paragraph("Nothing compared."))
             continue
         figure = figures.draw_comparison(replication_figure_data(comparison))
+        level = (
+            "at the level Holm tests it at" if comparison.sequential else f"{stats.CONFIDENCE:.0%}"
+        )
         caption = (
-            "Each split's mean paired difference with its 95% interval over seeds (diamonds, "
-            "coloured by the split's verdict) and over seeds and classes (purple); circles: "
-            "single seeds; right: the split's Holm-adjusted p-values."
+            f"Each split's mean paired difference with its interval over seeds ({level}; "
+            "diamonds, coloured by the split's verdict) and its "
+            f"{stats.CONFIDENCE:.0%} interval over seeds and {comparison.classes} (purple); "
+            "circles: single seeds; right: the split's Holm-adjusted p-values."
         )
         parts.append(figure_html(figure, f"figure-{anchor}-{comparison.metric}", caption))
         parts.append(
             table_html(
                 replication_table(rows, comparison.family),
-                caption="Every split's comparison; the last column says whether the setting's "
-                "verdict is the same on every split.",
+                caption="Every split's comparison; the last column says whether every split "
+                "decides the setting alike.",
             )
         )
-    return Section(anchor, title + ", on each class split", "".join(parts))
+    return Section(anchor, first.title + ", on each class split", "".join(parts))
 
 
 def _links_section(directory: Path, folders: Mapping[int, Path], out: Path) -> Section:

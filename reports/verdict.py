@@ -4,9 +4,9 @@
 ``verdict.csv``: one table per study and Holm family (against the baseline; the contrasts), its
 settings as rows, validation and test side by side, and each table's caption naming its Holm
 family and what its intervals vary over. A study replicated on several class splits has a row per
-setting and split, and one saying whether the verdict holds on every split. The files hold no
-date and no absolute path (a study is named by its folder's name), so the same folders give the
-same files, byte for byte.
+setting and split, one saying whether the verdict holds on every split, and a line saying how many
+classes the splits share. The files hold no date and no absolute path (a study is named by its
+folder's name), so the same folders give the same files, byte for byte.
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ from reports.load import ResultsError
 from reports.splits import (
     EVERY_SPLIT,
     ROW_COLUMNS,
+    TUNED_VALIDATION_CAVEAT,
     FamilyComparison,
     comparison_rows,
     family_comparisons,
+    is_tuned,
+    shared_classes,
     study_results,
 )
 
 MARKDOWN_FILE, LATEX_FILE, CSV_FILE = "verdict.md", "verdict.tex", "verdict.csv"
+# The two groups of columns of a table, as its caption names them.
+VALIDATION, TEST = "validation", "test"
 CSV_COLUMNS = ["study", *ROW_COLUMNS]
 # The columns of each metric, validation then test, in every table.
 METRIC_COLUMNS = (
@@ -54,6 +59,8 @@ class VerdictTable:
         columns: The leading columns (setting, the split when there are splits, seeds).
         rows: Every row's cells as text: the leading columns, then `METRIC_COLUMNS` per metric.
         groups: How many rows each setting has (its splits and its "every split" row).
+        shared_classes: How many classes each pair of splits shares (`splits.shared_classes`);
+            empty for a study on one split.
     """
 
     study: str
@@ -63,9 +70,10 @@ class VerdictTable:
     columns: list[str]
     rows: list[list[str]]
     groups: list[int]
+    shared_classes: str = ""
 
 
-def study_name(folder: Path | str) -> str:
+def folder_name(folder: Path | str) -> str:
     """A study's name in the verdict files: its folder's name, never its path."""
     return Path(os.path.abspath(folder)).name
 
@@ -81,21 +89,25 @@ def collect(
         equivalence_margin: Replaces every study's own margin.
 
     Raises:
-        ResultsError: A folder is not a readable results folder, compares nothing (a search),
-            or has the name of another one.
+        ResultsError: A folder is not a readable results folder (an unreadable file included),
+            compares nothing (a search), or has the name of another one.
     """
     names: dict[str, Path] = {}
     frames, found = [], []
     for folder in folders:
-        name = study_name(folder)
+        name = folder_name(folder)
         if name in names:
             raise ResultsError(
                 f"{folder} and {names[name]} are both named {name}: the verdict files name a "
                 "study by its folder, so give each a folder of its own name."
             )
         names[name] = Path(folder)
-        by_split = study_results(folder, equivalence_margin)
-        comparisons = family_comparisons(by_split)
+        try:
+            by_split = study_results(folder, equivalence_margin)
+        except OSError as error:
+            # Told apart from a failure to write the files, which `write_verdicts` raises as is.
+            raise ResultsError(f"cannot read {folder}: {error}") from error
+        comparisons = family_comparisons(by_split, is_tuned(folder))
         if not comparisons:
             kind = next(iter(by_split.values())).kind
             why = (
@@ -109,17 +121,19 @@ def collect(
             rows = comparison_rows(comparison)
             frames.append(rows.assign(study=name))
             rows_by_family.setdefault(comparison.family, []).append((comparison, rows))
-        found += [_table(name, own) for own in rows_by_family.values()]
+        shared = shared_classes(by_split)
+        found += [_table(name, own, shared) for own in rows_by_family.values()]
     long = pd.concat(frames, ignore_index=True)[CSV_COLUMNS]
     return long, found
 
 
-def _table(study: str, own: list[tuple[FamilyComparison, pd.DataFrame]]) -> VerdictTable:
+def _table(
+    study: str, own: list[tuple[FamilyComparison, pd.DataFrame]], shared: str
+) -> VerdictTable:
     """The table of one study's family from its metrics' long tables, validation first."""
     first = own[0][0]
-    contrasts = first.family == stats.CONTRASTS_FAMILY
     replicated = first.replicated
-    columns = ["contrast" if contrasts else "setting"]
+    columns = ["contrast" if first.contrasts else "setting"]
     columns += ["split"] if replicated else []
     columns.append("seeds")
     by_metric = {comparison.metric: rows for comparison, rows in own}
@@ -141,8 +155,9 @@ def _table(study: str, own: list[tuple[FamilyComparison, pd.DataFrame]]) -> Verd
         )
         for split in splits:
             cells = [label] + ([str(split)] if replicated else [])
-            seeds, metric_cells = [], []
-            for rows in by_metric.values():
+            seeds: dict[str, int] = {}
+            metric_cells = []
+            for metric, rows in by_metric.items():
                 match = rows[rows["setting"] == setting]
                 if replicated:
                     match = match[match["split"] == split]
@@ -150,7 +165,7 @@ def _table(study: str, own: list[tuple[FamilyComparison, pd.DataFrame]]) -> Verd
                     metric_cells += [""] * len(METRIC_COLUMNS)
                     continue
                 row = match.iloc[0]
-                seeds.append(int(row["seeds"]))
+                seeds[metric] = int(row["seeds"])
                 metric_cells += [
                     tables.difference_text(row["difference"]),
                     tables.interval_text(row["ci_low"], row["ci_high"], row["ci_confidence"]),
@@ -166,54 +181,83 @@ def _table(study: str, own: list[tuple[FamilyComparison, pd.DataFrame]]) -> Verd
                 every += [""] * (len(METRIC_COLUMNS) - 1) + [agreement]
             table_rows.append(every)
         groups.append(len(splits) + (1 if replicated else 0))
-    if contrasts:
-        title = f"{study}: each method against the method it adds to"
-        against_words = "the method it adds to"
-    else:
-        knob = next(iter(first.by_split.values()))["knob"]
-        noun = "method" if knob == "method" else "setting"
-        title = f"{study}: each {noun} {first.name}"
-        against_words = first.name.removeprefix("against ")
+    noun = "method"
+    if not first.contrasts and next(iter(first.by_split.values()))["knob"] != "method":
+        noun = "setting"
     return VerdictTable(
         study=study,
-        title=title,
-        caption=_caption(own, against_words),
+        title=f"{study}: each {noun} against {first.against}",
+        caption=_caption(own),
         metrics=list(by_metric),
         columns=columns,
         rows=table_rows,
         groups=groups,
+        shared_classes=shared,
     )
 
 
-def _seeds_text(seeds: list[int]) -> str:
-    """The paired seeds of a row: one number, or validation's and test's when they differ."""
-    if not seeds:
-        return ""
-    if len(set(seeds)) == 1:
-        return str(seeds[0])
-    return f"{seeds[0]} (test {seeds[1]})"
+def _seeds_text(seeds: dict[str, int]) -> str:
+    """The paired seeds of a row, by metric: validation's, with the test's after it when they
+    differ ("5 (test 3)"), or "test 3" when only the test has a row."""
+    validation = next((count for metric, count in seeds.items() if metric.startswith("val_")), None)
+    test = next((count for metric, count in seeds.items() if not metric.startswith("val_")), None)
+    if validation is None:
+        return "" if test is None else f"test {test}"
+    if test is None or test == validation:
+        return str(validation)
+    return f"{validation} (test {test})"
 
 
-def _caption(own: list[tuple[FamilyComparison, pd.DataFrame]], against: str) -> str:
+def _caption(own: list[tuple[FamilyComparison, pd.DataFrame]]) -> str:
+    """The Holm family, what each metric's intervals vary over and at what level, and what to
+    keep in mind reading them (a tuned comparison's validation, an adaptive study's test)."""
     first = own[0][0]
+    comparisons = [comparison for comparison, _ in own]
+    columns = {_columns(comparison): comparison for comparison in comparisons}
     better = "higher" if first.mode == "max" else "lower"
-    families = " and, separately, ".join(comparison.holm_family for comparison, _ in own)
-    text = (
-        f"Differences are setting minus {against} ({better} is better), paired by seed. Holm "
-        f"family: {families}"
-        + (", on each split" if first.replicated else "")
-        + f"; each kind of p-value corrected separately. Intervals are {stats.CONFIDENCE:.0%}, "
-        f"unadjusted: {stats.OVER_SEEDS} (other seeds, the same classes and split) and "
-        f"{stats.OVER_SEEDS_AND_CLASSES} (other seeds and other unseen classes, the same "
-        "split); neither varies the split. Better or worse needs both kinds' Holm p at most "
-        f"{stats.ALPHA:g}."
+    families = " and, separately, ".join(comparison.holm_family for comparison in comparisons)
+    classes = ", ".join(
+        f"other {comparison.classes} in the {name} columns" for name, comparison in columns.items()
     )
+    sequential = [name for name, comparison in columns.items() if comparison.sequential]
+    level = f"{stats.CONFIDENCE:.0%}"
+    if sequential:
+        level += (
+            f" except {stats.OVER_SEEDS} in the {' and '.join(sequential)} columns (an adaptive "
+            "design's, at the level Holm tests each row at, given in its cell when not "
+            f"{stats.CONFIDENCE:.0%})"
+        )
+    text = (
+        f"Differences are setting minus {first.against} ({better} is better), paired by seed. "
+        f"Holm family: {families}"
+        + (", on each split" if first.replicated else "")
+        + f"; each kind of p-value corrected separately. Intervals are unadjusted, {level}, and "
+        f"never vary the split: {stats.OVER_SEEDS} varies the seeds on the same classes, "
+        f"{stats.OVER_SEEDS_AND_CLASSES} the seeds and the classes ({classes}). Better or "
+        f"worse needs both kinds' Holm p at most {stats.ALPHA:g}."
+    )
+    if first.tuned and VALIDATION in columns:
+        text += f" The {VALIDATION} columns are {TUNED_VALIDATION_CAVEAT}" + (
+            f"; the {TEST} columns, on classes no search saw, are the unbiased ones."
+            if TEST in columns
+            else "."
+        )
+    if first.adaptive and TEST in columns:
+        caveat = figures.adaptive_test_caveat(f"the {TEST} columns")
+        text += f" {caveat[:1].upper()}{caveat[1:]}."
+    if sequential:
+        text += " " + figures.ADAPTIVE_CLASSES_CAVEAT
     if first.replicated:
         text += (
-            " Each split is a study of its own; the 'every split' row says whether a verdict "
-            "is the same on all of them (no test across splits)."
+            " Each split is a study of its own; the 'every split' row says whether every split "
+            "decides a setting alike (no test across splits)."
         )
     return text
+
+
+def _columns(comparison: FamilyComparison) -> str:
+    """The columns of a comparison's metric, as the captions name them."""
+    return VALIDATION if comparison.validation else TEST
 
 
 def markdown(found: Sequence[VerdictTable]) -> str:
@@ -224,11 +268,10 @@ def markdown(found: Sequence[VerdictTable]) -> str:
         for metric in table.metrics:
             prefix = "val" if metric.startswith("val_") else "test"
             header += [f"{prefix} {column}" for column in METRIC_COLUMNS]
-        lines = [
-            f"## {_markdown_cell(table.title)}",
-            "",
-            _markdown_cell(table.caption),
-            "",
+        lines = [f"## {_markdown_cell(table.title)}", "", _markdown_cell(table.caption), ""]
+        if table.shared_classes:
+            lines += [_markdown_cell(table.shared_classes), ""]
+        lines += [
             "| " + " | ".join(header) + " |",
             "|" + " --- |" * len(header),
         ]
@@ -284,13 +327,14 @@ def latex(found: Sequence[VerdictTable]) -> str:
             rules.append(f"\\cmidrule(lr){{{start}-{start + width - 1}}}")
         header = [latex_text(column) for column in table.columns]
         header += [latex_text(column) for _ in table.metrics for column in METRIC_COLUMNS]
+        caption = " ".join(filter(None, (f"{table.title}.", table.caption, table.shared_classes)))
         lines = [
             "",
             f"% {latex_text(table.title)}",
             "\\begin{table}[htbp]",
             "\\centering",
             "\\small",
-            f"\\caption{{{latex_text(table.title)}. {latex_text(table.caption)}}}",
+            f"\\caption{{{latex_text(caption)}}}",
             f"\\begin{{tabular}}{{{spec}}}",
             "\\toprule",
             "& " * lead + " & ".join(groups) + " \\\\",
@@ -324,8 +368,8 @@ def write_verdicts(
         The paths written.
 
     Raises:
-        ResultsError: As `collect`.
-        OSError: `out` cannot be written.
+        ResultsError: As `collect`: a folder cannot be read.
+        OSError: `out` cannot be written (never a folder that cannot be read).
     """
     long, found = collect(folders, equivalence_margin)
     directory = Path(out)

@@ -224,6 +224,7 @@ def ablation_folder(
     class_effects: Mapping[str, Mapping[int, float]] | None = None,
     contrasts: Mapping[str, str] | None = None,
     fixed: Mapping[str, Any] | None = None,
+    class_names: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write the folder of an ablation (or compare) study with known effects.
 
@@ -254,6 +255,8 @@ def ablation_folder(
         contrasts: study.json's `contrasts` (setting -> the setting it is compared with); None
             leaves the key out.
         fixed: More of study.json's `fixed` keys (e.g. `data.split_seed`).
+        class_names: "val" and "test" -> the names of that split's classes in
+            class_scores.csv, as many as `FAKE_CLASSES` has; `<split>_class_<index>` by default.
     """
     late_rises = dict(late_rises or {})
     effects = dict(DEPTH_EFFECTS if effects is None else effects)
@@ -299,7 +302,9 @@ def ablation_folder(
         epoch_rows.extend(rows)
     classes = None
     if class_spread is not None:
-        classes = _class_scores(pd.DataFrame(trials), class_spread, class_effects or {}, rng)
+        classes = _class_scores(
+            pd.DataFrame(trials), class_spread, class_effects or {}, rng, class_names or {}
+        )
     values = list(search_values) if search_values is not None else [_number(s) for s in effects]
     study: dict[str, Any] = {
         "name": f"ablate_{knob.replace('.', '_')}" if kind == "ablation" else "compare_methods",
@@ -343,6 +348,7 @@ def splits_folder(
     split_effects: Sequence[Mapping[str, float]],
     *,
     name: str = "compare_splits",
+    split_class_names: Sequence[Mapping[str, Sequence[str]]] | None = None,
     **options: Any,
 ) -> Path:
     """Write the top folder of a study replicated on several class splits (`--splits K`): its
@@ -353,6 +359,8 @@ def splits_folder(
         directory: Where to write.
         split_effects: Each split's `effects`, split 0 first.
         name: The study's name, in every study.json.
+        split_class_names: Each split's `class_names`, split 0 first; by default every split
+            has the same classes.
         options: `ablation_folder`'s other arguments, alike for every split.
     """
     directory = Path(directory)
@@ -362,6 +370,7 @@ def splits_folder(
             effects=effects,
             rng_seed=100 + split,
             fixed={"data.split_seed": split},
+            class_names=split_class_names[split] if split_class_names else None,
             **options,
         )
         study = json.loads((folder / "study.json").read_text(encoding="utf-8"))
@@ -383,6 +392,7 @@ def _class_scores(
     spread: float,
     extra: Mapping[str, Mapping[int, float]],
     rng: np.random.Generator,
+    names: Mapping[str, Sequence[str]],
 ) -> pd.DataFrame:
     """Per-class rows of every completed trial whose query-weighted mean is its metric."""
     offsets = {split: rng.normal(0, spread, len(counts)) for split, counts in FAKE_CLASSES.items()}
@@ -403,7 +413,9 @@ def _class_scores(
                         {
                             "trial_id": trial.trial_id,
                             "split": split,
-                            "class": f"{split}_class_{index}",
+                            "class": names[split][index]
+                            if split in names
+                            else f"{split}_class_{index}",
                             "queries": count,
                             "metric": metric,
                             "value": float(shifted[index]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pandas as pd
 import pytest
 from fake_results import ablation_folder, search_folder, splits_folder
 
+import reports.verdict
 from reports.__main__ import main
+from reports.splits import caveat, family_comparisons, interval_words, study_results
 from reports.verdict import CSV_COLUMNS, CSV_FILE, LATEX_FILE, MARKDOWN_FILE, latex_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +128,11 @@ def test_the_markdown_table_puts_validation_and_test_side_by_side(studies, tmp_p
     assert "| contrast | split | seeds | val difference |" in text
     assert "| proxy_anchor_gapan − proxy_anchor | every split |" in text
     assert "Holm family: the 1 tested contrast on val_map_at_r and, separately," in text
-    assert "Intervals are 95%, unadjusted" in text
+    assert "Intervals are unadjusted, 95%, and never vary the split" in text
+    assert (
+        "the seeds and the classes (other validation classes in the validation columns, other "
+        "unseen test classes in the test columns)" in text
+    )
     for line in text.splitlines():
         if line.startswith("| proxy_anchor_gapan − proxy_anchor | 0 |"):
             cells = line.split(" | ")
@@ -153,6 +160,50 @@ def test_the_equivalence_margin_can_be_given_for_every_study(studies, tmp_path) 
     assert row.endswith("| equivalent within ±0.05 |")
 
 
+def test_an_adaptive_study_s_caption_gives_its_levels_and_calls_its_test_descriptive(
+    tmp_path,
+) -> None:
+    folder = ablation_folder(
+        tmp_path / "adaptive",
+        kind="compare",
+        effects={"gapan": 0.0, "proxy_anchor": -0.02, "norm_softmax": -0.04},
+        baseline="gapan",
+        seeds=5,
+    )
+    study = json.loads((folder / "study.json").read_text())
+    study["sequential"] = {"min_seeds": 3, "max_seeds": 10, "comparisons": 4}
+    (folder / "study.json").write_text(json.dumps(study))
+    text = verdicts([folder], tmp_path / "out")[MARKDOWN_FILE]
+    assert "Intervals are unadjusted, 95% except over seeds in the validation columns" in text
+    assert "Intervals are 95%" not in text
+    assert (
+        "This study chose its seeds on validation, so read the test columns as descriptive" in text
+    )
+    # Holm tests the row it rejects first at 1 - 0.05/2.
+    row = next(line for line in text.splitlines() if line.startswith("| norm_softmax |"))
+    cells = row.split(" | ")
+    assert re.fullmatch(r"[+-]\d\.\d{4} to [+-]\d\.\d{4} at \d+\.\d%", cells[3]), row
+    assert not cells[7].endswith("%"), row  # the test's interval over seeds is a fixed one
+    # The page of a study on several splits words each metric alike.
+    by_metric = {c.metric: c for c in family_comparisons(study_results(folder))}
+    validation, test = by_metric["val_map_at_r"], by_metric["test_map_at_r"]
+    assert "over seeds (an adaptive design's repeated" in interval_words(validation)
+    assert "other seeds and other validation classes would" in interval_words(validation)
+    assert "over seeds (95%)" in interval_words(test)
+    assert "other seeds and other unseen test classes would" in interval_words(test)
+    assert "fixed-sample" in caveat(validation) and "descriptive" not in caveat(validation)
+    assert caveat(test).startswith("This study chose its seeds on validation")
+
+
+def test_the_seeds_column_names_the_test_s_seeds_when_they_differ_or_stand_alone() -> None:
+    seeds_text = reports.verdict._seeds_text
+    assert seeds_text({"val_map_at_r": 5, "test_map_at_r": 5}) == "5"
+    assert seeds_text({"val_map_at_r": 5, "test_map_at_r": 3}) == "5 (test 3)"
+    assert seeds_text({"val_map_at_r": 5}) == "5"
+    assert seeds_text({"test_map_at_r": 3}) == "test 3"
+    assert seeds_text({}) == ""
+
+
 def one_error(capsys: pytest.CaptureFixture[str]) -> str:
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -161,7 +212,7 @@ def one_error(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-def test_errors_are_one_line_and_exit_2(studies, tmp_path, capsys) -> None:
+def test_errors_are_one_line_and_exit_2(studies, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     assert main(["verdict", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "nowhere is not a folder" in one_error(capsys)
@@ -172,6 +223,17 @@ def test_errors_are_one_line_and_exit_2(studies, tmp_path, capsys) -> None:
     blocker.write_text("not a folder")
     assert main(["verdict", str(studies[0]), "--out", str(blocker / "out")]) == 2
     assert "cannot write to" in one_error(capsys)
+
+    # A folder that cannot be read is not a folder that cannot be written to.
+    def unreadable(folder, margin):
+        raise PermissionError(13, "Permission denied", str(Path(folder) / "trials.csv"))
+
+    monkeypatch.setattr(reports.verdict, "study_results", unreadable)
+    assert main(["verdict", str(studies[0]), "--out", str(out)]) == 2
+    error = one_error(capsys)
+    assert f"cannot read {studies[0]}" in error and "Permission denied" in error
+    assert "cannot write" not in error
+    monkeypatch.undo()
     twin = ablation_folder(tmp_path / "elsewhere" / studies[0].name, seeds=3)
     assert main(["verdict", str(studies[0]), str(twin), "--out", str(out)]) == 2
     assert "are both named ablate_depth" in one_error(capsys)
