@@ -234,8 +234,24 @@ def _tune_started(directory: Path) -> bool:
     return any((directory / TUNE_DIR).glob("experiment_state*.json"))
 
 
+def _outermost_study(directory: Path, study: Mapping[str, Any]) -> tuple[Path, Mapping[str, Any]]:
+    """The study `directory` is a part of (a tuned comparison's search, a split), or itself: a
+    part is run, and resumed, by its whole study's command."""
+    top, record = directory, study
+    for parent in directory.resolve().parents:
+        try:
+            found = json.loads((parent / STUDY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            break
+        if not isinstance(found, dict):
+            break
+        top, record = parent, found
+    return top, record
+
+
 def _study_command(directory: Path, study: Mapping[str, Any], resume: bool) -> str:
     """The command that runs the study in `directory` (again), as far as study.json tells it."""
+    directory, study = _outermost_study(directory, study)
     name = str(study.get("name") or directory.name)
     words = [f"python studies/{name}.py"] + (["--resume"] if resume else [])
     if directory.name != name:
@@ -243,9 +259,13 @@ def _study_command(directory: Path, study: Mapping[str, Any], resume: bool) -> s
     parent = directory.resolve().parent
     if parent != (Path.cwd() / "results").resolve():
         words.append(f"--results-dir {parent}")
-    if study["kind"] in ("ablation", "compare") and isinstance(study.get("seeds"), int):
+    if isinstance(study.get("splits"), list) and len(study["splits"]) > 1:
+        words.append(f"--splits {len(study['splits'])}")
+    if "sequential" in study:
+        words.append("--seeds auto")
+    elif study.get("kind") in ("ablation", "compare") and isinstance(study.get("seeds"), int):
         words.append(f"--seeds {study['seeds']}")
-    if study["kind"] == "search" and isinstance(study.get("num_samples"), int):
+    if study.get("kind") == "search" and isinstance(study.get("num_samples"), int):
         words.append(f"--num-samples {study['num_samples']}")
     return " ".join(words)
 

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_results import TEST_SHIFT, ablation_folder, pretrained_reference, search_folder
+from fake_results import (
+    TEST_SHIFT,
+    ablation_folder,
+    pretrained_reference,
+    search_folder,
+    splits_folder,
+)
 from plotly.offline import get_plotlyjs
 
 from reports import ResultsError, build_report, load_results, stats
@@ -263,6 +269,20 @@ def test_the_resume_command_names_a_folder_of_another_name(
         match=r"`python studies/ablate_flow_depth\.py --resume --name depth_rerun --seeds 3`",
     ):
         load_results(folder)
+
+
+def test_a_part_of_a_study_on_splits_is_resumed_by_the_whole_study_s_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    top = splits_folder(tmp_path / "results" / "replicated", [{"0": 0.0, "2": 0.01}] * 2)
+    for name in ("trials.csv", "epochs.csv", "environment.json"):
+        (top / "split_1" / name).unlink()
+    _tune_state(top / "split_1")
+    command = "`python studies/compare_splits.py --resume --name replicated --splits 2 --seeds 3`"
+    with pytest.raises(UnfinishedStudyError) as error:
+        load_results(top / "split_1")
+    assert command in str(error.value)
 
 
 def test_a_study_stopped_before_its_first_trial_says_to_start_it_again(
