@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Property tests draw their examples on a 2-core machine that other jobs may share: no deadline
@@ -96,3 +97,14 @@ def assert_finished_trials_kept(before: dict[str, str], after: dict[str, str]) -
             last, repeated = json.loads(text.splitlines()[-1]), json.loads(added[0])
             for key in ("epoch", "val_map_at_r", "test_map_at_r", "status"):
                 assert repeated[key] == last[key], f"{name}: its repeated last epoch differs"
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for a module's studies run in this process (`run_study` joins an
+    initialised Ray), shut down after the module so the next one starts its own."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -92,7 +92,7 @@ def test_adaptive_seeds_refuse_a_comparison_with_contrasts(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_on_two_splits_runs_each_on_its_own_classes_and_resumes_without_rerunning(
-    tmp_path,
+    tmp_path, ray_instance
 ):
     space = parse_space(TINY_COMPARISON + 'CONTRASTS = {"add_on": "loss_alone"}\n', "tiny")
     options = StudyOptions(

@@ -39,15 +39,6 @@ BASELINE = 0
 '''
 
 
-@pytest.fixture(scope="module")
-def ray_instance():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def optuna_trials(study_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))
