@@ -23,6 +23,7 @@ from gapan import results
 TABLES = (
     results.STUDY_FILE,
     results.TRIALS_FILE,
+    results.EPOCHS_FILE,
     results.CLASS_SCORES_FILE,
     results.ENVIRONMENT_FILE,
     results.REFERENCE_FILE,
