@@ -277,9 +277,9 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
 # (2) Each setting against the baseline, paired by seed.
 
 
-# What each contrast is compared with: study.json's `contrasts` pair a method with the method it
-# adds to.
-CONTRAST_AGAINST = "the method it adds to"
+# What each contrast is compared with: study.json's `contrasts` pair a method with another (an
+# add-on with the loss it adds to, a depth with no flow), named in each row.
+CONTRAST_AGAINST = "the method it is contrasted with"
 CONTRASTS_TITLE = f"Each method against {CONTRAST_AGAINST}"
 
 
@@ -557,7 +557,7 @@ def _plot_labels(data: dict[str, Any]) -> dict[tuple[Any, Any], str]:
 
 def _comparison_title(data: dict[str, Any], what: str) -> str:
     if is_contrasts(data["family"]):
-        title = f"{what} from the method each adds to"
+        title = f"{what} from the method each is contrasted with"
     else:
         baseline = f"{plot_text(data['knob'])} = {plot_text(data['baseline'])}"
         title = f"{what} from the baseline {baseline}"

@@ -7,8 +7,8 @@ several seeds per setting, report confidence intervals, and compare settings on 
 Each setting is compared with the baseline setting paired by seed (the seed fixes the data split
 order and the initialisation, so pairing removes that shared noise), and the p-values of all
 settings are corrected together with Holm's step-down method. A study's contrasts (each method
-against the method it adds to) are compared the same way, as a Holm family of their own
-(`compare_pairs`).
+against another, such as an add-on against the loss it adds to) are compared the same way, as a
+Holm family of their own (`compare_pairs`).
 
 References:
     Holm, "A Simple Sequentially Rejective Multiple Test Procedure", Scandinavian Journal of
@@ -183,7 +183,7 @@ def paired_differences(values: pd.DataFrame, setting: str, baseline: str) -> pd.
 
 
 # The Holm families of a study's comparisons: each setting against the baseline, and each of
-# study.json's contrasts (a method against the method it adds to), corrected separately.
+# study.json's contrasts (a method against the method it is contrasted with), corrected separately.
 BASELINE_FAMILY = "baseline"
 CONTRASTS_FAMILY = "contrasts"
 FAMILIES = (BASELINE_FAMILY, CONTRASTS_FAMILY)

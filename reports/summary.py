@@ -299,7 +299,7 @@ def contrasts_sentence(data: dict[str, Any]) -> Sentence:
             word += f" within ±{row.equivalence_margin:g}"
         verdicts.append(f"{row.setting} − {row.baseline} {word}")
     return Sentence(
-        "Each method against the method it adds to, after Holm correction over "
+        "Each method against the method it is contrasted with, after Holm correction over "
         f"{data['holm_family']}: {'; '.join(verdicts)}."
     )
 

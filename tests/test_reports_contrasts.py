@@ -1,5 +1,5 @@
-"""A comparison's contrasts (each method against the method it adds to): their own Holm family,
-their section of the report, their tables and their Markdown."""
+"""A comparison's contrasts (each method against the method it is contrasted with): their own Holm
+family, their section of the report, their tables and their Markdown."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_the_report_has_a_section_and_tables_for_the_contrasts(with_contrasts) -
     out = build_report(with_contrasts)
     page = out.read_text(encoding="utf-8").replace(get_plotlyjs(), "")
     assert "could not be drawn" not in page
-    assert "Each method against the method it adds to" in page
+    assert "Each method against the method it is contrasted with" in page
     assert "Holm family: the 2 tested contrasts on val_map_at_r, a family of its own" in page
     assert 'id="figure-contrasts"' in page and 'id="figure-comparison"' in page
     for name in ("contrasts", "test_contrasts", "comparisons", "test_comparisons"):
@@ -96,8 +96,8 @@ def test_markdown_names_both_methods_of_a_contrast_and_keeps_the_baseline_tables
     assert titles == [
         "compare_methods: val_map_at_r minus method = gapan",
         "compare_methods: test_map_at_r minus method = gapan",
-        "compare_methods: val_map_at_r, each method minus the method it adds to",
-        "compare_methods: test_map_at_r, each method minus the method it adds to",
+        "compare_methods: val_map_at_r, each method minus the method it is contrasted with",
+        "compare_methods: test_map_at_r, each method minus the method it is contrasted with",
     ]
     baseline, contrasts = printed.split(titles[2])
     assert "| setting | seeds | difference |" in baseline and "| contrast |" not in baseline

@@ -91,7 +91,7 @@ def test_the_report_of_a_splits_folder_compares_the_splits_side_by_side(top) -> 
     assert 'href="split_0/report.html"' in rest and 'href="split_1/report.html"' in rest
     assert "could not be drawn" not in rest
     assert "Against gapan, on each class split" in rest
-    assert "Each method against the method it adds to, on each class split" in rest
+    assert "Each method against the method it is contrasted with, on each class split" in rest
     assert "Holm family on each split: the 3 tested methods compared with gapan" in rest
     assert "the same verdict on every split: norm_softmax worse" in rest
     assert "differs across splits: proxy_anchor (split 0 better, split 1 worse)" in rest
@@ -235,7 +235,10 @@ def test_markdown_of_a_splits_folder_gives_each_split_its_tables(top, tmp_path, 
     assert titles == [
         f"compare_splits, split {split}: {metric}{what}"
         for split in (0, 1)
-        for what in (" minus method = gapan", ", each method minus the method it adds to")
+        for what in (
+            " minus method = gapan",
+            ", each method minus the method it is contrasted with",
+        )
         for metric in ("val_map_at_r", "test_map_at_r")
     ]
     assert "| norm_softmax_gapan − norm_softmax | 5 |" in printed

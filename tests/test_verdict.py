@@ -117,9 +117,9 @@ def test_the_markdown_table_puts_validation_and_test_side_by_side(studies, tmp_p
     assert headings == [
         "## ablate_depth: each setting against flow.depth = 0",
         "## compare_methods: each method against gapan",
-        "## compare_methods: each method against the method it adds to",
+        "## compare_methods: each method against the method it is contrasted with",
         "## compare_on_splits: each method against gapan",
-        "## compare_on_splits: each method against the method it adds to",
+        "## compare_on_splits: each method against the method it is contrasted with",
     ]
     assert (
         "| setting | seeds | val difference | val 95% over seeds | val 95% over seeds and classes "
