@@ -234,16 +234,23 @@ def _tune_started(directory: Path) -> bool:
     return any((directory / TUNE_DIR).glob("experiment_state*.json"))
 
 
+def study_record(directory: Path | str) -> dict[str, Any]:
+    """A folder's study.json as it is, or {} where there is none or it cannot be read: for
+    telling what kind of folder this is; `load_results` names what is wrong with one."""
+    try:
+        study = json.loads((Path(directory) / STUDY_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return study if isinstance(study, dict) else {}
+
+
 def _outermost_study(directory: Path, study: Mapping[str, Any]) -> tuple[Path, Mapping[str, Any]]:
     """The study `directory` is a part of (a tuned comparison's search, a split), or itself: a
     part is run, and resumed, by its whole study's command."""
     top, record = directory, study
     for parent in directory.resolve().parents:
-        try:
-            found = json.loads((parent / STUDY_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            break
-        if not isinstance(found, dict):
+        found = study_record(parent)
+        if not found:
             break
         top, record = parent, found
     return top, record

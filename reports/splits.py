@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +25,13 @@ import pandas as pd
 from gapan.files import write_atomic
 from gapan.space import SPLIT_KEY, SPLIT_PREFIX
 from reports import figures, page, stats, tables
-from reports.load import STUDY_FILE, Results, ResultsError, UnfinishedStudyError
+from reports.load import (
+    STUDY_FILE,
+    Results,
+    ResultsError,
+    UnfinishedStudyError,
+    study_record,
+)
 from reports.page import Section, escape, figure_html, paragraph, table_html
 from reports.summary import Sentence
 from reports.tuned import compared_results
@@ -83,7 +88,7 @@ def split_folders(results_dir: Path | str) -> dict[int, Path] | None:
         ResultsError: ``splits`` is not a list of distinct split numbers.
     """
     directory = Path(results_dir)
-    study = _study(directory)
+    study = study_record(directory)
     if "splits" not in study:
         return None
     numbers = study["splits"]
@@ -114,20 +119,12 @@ def split_folders(results_dir: Path | str) -> dict[int, Path] | None:
 def study_name(results_dir: Path | str) -> str:
     """The name of a study replicated on several class splits: its study.json's, else its
     folder's."""
-    return str(_study(Path(results_dir)).get("name") or Path(results_dir).name)
+    return str(study_record(results_dir).get("name") or Path(results_dir).name)
 
 
 def is_tuned(results_dir: Path | str) -> bool:
     """Whether a folder holds a tuned comparison, or one replicated on several class splits."""
-    return _study(Path(results_dir)).get("kind") == "tuned"
-
-
-def _study(directory: Path) -> dict[str, Any]:
-    try:
-        study = json.loads((directory / STUDY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return study if isinstance(study, dict) else {}
+    return study_record(results_dir).get("kind") == "tuned"
 
 
 def split_margin(
@@ -137,9 +134,9 @@ def split_margin(
     else the one the top folder recorded (None: the split's own rules, `compared_results`)."""
     if equivalence_margin is not None:
         return equivalence_margin
-    if _study(folder).get("equivalence_margin") is not None:
+    if study_record(folder).get("equivalence_margin") is not None:
         return None
-    return _study(Path(results_dir)).get("equivalence_margin")
+    return study_record(results_dir).get("equivalence_margin")
 
 
 @dataclass(frozen=True)
@@ -550,7 +547,7 @@ def write_replication(
         The path of the HTML file.
     """
     directory = Path(results_dir)
-    study = _study(directory)
+    study = study_record(directory)
     by_split = study_results(directory, equivalence_margin)
     comparisons = family_comparisons(by_split, is_tuned(directory))
     sections, summary, frames = [], [], []
@@ -642,7 +639,7 @@ def _links_section(directory: Path, folders: Mapping[int, Path], out: Path) -> S
     for split, folder in folders.items():
         report = folder / "report.html"
         href = Path(os.path.relpath(report, out.parent)).as_posix()
-        seed = _study(folder).get("fixed", {}).get(SPLIT_KEY, split)
+        seed = study_record(folder).get("fixed", {}).get(SPLIT_KEY, split)
         items.append(
             f'<li><a href="{escape(href)}">split {escape(split)}</a>: the study of '
             f"{SPLIT_KEY} = {escape(seed)}, its own report</li>"

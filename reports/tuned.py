@@ -4,7 +4,6 @@ table that shows their budgets were equal."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,14 @@ from typing import Any
 import pandas as pd
 
 from gapan.space import CONFIRMATION, SEARCH_PREFIX
-from reports.load import STUDY_FILE, Results, ResultsError, load_results, usable_trials
+from reports.load import (
+    STUDY_FILE,
+    Results,
+    ResultsError,
+    load_results,
+    study_record,
+    usable_trials,
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +38,8 @@ def tuned_parts(results_dir: Path | str) -> TunedParts | None:
         ResultsError: A part is missing or unreadable; the message names it.
     """
     directory = Path(results_dir)
-    try:
-        study = json.loads((directory / STUDY_FILE).read_text())
-    except (OSError, ValueError):
-        return None  # load_results names the problem
-    if not isinstance(study, dict) or study.get("kind") != "tuned":
+    study = study_record(directory)  # an unreadable one: load_results names the problem
+    if study.get("kind") != "tuned":
         return None
     methods = study.get("methods")
     if not isinstance(methods, dict) or not methods:
