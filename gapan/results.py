@@ -68,8 +68,9 @@ EPOCH_COLUMNS = (
 COST_COLUMNS = ("time_per_step_s", "time_per_epoch_s", "peak_gpu_memory_mb")
 # Statuses a trial reports itself in its last result, with the reason under `error`.
 REPORTED_ENDS = ("completed", "diverged", "failed")
-# Every status of trials.csv (`trial_status`); `interrupted`: the study stopped before the trial
-# finished (a resumable state).
+# Every status of trials.csv (`trial_status`). `stopped_early`: the study's scheduler stopped the
+# trial, and nothing else; `interrupted`: the study stopped before the trial ended (Ctrl-C, a
+# killed driver), a state that --resume continues.
 STATUSES = ("completed", "stopped_early", "failed", "diverged", "interrupted")
 # Every status but `interrupted`: the trial will not run again.
 ENDED = tuple(status for status in STATUSES if status != "interrupted")
@@ -87,6 +88,7 @@ class TrialRecord:
     error: str = ""
     time_total_s: float = math.nan
     gpus: float = 0.0
+    stopped_by_scheduler: bool = False  # the scheduler ended it (`gapan.tune.search.StopLog`)
 
 
 def write_study(study_dir: Path, space: StudySpace, extra: dict[str, Any]) -> None:
@@ -133,11 +135,13 @@ def write_environment(study_dir: Path, info: dict[str, Any]) -> None:
     _write_json(study_dir / ENVIRONMENT_FILE, info)
 
 
-def trial_status(record: TrialRecord, finished: bool) -> str:
-    """`completed`, `stopped_early`, `failed`, `diverged`, or `interrupted` (study not finished).
+def trial_status(record: TrialRecord) -> str:
+    """`completed`, `stopped_early`, `failed`, `diverged`, or `interrupted`.
 
     A trial fails by raising (after its retries; the error is Tune's) or by reporting `failed`
-    itself (out of GPU memory, which a retry would not mend).
+    itself (out of GPU memory, which a retry would not mend). One that ended any other way
+    without finishing was stopped early only if the scheduler stopped it: Tune ends every
+    running trial when its driver is interrupted, too.
     """
     if record.error:
         return "failed"
@@ -145,15 +149,15 @@ def trial_status(record: TrialRecord, finished: bool) -> str:
     status = last.get("status")
     if status in REPORTED_ENDS:
         return status
-    return "stopped_early" if finished else "interrupted"
+    return "stopped_early" if record.stopped_by_scheduler else "interrupted"
 
 
-def trials_table(records: list[TrialRecord], space: StudySpace, finished: bool) -> pd.DataFrame:
+def trials_table(records: list[TrialRecord], space: StudySpace) -> pd.DataFrame:
     rows = []
     searched = [*space.search, "train.seed"]
     for record in sorted(records, key=lambda r: r.number):
         last = record.epochs[-1] if record.epochs else {}
-        status = trial_status(record, finished)
+        status = trial_status(record)
         row: dict[str, Any] = {
             "trial_id": record.trial_id,
             "number": record.number,
@@ -227,12 +231,10 @@ def class_scores_table(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[list(CLASS_SCORE_COLUMNS)]
 
 
-def write_tables(
-    study_dir: Path, records: list[TrialRecord], space: StudySpace, finished: bool
-) -> pd.DataFrame:
+def write_tables(study_dir: Path, records: list[TrialRecord], space: StudySpace) -> pd.DataFrame:
     """Write trials.csv, epochs.csv, class_scores.csv and each trial's resolved config; return
     the trials table."""
-    trials = trials_table(records, space, finished)
+    trials = trials_table(records, space)
     # Atomic: a driver killed while writing leaves the previous tables, never a cut-off one.
     write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
     write_atomic(study_dir / EPOCHS_FILE, csv_text(epochs_table(records)))

@@ -64,7 +64,7 @@ def test_results_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Pat
     space = parse_space(TINY_ABLATION, "tiny_ablation")
     study_dir = tmp_path / "study"
     write_study(study_dir, space, {"resources": {"cpu": 1}})
-    write_tables(study_dir, records(0.3), space, finished=True)
+    write_tables(study_dir, records(0.3), space)
     names = [STUDY_FILE, TRIALS_FILE, EPOCHS_FILE, "trials/trial_1/config.json"]
     kept = tmp_path / "kept"
     kept.mkdir()
@@ -74,7 +74,7 @@ def test_results_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Pat
         before[name] = (study_dir / name).read_bytes()
 
     write_study(study_dir, space, {"resources": {"cpu": 2}})
-    write_tables(study_dir, records(0.4, error="RuntimeError"), space, finished=True)
+    write_tables(study_dir, records(0.4, error="RuntimeError"), space)
     for index, name in enumerate(names):
         assert (kept / str(index)).read_bytes() == before[name], name
         assert not (study_dir / name).samefile(kept / str(index)), name
@@ -88,7 +88,7 @@ def test_results_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Pat
 )
 def test_a_carriage_return_in_an_error_keeps_its_row_whole(tmp_path: Path, error: str) -> None:
     space = parse_space(TINY_ABLATION, "tiny_ablation")
-    write_tables(tmp_path, records(0.3, error=error), space, finished=True)
+    write_tables(tmp_path, records(0.3, error=error), space)
     trials = pd.read_csv(tmp_path / TRIALS_FILE, dtype={"trial_id": str}, keep_default_na=False)
     assert list(trials["trial_id"]) == ["trial_0", "trial_1"]
     assert list(trials["error"]) == ["", error]

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -296,35 +295,6 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path, keep
     best = trials.loc[trials.groupby("setting")["val_map_at_r"].idxmax(), "trial_id"]
     expected = {"best": sorted(best), "last": sorted(trials["trial_id"]), "none": []}[keep]
     assert kept == expected
-
-
-@pytest.mark.slow
-def test_a_study_stopped_with_ctrl_c_keeps_its_trials_and_reports(tmp_path):
-    space_file = tmp_path / "resumable.py"
-    space_file.write_text(RESUMABLE)
-    study_dir = tmp_path / "results" / "resumable"
-    driver = start_study(space_file, tmp_path / "results", "resumable")
-    while not trial_results(study_dir, completed_only=True):
-        assert driver.poll() is None, "the study ended before Ctrl-C"
-        time.sleep(0.5)
-    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
-    assert driver.wait(timeout=300) == 0
-
-    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
-    # Only trials that started have rows, each with its setting and seed.
-    assert 1 <= len(trials) < 6
-    assert trials["config/flow.depth"].notna().all() and trials["seed"].notna().all()
-    assert set(trials["status"]) <= {"completed", "interrupted"}
-    assert "completed" in set(trials["status"])
-    report = build_report(study_dir)
-    assert "resumable" in report.read_text()
-
-    resumed = resume_study(space_file, tmp_path / "results", "resumable")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
-    assert len(trials) == 6 and set(trials["status"]) == {"completed"}, trials[
-        ["trial_id", "status", "error"]
-    ].to_string()
 
 
 def test_tune_prepares_a_trial_for_every_slot_the_resources_allow(ray_instance):

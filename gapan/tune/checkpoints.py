@@ -148,7 +148,6 @@ def settle_study(
     mode: str,
     policy: str,
     finished: bool,
-    scheduled: bool = False,
 ) -> None:
     """Settle every ended trial that still has checkpoints, then keep only what `policy` keeps.
 
@@ -158,9 +157,6 @@ def settle_study(
         finished: Every trial of the study ended. Then the checkpoints of a trial folder that
             no trial owns go too: a driver killed just after a trial's first checkpoint leaves
             a trial that Tune had not recorded, and the resumed study ran it again afresh.
-        scheduled: The study had a scheduler, so a trial `stopped_early` ended for good. Without
-            one that status can only come from an interrupted run mislabelled as finished, and
-            such a trial keeps its checkpoints for a resume.
     """
     folders = trial_folders(study_dir)
     if finished:
@@ -171,9 +167,8 @@ def settle_study(
                     shutil.rmtree(checkpoint, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # when nothing else is left in it
-    ended = results.REPORTED_ENDS + (("stopped_early",) if scheduled else ())
     for trial_id, status, setting in trials:
-        if status in ended and trial_id in folders:
+        if status in results.ENDED and trial_id in folders:
             try:
                 settle_trial(study_dir, folders[trial_id], setting, metric, mode, policy)
             except (OSError, ValueError, CheckpointError) as error:

@@ -7,12 +7,13 @@ once; torch, Ray and the data loaders load only for a run.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from gapan.config import ConfigError, parse_overrides
 from gapan.results import KEEP_POLICIES
-from gapan.space import SpaceError, load_space
+from gapan.space import COST_OBJECTIVES, SpaceError, load_space
 
 
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -65,9 +66,9 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         "--objectives",
         type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
         default=(),
-        help="a multi-objective search: a metric, then costs to minimise, e.g. "
-        "map_at_r,time_per_step (also time_per_epoch, peak_gpu_memory); the report shows "
-        "the Pareto front",
+        help="a multi-objective search: a metric, then a cost to minimise (one of "
+        f"{', '.join(COST_OBJECTIVES)}), e.g. map_at_r,time_per_step; the report shows the "
+        "Pareto front",
     )
     study.add_argument(
         "--seeds",
@@ -181,6 +182,14 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return flat
 
 
+def resume_command(name: str, argv: list[str] | None) -> str:
+    """The command that ran this study, with --resume: what continues it."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(["python", f"studies/{name}.py", *words])
+
+
 def tensorboard_dir(study_dir: Path) -> str:
     """Where TensorBoard finds the study's event files for good (Ray names a session folder that
     is gone after a reboot): its Tune folder, or the study's folder when its parts hold them."""
@@ -199,8 +208,16 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
     given = [flag for flag, value in _adaptive_flags(args).items() if value is not None]
     if given and not adaptive:
         parser.error(f"{', '.join(given)} go with --seeds auto")
+    overridden = [flag for flag in ("--min-seeds", "--max-seeds") if flag in given]
+    if args.smoke and adaptive and overridden:
+        print(
+            f"--smoke: adaptive seeds take 2 seeds, then at most 3; {' and '.join(overridden)} "
+            "are checked but not used",
+            flush=True,
+        )
     from gapan.data import DataError
     from gapan.tune import StudyError, StudyOptions, run_study
+    from gapan.tune.options import StudyUnfinished
 
     try:
         options = StudyOptions(
@@ -232,6 +249,16 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             splits=args.splits,
         )
         study_dir = run_study(load_space(name), options)
+    except StudyUnfinished as error:
+        print(f"stopped: {error}\n  to continue: {resume_command(name, argv)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Between two parts of a study (rounds, searches, splits), where Tune is not running.
+        print(
+            "stopped (Ctrl-C): what ended is kept; to continue: " + resume_command(name, argv),
+            file=sys.stderr,
+        )
+        return 130
     except (ConfigError, SpaceError, DataError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

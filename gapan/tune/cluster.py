@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -52,7 +54,7 @@ def start_ray(options: StudyOptions) -> None:
                 num_cpus=options.num_cpus,
                 include_dashboard=None,
                 dashboard_host=options.dashboard_host,
-                dashboard_port=options.dashboard_port,
+                dashboard_port=dashboard_port(options.dashboard_host, options.dashboard_port),
             )
     except ConnectionError as error:
         raise StudyError(
@@ -62,7 +64,14 @@ def start_ray(options: StudyOptions) -> None:
         ) from None
     url = context.dashboard_url
     if not url:
-        print("Ray dashboard: not running (install ray[default])", flush=True)
+        if importlib.util.find_spec("aiohttp") is None:
+            print("Ray dashboard: not running (install ray[default])", flush=True)
+        else:
+            logs = Path(context.address_info.get("session_dir", "/tmp/ray/session_latest"))
+            print(
+                f"Ray dashboard: did not start; its log says why: {logs / 'logs'}/dashboard.log",
+                flush=True,
+            )
         return
     print(f"Ray dashboard: http://{url}", flush=True)
     token = make_token_private()
@@ -72,6 +81,31 @@ def start_ray(options: StudyOptions) -> None:
             f"{token}, readable by you only)",
             flush=True,
         )
+
+
+def dashboard_port(host: str, port: int) -> int:
+    """`port` if it is free on `host`, else a free one, saying so: Ray would start without a
+    dashboard rather than say that another study's dashboard holds the port."""
+    if port == 0:
+        return 0
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As a server binds: a port that only waits out a closed connection is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            return port  # not this machine's address, say: Ray's own message says so
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            free = probe.getsockname()[1]
+        print(
+            f"Ray dashboard: port {port} on {host} is taken ({error.strerror}; another study's "
+            f"dashboard?), so this study's listens on port {free}",
+            flush=True,
+        )
+        return free
+    return port
 
 
 def make_token_private() -> Path | None:

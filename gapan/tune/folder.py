@@ -99,7 +99,10 @@ def check_new(study_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def trial_records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecord]:
+def trial_records(
+    grid: tune.ResultGrid, gpus: float, stopped: set[str]
+) -> list[results.TrialRecord]:
+    """The trials Tune ran, as records; `stopped`: the Tune trial ids the scheduler stopped."""
     records = []
     for result in grid:
         if result.metrics_dataframe is None and result.error is None:
@@ -110,14 +113,16 @@ def trial_records(grid: tune.ResultGrid, gpus: float) -> list[results.TrialRecor
         epochs = frame.to_dict("records") if frame is not None else []
         last = result.metrics or {}
         config = dict(result.config or {})
+        tune_id = str(last.get("trial_id", trial_id))
         record = results.TrialRecord(
-            trial_id=last.get("trial_id", trial_id),
+            trial_id=tune_id,
             number=int(match.group(1)) if match else len(records),
             config=config,
             epochs=[{k: v for k, v in row.items() if not _is_missing(v)} for row in epochs],
             error=_last_lines(result.error),
             time_total_s=float(last.get("time_total_s", math.nan)),
             gpus=gpus,
+            stopped_by_scheduler=tune_id in stopped,
         )
         records.append(record)
     return records

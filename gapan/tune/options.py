@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ MAX_SPLITS = 100
 
 class StudyError(RuntimeError):
     """A study that cannot start or resume; the message says what to do."""
+
+
+class StudyUnfinished(StudyError):
+    """A study (or a part of one) stopped before all its trials ended, interrupted; what ended
+    is written, and --resume runs the rest."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,95 @@ class StudyOptions:
                 f"--splits must be a whole number from 1 to {MAX_SPLITS}; got {self.splits!r}"
             )
         margin = self.equivalence_margin
-        if margin is not None and not (margin > 0 and margin != float("inf")):
+        if margin is not None and not (_is_number(margin) and margin > 0):
             raise StudyError(
                 f"--equivalence-margin must be a positive number in the metric's units (e.g. "
                 f"0.01 for MAP@R); got {margin!r}"
             )
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Refuse a number no study can run with, before Ray starts or a file is written."""
+        wrong = [
+            f"{flag} must be {meaning}; got {value!r}"
+            for flag, value, fits, meaning in (
+                (
+                    "--cpus-per-trial",
+                    self.cpus_per_trial,
+                    _is_number(self.cpus_per_trial) and self.cpus_per_trial > 0,
+                    "more than 0 (every trial runs on a CPU)",
+                ),
+                (
+                    "--gpus-per-trial",
+                    self.gpus_per_trial,
+                    _is_number(self.gpus_per_trial)
+                    and (0 <= self.gpus_per_trial <= 1 or float(self.gpus_per_trial).is_integer()),
+                    "0, a fraction of one GPU, or a whole number of GPUs",
+                ),
+                (
+                    "--max-concurrent",
+                    self.max_concurrent,
+                    _is_whole(self.max_concurrent, 0),
+                    "a whole number, 0 for as many as the resources allow",
+                ),
+                (
+                    "--num-samples",
+                    self.num_samples,
+                    self.num_samples is None or _is_whole(self.num_samples, 1),
+                    "a whole number of trials, at least 1",
+                ),
+                (
+                    "--seeds",
+                    self.seeds,
+                    self.seeds is None or _is_whole(self.seeds, 1),
+                    "a whole number of seeds, at least 1, or auto",
+                ),
+                (
+                    "--max-failures",
+                    self.max_failures,
+                    _is_whole(self.max_failures, 0),
+                    "a whole number of retries, 0 or more",
+                ),
+                (
+                    "--num-cpus",
+                    self.num_cpus,
+                    self.num_cpus is None or _is_whole(self.num_cpus, 1),
+                    "a whole number of CPUs, at least 1",
+                ),
+                (
+                    "--dashboard-port",
+                    self.dashboard_port,
+                    _is_whole(self.dashboard_port, 0) and self.dashboard_port <= 65535,
+                    "a port from 1 to 65535 (0: any free port)",
+                ),
+                (
+                    "--precision",
+                    self.precision,
+                    _is_number(self.precision) and self.precision >= 0,
+                    "0 or a positive number in the metric's units",
+                ),
+                (
+                    "--budget-minutes",
+                    self.budget_minutes,
+                    self.budget_minutes is None
+                    or (_is_number(self.budget_minutes) and self.budget_minutes > 0),
+                    "a positive number of minutes",
+                ),
+            )
+            if not fits
+        ]
+        if self.adaptive and not (
+            _is_whole(self.min_seeds, 2)
+            and _is_whole(self.max_seeds, 2)
+            and self.min_seeds <= self.max_seeds
+        ):
+            wrong.append(
+                "--min-seeds and --max-seeds must be whole numbers with 2 <= --min-seeds <= "
+                f"--max-seeds (a paired t-test needs 2 pairs); got {self.min_seeds!r} and "
+                f"{self.max_seeds!r}"
+            )
+        if wrong:
+            raise StudyError("; ".join(wrong))
 
     @property
     def reporting(self) -> dict[str, Any]:
@@ -86,6 +176,14 @@ class StudyOptions:
     @property
     def study_dir(self) -> Path:
         return (Path(self.storage) if self.storage else self.results_dir).resolve() / self.name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def check_name(name: str) -> None:

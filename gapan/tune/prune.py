@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from gapan import results
+from gapan.tune.lock import StudyLocked, study_lock
 
 
 class PruneError(ValueError):
@@ -105,7 +106,6 @@ def prune(study_dir: Path, policy: str) -> list[Path]:
         study["mode"],
         policy,
         finished=True,
-        scheduled=study.get("scheduler") is not None,
     )
     _record_policy(study_dir, study, policy)
     return [study_dir]
@@ -138,7 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = _size(args.study) if args.study.is_dir() else 0
     try:
-        pruned = prune(args.study, args.keep_checkpoints)
+        if not args.study.is_dir():
+            raise PruneError(f"{args.study} holds no study (it is not a folder)")
+        # A driver that holds the folder (a running study) keeps it as it is.
+        with study_lock(args.study):
+            pruned = prune(args.study, args.keep_checkpoints)
+    except StudyLocked as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (PruneError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -61,6 +61,31 @@ def check_same_splits(study_dir: Path, splits: int) -> None:
         )
 
 
+def check_same_seeding(study_dir: Path, adaptive: bool) -> None:
+    """Refuse to resume an adaptive study without --seeds auto, or another one with it."""
+    if not (study_dir / results.STUDY_FILE).exists():
+        return  # nothing to resume: the study's own checks say so
+    saved = read_study_file(study_dir)
+    if "splits" in saved:
+        return  # each split is checked as it resumes
+    design = saved.get("sequential")
+    if design is not None and not adaptive:
+        flags = f"--seeds auto --min-seeds {design.get('min_seeds')} --max-seeds " + str(
+            design.get("max_seeds")
+        )
+        if design.get("precision"):
+            flags += f" --precision {design['precision']}"
+        raise StudyError(
+            f"{study_dir} is an adaptive study (--seeds auto): resume it with --resume {flags} "
+            "and the other flags it started with"
+        )
+    if design is None and adaptive:
+        raise StudyError(
+            f"{study_dir} holds a study with a fixed number of seeds, not an adaptive one; "
+            "resume it without --seeds auto (with the --seeds it started with, if any)"
+        )
+
+
 def check_resumable(study_dir: Path, space: StudySpace) -> None:
     """Refuse a resume that cannot work, saying why and what to do instead."""
     if not (study_dir / results.STUDY_FILE).exists():
@@ -184,11 +209,9 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
     return counts
 
 
-def check_nothing_lost(
-    before: dict[str, int], records: list[results.TrialRecord], finished: bool
-) -> None:
+def check_nothing_lost(before: dict[str, int], records: list[results.TrialRecord]) -> None:
     """Refuse to write tables with fewer ended trials than the folder recorded before a resume."""
-    now = sum(results.trial_status(record, finished) in results.ENDED for record in records)
+    now = sum(results.trial_status(record) in results.ENDED for record in records)
     if not before or now >= max(before.values()):
         return
     recorded = ", ".join(f"{name}: {count}" for name, count in before.items())

@@ -25,8 +25,9 @@ from gapan.tune.checkpoints import (
     PruneEndedTrials,
     settle_study,
 )
-from gapan.tune.options import StudyError, StudyOptions, apply_options
-from gapan.tune.search import StudySearcher, scheduler
+from gapan.tune.lock import StudyLocked, study_lock
+from gapan.tune.options import StudyError, StudyOptions, StudyUnfinished, apply_options
+from gapan.tune.search import StudySearcher, scheduler, scheduler_stops
 from gapan.tune.trainable import run_trial, trial_config
 
 
@@ -177,7 +178,7 @@ def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> 
         param_space={k: v for k, v in to_flat(base).items() if k not in space.search},
         tune_config=tune.TuneConfig(
             search_alg=StudySearcher(space, study_dir),
-            scheduler=scheduler(space),
+            scheduler=scheduler(space, study_dir),
             num_samples=space.trial_count(),
             max_concurrent_trials=options.max_concurrent or None,
             reuse_actors=True,
@@ -199,9 +200,15 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) a study to the end and write its results folder; return the folder.
 
     Everything that can be checked is checked before Ray starts: the space against the config,
-    the resources and cluster address asked for, the study folder, the data set, and the
-    frozen-feature cache (built here once, shared by every trial). A tuned comparison and an
-    adaptive study run as several studies (`gapan.tune.tuned`, `gapan.tune.adaptive`).
+    the resources and cluster address asked for, the study folder (held by this driver alone,
+    `gapan.tune.lock`), the data set, and the frozen-feature cache (built here once, shared by
+    every trial). A tuned comparison and an adaptive study run as several studies
+    (`gapan.tune.tuned`, `gapan.tune.adaptive`).
+
+    Raises:
+        StudyUnfinished: The study stopped (Ctrl-C) before every trial ended; what ended is
+            written, and a resume runs the rest.
+        StudyError: It cannot start or resume; the message says why and what to do.
     """
     if options.adaptive and space.kind == "tuned":
         raise StudyError(
@@ -210,7 +217,17 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         )
     if options.resume:
         resume.check_same_splits(options.study_dir, options.splits)
-    # Studies made of studies run their parts through this function.
+        resume.check_same_seeding(options.study_dir, options.adaptive)
+    folder.check_writable(options.study_dir)
+    try:
+        with study_lock(options.study_dir):
+            return _run_held_study(space, options)
+    except StudyLocked as error:
+        raise StudyError(str(error)) from None
+
+
+def _run_held_study(space: StudySpace, options: StudyOptions) -> Path:
+    # Studies made of studies run their parts through `run_study`.
     if options.splits > 1:
         from gapan.tune.splits import run_splits
 
@@ -271,18 +288,20 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
             "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
             "run the same command with --resume."
         ) from None
-    records = folder.trial_records(grid, options.gpus_per_trial)
+    records = folder.trial_records(grid, options.gpus_per_trial, scheduler_stops(study_dir))
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
     # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or
-    # trials that Tune had not ended when it stopped.
-    ended = grid.num_terminated + grid.num_errors
-    finished = len(records) == space.trial_count() and ended == len(records)
-    resume.check_nothing_lost(ended_before, records, finished)
+    # trials that neither ended by themselves nor were stopped by the scheduler.
+    statuses = [results.trial_status(record) for record in records]
+    finished = len(records) == space.trial_count() and all(
+        status in results.ENDED for status in statuses
+    )
+    resume.check_nothing_lost(ended_before, records)
     if finished:
         folder.close_abandoned_optuna_trials(study_dir, space)
     try:
-        trials = results.write_tables(study_dir, records, space, finished=finished)
+        trials = results.write_tables(study_dir, records, space)
     except OSError as error:
         raise StudyError(
             f"the study ran, but writing its tables into {study_dir} failed ({error}). Its trials "
@@ -299,7 +318,6 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
             space.mode,
             options.keep_checkpoints,
             finished,
-            scheduled=space.scheduler is not None,
         )
     environment.update(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -310,4 +328,12 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         results.write_environment(study_dir, environment)
     except OSError as error:
         print(f"warning: {study_dir / results.ENVIRONMENT_FILE} not written ({error})")
+    if not finished:
+        ended = sum(status in results.ENDED for status in statuses)
+        raise StudyUnfinished(
+            f"the study in {study_dir} stopped before all its trials ended ({ended} of "
+            f"{space.trial_count()} ended); what ended is written there. Run the same command "
+            "with --resume to continue it: finished trials are kept, interrupted ones go on "
+            "from their last checkpoint."
+        )
     return study_dir

@@ -21,9 +21,12 @@ from ray.tune.search import Searcher
 from gapan.config import from_flat
 from gapan.files import write_atomic
 from gapan.space import StudySpace, optuna_distributions
+from gapan.tune.options import StudyError
 from gapan.tune.trial_order import SECONDS_ATTR, next_grid_point
 
 OPTUNA_FILE = "optuna.journal"
+# The trials the study's scheduler stopped, by Tune trial id (`RecordedASHA`).
+SCHEDULER_STOPS_FILE = "scheduler_stops.json"
 
 
 def journal(study_dir: Path) -> optuna.storages.JournalStorage:
@@ -185,12 +188,13 @@ def _is_finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def scheduler(space: StudySpace) -> ASHAScheduler | None:
+def scheduler(space: StudySpace, study_dir: Path) -> RecordedASHA | None:
     """ASHA early stopping for a search that asks for it; None runs every trial to the end."""
     if space.scheduler != "asha":
         return None
     epochs = from_flat(space.fixed).train.epochs
-    return ASHAScheduler(
+    return RecordedASHA(
+        study_dir,
         metric=space.metric,
         mode=space.mode,
         time_attr="training_iteration",
@@ -198,3 +202,38 @@ def scheduler(space: StudySpace) -> ASHAScheduler | None:
         grace_period=max(1, epochs // 4),
         reduction_factor=3,
     )
+
+
+class RecordedASHA(ASHAScheduler):
+    """ASHA that writes down each trial it stops, in the study folder.
+
+    Tune ends the running trials of an interrupted study (Ctrl-C) the way it ends those its
+    scheduler stops, so a trial is `stopped_early` only when this record names it; any other
+    unfinished trial is `interrupted`, and --resume runs it on.
+    """
+
+    def __init__(self, study_dir: Path, **settings: Any):
+        super().__init__(**settings)
+        self._stops = str(Path(study_dir) / SCHEDULER_STOPS_FILE)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP:
+            stops = scheduler_stops(Path(self._stops).parent) | {trial.trial_id}
+            write_atomic(self._stops, json.dumps(sorted(stops)) + "\n")
+        return decision
+
+
+def scheduler_stops(study_dir: Path) -> set[str]:
+    """The Tune trial ids the study's scheduler stopped (none when it has no scheduler)."""
+    try:
+        stops = json.loads((study_dir / SCHEDULER_STOPS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as error:
+        raise StudyError(
+            f"{study_dir / SCHEDULER_STOPS_FILE}, the record of the trials the scheduler stopped, "
+            f"cannot be read ({error}); without it a stopped trial cannot be told from an "
+            "interrupted one. Restore it from a backup, or give a new --name to start afresh."
+        ) from None
+    return {str(trial_id) for trial_id in stops} if isinstance(stops, list) else set()
