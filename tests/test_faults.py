@@ -8,8 +8,10 @@ same thing. Bad input must fail in seconds, before Ray starts, naming what to fi
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,10 +32,11 @@ from PIL import Image
 
 from gapan.config import ConfigError, from_flat
 from gapan.results import TrialRecord
-from gapan.space import parse_space
+from gapan.space import load_space, parse_space
 from gapan.train import load_checkpoint, train
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cli import run_study_script
+from gapan.tune.cluster import dashboard_port
 from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
 from gapan.tune.folder import check_free_space, check_new
 from gapan.tune.resume import check_nothing_lost, ended_trials
@@ -276,10 +279,72 @@ def assert_refused(tmp_path, capsys, argv, *fragments, name="ablate_flow_depth")
         (["--name", "../../outside"], ["'../../outside' is not a folder name"]),
         (["--name", "/tmp/absolute"], ["'/tmp/absolute' is not a folder name"]),
         (["--name", ""], ["'' is not a folder name"]),
+        (["--cpus-per-trial", "0"], ["--cpus-per-trial must be more than 0"]),
+        (["--gpus-per-trial", "1.5"], ["--gpus-per-trial must be 0, a fraction"]),
+        (["--max-concurrent", "-1"], ["--max-concurrent must be a whole number"]),
+        (["--dashboard-port", "70000"], ["--dashboard-port must be a port from 1 to 65535"]),
+        (["--seeds", "auto", "--precision", "nan"], ["--precision must be 0 or a positive"]),
+        (["--seeds", "auto", "--precision", "-0.01"], ["--precision must be 0 or a positive"]),
+        (["--seeds", "auto", "--budget-minutes", "-5"], ["--budget-minutes must be a positive"]),
+        (["--seeds", "auto", "--budget-minutes", "inf"], ["--budget-minutes must be a positive"]),
+        (
+            ["--smoke", "--seeds", "auto", "--min-seeds", "5", "--max-seeds", "3"],
+            ["2 <= --min-seeds <= --max-seeds", "got 5 and 3"],
+        ),
     ],
 )
 def test_bad_options_fail_in_seconds_without_starting_ray(tmp_path, capsys, argv, fragments):
     assert_refused(tmp_path, capsys, argv, *fragments)
+
+
+def test_smoke_says_which_flags_it_overrides(tmp_path, capsys):
+    argv = ["--smoke", "--seeds", "auto", "--min-seeds", "4", "--max-seeds", "6", "--resume"]
+    status, _ = run_script(tmp_path, *argv)
+    captured = capsys.readouterr()
+    assert status == 2  # nothing to resume: refused after the flags were read
+    assert (
+        "--smoke: adaptive seeds take 2 seeds, then at most 3; --min-seeds and --max-seeds are "
+        "checked but not used"
+    ) in captured.out
+
+
+def test_every_cost_the_help_offers_is_accepted():
+    from gapan.space import with_objectives
+    from gapan.tune.cli import study_parser
+
+    text = " ".join(study_parser("search_gapan", "").format_help().split())
+    offered = re.search(r"then a cost to minimise \(one of ([\w, ]+)\)", text).group(1)
+    for cost in offered.split(", "):
+        with_objectives(load_space("search_gapan"), ["map_at_r", cost])
+    assert "time_per_epoch" not in text
+
+
+def test_a_taken_dashboard_port_moves_to_a_free_one_and_says_so(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        chosen = dashboard_port("127.0.0.1", port)
+    assert chosen not in (port, 0)
+    assert f"port {port} on 127.0.0.1 is taken" in capsys.readouterr().out
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", chosen))  # it was free
+
+
+def test_resuming_an_adaptive_study_without_seeds_auto_says_how(tmp_path, capsys):
+    study_dir = tmp_path / "results" / "ablate_flow_depth"
+    study_dir.mkdir(parents=True)
+    design = {"min_seeds": 3, "max_seeds": 8, "comparisons": 4, "precision": 0.01}
+    (study_dir / "study.json").write_text(json.dumps({"kind": "ablation", "sequential": design}))
+    status, _ = run_script(tmp_path, "--resume")
+    message = capsys.readouterr().err
+    assert status == 2 and "holds no Tune experiment" not in message
+    assert "is an adaptive study (--seeds auto): resume it with --resume --seeds auto " in message
+    assert "--min-seeds 3 --max-seeds 8 --precision 0.01" in message
+    (study_dir / "study.json").write_text(json.dumps({"kind": "ablation", "seeds": 3}))
+    status, _ = run_script(tmp_path, "--resume", "--seeds", "auto")
+    assert status == 2
+    assert "not an adaptive one; resume it without --seeds auto" in capsys.readouterr().err
 
 
 def copy_of(study_dir: Path, tmp_path: Path) -> Path:
@@ -429,7 +494,8 @@ def test_a_study_stopped_before_its_first_trial_starts_afresh(tmp_path, capsys):
     assert status == 2
     assert "stopped before its first trial: run without --resume" in capsys.readouterr().err
     check_new(study_dir)
-    assert [path.name for path in study_dir.iterdir()] == ["study.json"]
+    # The lock of the refused resume stays: an empty file, held by no one.
+    assert sorted(path.name for path in study_dir.iterdir()) == ["driver.lock", "study.json"]
     # A finished study is never cleared, even without its Tune folder.
     (study_dir / "trials.csv").write_text("trial_id,status\n")
     with pytest.raises(StudyError, match="already holds a study.*--resume"):

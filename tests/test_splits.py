@@ -72,7 +72,7 @@ def test_contrasts_must_name_two_methods_of_a_comparison():
         ({"overrides": {"data.split_seed": 2}}, "leave it out of --set"),
         ({"overrides": {"data.name": "cub", "data.root": "/data/cub"}}, "standard split"),
         ({"splits": 0}, "--splits must be"),
-        ({"adaptive": True, "min_seeds": 5, "max_seeds": 3}, "--min-seeds/--max-seeds"),
+        ({"adaptive": True, "min_seeds": 5, "max_seeds": 3}, "--min-seeds and --max-seeds must"),
     ],
 )
 def test_a_study_on_splits_refuses_what_it_cannot_run_before_starting(tmp_path, change, message):

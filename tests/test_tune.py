@@ -24,6 +24,7 @@ from conftest import (
 from gapan.space import load_space, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cluster import pending_trials_limit, trial_slots
+from gapan.tune.search import scheduler_stops
 from gapan.tune.trainable import _quiet_exit
 from reports import build_report
 
@@ -99,6 +100,11 @@ def test_a_search_with_early_stopping_runs_and_reports(tmp_path, ray_instance):
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 5
     assert set(trials["status"]) <= {"completed", "stopped_early"}
+    # Stopped early: exactly the trials the scheduler stopped before their last epoch.
+    stopped = trials.loc[trials["status"] == "stopped_early", "trial_id"]
+    assert set(stopped) == scheduler_stops(study_dir) & set(
+        trials.loc[trials["epochs"] < 2, "trial_id"]
+    )
     searched = [c for c in trials if c.startswith("config/")]
     assert len(searched) == 7 and trials[searched].nunique().min() > 1  # TPE varied every knob
     finished = [t for t in optuna_trials(study_dir, "search_gapan") if t.state.is_finished()]
