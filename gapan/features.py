@@ -4,11 +4,14 @@ With a frozen backbone every epoch of every trial would push the same images thr
 network; `cached_features` does it once and keeps the result as safetensors under
 ``$GAPAN_CACHE/features/`` (default ``~/.cache/gapan/features/``). Trials that start together share
 one build: a file lock serialises the builders and the file appears by atomic rename, so a reader
-never sees it half-written.
+never sees it half-written. Each entry records a checksum of its tensors, verified when a process
+first reads it: an entry damaged on disk, or one without a checksum, is rebuilt with a warning
+that names it.
 
 Partial fine-tuning freezes only the lower stages: `cached_stage_outputs` keeps their feature
 maps, of several augmented views of every training image, so that trials train the upper stages
-without running the lower ones again.
+without running the lower ones again. Before building them it estimates their size on disk
+and in memory, and refuses (`check_cache_room`) where either would not fit.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import safetensors
-import safetensors.torch
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
@@ -33,7 +35,7 @@ from torch.utils.data import DataLoader
 from gapan.config import ConfigError
 from gapan.data.imageset import ImageSet
 from gapan.files import cache_root
-from gapan.weights import save_safetensors_atomic
+from gapan.weights import ChecksumError, load_safetensors_checked, save_safetensors_atomic
 
 if TYPE_CHECKING:  # imported where a backbone runs: timm and torchvision take seconds to import
     from gapan.backbone import Backbone
@@ -124,15 +126,25 @@ def augmented_views(
     """
     from gapan.data.transforms import train_transform
 
-    outputs = []
+    if views < 1:
+        raise ValueError(f"views={views}: at least one view is needed")
+    # Each view is copied into its place as it comes: a list of views stacked at the end would
+    # hold every view twice at once.
+    stacked = None
     for view in range(views):
         # The transforms draw from torch's global generator; decoding in this process (no
         # workers) in a fixed order makes the draws a function of the seed alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(AUGMENTATION_SEED + view)
             transform = train_transform(image_size)
-            outputs.append(run_network(network, images, transform, batch_size, device, 0, dtype))
-    return torch.stack(outputs, dim=1)
+            maps = run_network(network, images, transform, batch_size, device, 0, dtype)
+        if stacked is None:
+            stacked = torch.empty((len(maps), views, *maps.shape[1:]), dtype=maps.dtype)
+        elif maps.dtype != stacked.dtype:  # float16 asked, but this view exceeded its range
+            stacked = stacked.to(maps.dtype)
+        stacked[:, view] = maps
+        dtype = stacked.dtype  # the next views are computed straight into the type chosen
+    return stacked
 
 
 def cached_features(
@@ -206,16 +218,26 @@ def cached_stage_outputs(
 
     views_variant = f"{AUGMENTATION_VERSION}-{views}views"
     plain_variant = f"{TRANSFORM_VERSION}-maps"
+    entries = [
+        (train, views, views_variant),
+        *((images, 1, plain_variant) for images in evaluated.values()),
+    ]
     missing = [
-        len(images) * copies
-        for images, copies, variant in [
-            (train, views, views_variant),
-            *((images, 1, plain_variant) for images in evaluated.values()),
-        ]
+        (len(images), copies)
+        for images, copies, variant in entries
         if not (folder / _entry_name(identity, images, image_size, variant)).exists()
     ]
     if missing:
-        check_cache_room(folder, sum(missing) * stage_output_bytes(frozen, image_size))
+        image_bytes = stage_output_bytes(frozen, image_size)
+        returned = sum(len(images) * copies for images, copies, _ in entries)
+        # At its peak a build holds everything this function returns, plus two more copies of
+        # one view of the set being built: its batches and their concatenation (`run_network`).
+        largest_view = max(count for count, _ in missing)
+        check_cache_room(
+            folder,
+            disk_need=sum(count * copies for count, copies in missing) * image_bytes,
+            memory_need=(returned + 2 * largest_view) * image_bytes,
+        )
     train_maps = _cached(folder, identity, "train", train, image_size, augmented, views_variant)
     maps = {
         name: _cached(folder, identity, name, images, image_size, plain, plain_variant)
@@ -234,23 +256,53 @@ def stage_output_bytes(frozen: torch.nn.Module, image_size: int) -> int:
     return maps[0].numel() * 2
 
 
-def check_cache_room(folder: Path, need: int) -> None:
-    """Refuse to build a cache that would not fit on its disk, saying how large it would be.
+def check_cache_room(folder: Path, disk_need: int, memory_need: int = 0) -> None:
+    """Refuse to build a cache that would not fit on its disk or in memory, saying how large it
+    would be. Memory is checked where the system reports it (`available_memory`).
 
     Raises:
-        ConfigError: `need` bytes are more than the disk of `folder` has free.
+        ConfigError: `disk_need` bytes are more than the disk of `folder` has free, or
+            `memory_need` bytes more than the memory available.
     """
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
-    if need > free:
-        raise ConfigError(
-            f"the cache of the frozen stages' outputs (model.backbone_mode=partial) needs about "
-            f"{_size(need)} in {folder}, and its disk has {_size(free)} free. Free "
-            "some space, put the cache on a larger disk (GAPAN_CACHE), or lower data.cached_views "
-            "or data.image_size, or train more stages (model.trainable_blocks)."
+    available = available_memory()
+    shortages = []
+    if disk_need > free:
+        shortages.append(
+            f"about {_size(disk_need)} in {folder}, and its disk has {_size(free)} free"
         )
+    if available is not None and memory_need > available:
+        shortages.append(
+            f"about {_size(memory_need)} of memory while it is built, and {_size(available)} "
+            "is available"
+        )
+    if not shortages:
+        return
+    remedies = (
+        "lower data.cached_views or data.image_size, or train more stages (model.trainable_blocks)"
+    )
+    if disk_need > free:
+        remedies += "; or free some disk space, or put the cache on a larger disk (GAPAN_CACHE)"
+    raise ConfigError(
+        "the cache of the frozen stages' outputs (model.backbone_mode=partial) needs "
+        f"{'; and '.join(shortages)}. To make it fit, {remedies}."
+    )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give a new allocation without swapping (Linux's
+    MemAvailable); None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel counts in kibibytes
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _size(count: int) -> str:
@@ -321,6 +373,9 @@ def _read_entry(path: Path, count: int) -> torch.Tensor | None:
     try:
         stat = path.stat()
         features = _load_entry(str(path), stat.st_mtime_ns, stat.st_size)
+    except ChecksumError as error:
+        _log.warning("rebuilding feature cache %s: %s", path, error)
+        return None
     except (safetensors.SafetensorError, OSError, KeyError) as error:
         _log.warning("rebuilding unreadable feature cache %s: %s", path, error)
         return None
@@ -334,10 +389,10 @@ def _read_entry(path: Path, count: int) -> torch.Tensor | None:
 
 @functools.lru_cache(maxsize=8)  # the sets of one data set, as features and as stage outputs
 def _load_entry(path: str, mtime_ns: int, size: int) -> torch.Tensor:
-    """Read a cache entry once per process: a Tune worker reused for many trials loads its
-    features once, not once per trial. The file's time and size are in the key, so a rebuilt
-    entry is read again. Callers share the tensor and never modify it."""
-    return safetensors.torch.load_file(path)["features"]
+    """Read and verify a cache entry once per process: a Tune worker reused for many trials
+    loads its features once, not once per trial. The file's time and size are in the key, so a
+    rebuilt entry is read again. Callers share the tensor and never modify it."""
+    return load_safetensors_checked(Path(path))["features"]
 
 
 def _build_entry(

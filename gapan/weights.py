@@ -13,6 +13,10 @@ EfficientNet-PyTorch). The tensors come in the same order as in the timm model t
 are renamed by pairing the two state dicts position by position, with every count, shape and
 tensor kind checked. The result is converted once and cached as safetensors under
 ``$GAPAN_CACHE/weights/`` (default ``~/.cache/gapan/weights/``).
+
+Every safetensors file this project writes carries a SHA-256 of its tensors
+(`save_safetensors_atomic`); caches read back with `load_safetensors_checked`, so a file damaged
+on disk is rebuilt instead of feeding wrong numbers to every trial.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.metadata
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +41,8 @@ from gapan.files import atomic_path, cache_root
 
 Triple = tuple[float, float, float]
 
+_log = logging.getLogger(__name__)
+
 # ImageNet's channel statistics (timm's IMAGENET_DEFAULT_MEAN and _STD), written out because this
 # module imports timm only where it builds a model: a trial on cached features never loads it.
 IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
@@ -46,9 +53,16 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # BatchNorm's step counter is not a weight, and exporters disagree on keeping it.
 _COUNTER_SUFFIX = "num_batches_tracked"
 
+# Metadata key under which `save_safetensors_atomic` records `tensors_checksum`.
+CHECKSUM_KEY = "gapan_sha256"
+
 
 class WeightsError(ConfigError):
     """Pretrained weights that cannot be found or do not fit the backbone."""
+
+
+class ChecksumError(ValueError):
+    """A file whose tensors differ from the checksum recorded with them, or that records none."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +115,47 @@ class WeightsInfo:
 def save_safetensors_atomic(
     tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write a safetensors file so that readers never see it half-written (`atomic_path`)."""
+    """Write a safetensors file so that readers never see it half-written (`atomic_path`), with
+    the checksum of its tensors in its metadata (`load_safetensors_checked` verifies it)."""
     contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    recorded = {**(metadata or {}), CHECKSUM_KEY: tensors_checksum(contiguous)}
     with atomic_path(path) as temporary:
-        safetensors.torch.save_file(contiguous, temporary, metadata=dict(metadata or {}))
+        safetensors.torch.save_file(contiguous, temporary, metadata=recorded)
+
+
+def load_safetensors_checked(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a file written by `save_safetensors_atomic`, checked against its checksum.
+
+    A truncated file fails to parse, but bytes overwritten in place (a bad sector, a faulty copy)
+    parse as valid numbers: only the checksum tells them apart.
+
+    Raises:
+        ChecksumError: the file records no checksum, or its tensors do not match it.
+        safetensors.SafetensorError, OSError: it is not a readable safetensors file.
+    """
+    with safetensors.safe_open(path, framework="pt") as file:
+        recorded = (file.metadata() or {}).get(CHECKSUM_KEY)
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    if recorded is None:
+        raise ChecksumError(
+            "it has no checksum (an older gapan wrote it), so damage to it could go unnoticed"
+        )
+    if tensors_checksum(tensors) != recorded:
+        raise ChecksumError(
+            "its contents differ from the checksum recorded when it was written: it was "
+            "damaged on disk"
+        )
+    return tensors
+
+
+def tensors_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def load_pretrained(spec: str, backbone_name: str, model: nn.Module) -> WeightsInfo:
@@ -231,11 +282,13 @@ def _load_from_package(package_name: str, backbone_name: str, model: nn.Module) 
         )
     version = _installed_version(package_name)
     converted = cache_root() / "weights" / f"{package_name}-{version}--{backbone_name}.safetensors"
-    if not converted.exists():
+    state = _read_converted(converted)
+    if state is None:
         with FileLock(f"{converted}.lock"):
-            if not converted.exists():  # another process may have converted it meanwhile
-                _convert_package(package_name, version, converted)
-    state = _read_safetensors(converted)
+            # Another process may have converted it while this one waited for the lock.
+            state = _read_converted(converted)
+            if state is None:
+                state = _convert_package(package_name, version, converted)
     _load_state(model, state, source=f"{converted} (from {package_name})")
     return WeightsInfo(
         identity=_package_identity(package_name, version), mean=package.mean, std=package.std
@@ -265,7 +318,18 @@ def _package_file(package_name: str) -> Path:
     return path
 
 
-def _convert_package(package_name: str, version: str, destination: Path) -> None:
+def _read_converted(path: Path) -> dict[str, torch.Tensor] | None:
+    """Weights converted earlier; None when absent or unusable, to be converted again."""
+    if not path.exists():
+        return None
+    try:
+        return load_safetensors_checked(path)
+    except (safetensors.SafetensorError, OSError, ChecksumError) as error:
+        _log.warning("rebuilding converted weights %s: %s", path, error)
+        return None
+
+
+def _convert_package(package_name: str, version: str, destination: Path) -> dict[str, torch.Tensor]:
     package = WEIGHT_PACKAGES[package_name]
     source_path = _package_file(package_name)
     source = _read_torch_file(source_path)
@@ -273,6 +337,7 @@ def _convert_package(package_name: str, version: str, destination: Path) -> None
     converted = rename_by_order(source, reference, origin=str(source_path))
     metadata = {"source": package_name, "version": version, "backbone": package.backbone}
     save_safetensors_atomic(converted, destination, metadata)
+    return converted
 
 
 def _reference_state(backbone_name: str, num_classes: int | None) -> dict[str, torch.Tensor]:

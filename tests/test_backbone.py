@@ -31,6 +31,7 @@ from gapan.weights import (
     WeightsError,
     load_pretrained,
     rename_by_order,
+    save_safetensors_atomic,
     weights_identity,
 )
 
@@ -101,7 +102,7 @@ def test_second_load_reads_the_converted_safetensors(package_name):
     # Mark the cached copy so that a load from it is recognisable.
     state = safetensors.torch.load_file(path)
     state["conv_stem.weight"] = state["conv_stem.weight"] * 2
-    safetensors.torch.save_file(state, path)
+    save_safetensors_atomic(state, path)
     marked = path.stat().st_mtime_ns
 
     model = timm.create_model(backbone_name)
@@ -391,9 +392,11 @@ def test_a_process_reads_a_cache_entry_once_until_it_changes(mobilenet, tmp_path
     folder = tmp_path / "features"
     cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
     reads = []
-    real_load = safetensors.torch.load_file
+    real_load = features_module.load_safetensors_checked
     monkeypatch.setattr(
-        safetensors.torch, "load_file", lambda path: reads.append(path) or real_load(path)
+        features_module,
+        "load_safetensors_checked",
+        lambda path: reads.append(path) or real_load(path),
     )
     features_module._load_entry.cache_clear()
     first = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
@@ -401,7 +404,7 @@ def test_a_process_reads_a_cache_entry_once_until_it_changes(mobilenet, tmp_path
     assert len(reads) == 1 and second["train"] is first["train"]  # a reused worker's next trial
 
     (entry,) = folder.glob("*.safetensors")
-    safetensors.torch.save_file({"features": torch.zeros(12, 1280)}, entry)  # rebuilt elsewhere
+    save_safetensors_atomic({"features": torch.zeros(12, 1280)}, entry)  # rebuilt elsewhere
     rebuilt = cached_features(mobilenet, {"train": images}, 32, 5, "cpu", cache_dir=folder)
     assert len(reads) == 2 and torch.equal(rebuilt["train"], torch.zeros(12, 1280))
 
