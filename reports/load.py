@@ -6,9 +6,11 @@ trials.csv holds an unfinished study: `UnfinishedStudyError` says how to resume 
 `epochs.csv` or `environment.json` leaves its part of the report out and is said so in
 `Results.notes`. Malformed rows of the tables (a file cut off mid-row, a mangled value) are left
 out with a note naming the file and the lines, and so are (setting, seed) pairs of the study's
-plan that have no trial. The optional `reference.json` (the pretrained backbone's metrics with no
-training) is absent from older studies; an unreadable one is left out with a note, never an
-error.
+plan that have no trial. A metric value that its column cannot hold (`VALUE_RANGES`: a score
+outside [0, 1], a negative cost, anything not finite) is left out alone, with such a note, as if
+the trial had not reported it; an empty cell is a value not reported, and gets no note. The
+optional `reference.json` (the pretrained backbone's metrics with no training) is absent from
+older studies; an unreadable one is left out with a note, never an error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ from gapan.results import (
     TRIALS_FILE,
     TUNE_DIR,
 )
+from gapan.tune.lock import describe, running_driver
 
 KINDS = ("ablation", "search", "compare")
 MODES = ("max", "min")
@@ -55,6 +59,53 @@ NUMERIC_TRIAL_COLUMNS = (
     *COST_COLUMNS,
 )
 TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
+
+
+# How far past its range a value may lie by rounding in its metric's own arithmetic (sklearn's
+# NMI of a perfect clustering can be 1.0000000000000004); only a value further out is impossible.
+ROUNDING = 1e-9
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The values a metric column can hold: finite numbers from `low` to `high`, inclusive."""
+
+    low: float
+    high: float
+    words: str  # the range as a note names it: "a score in [0, 1]"
+
+    def holds(self, numbers: pd.Series) -> pd.Series:
+        """Which of `numbers` are finite and in the range, give or take `ROUNDING`."""
+        inside = numbers.between(self.low - ROUNDING, self.high + ROUNDING)
+        return inside & np.isfinite(numbers)
+
+
+# What each metric column of trials.csv, epochs.csv and class_scores.csv can hold, by the pattern
+# of its name; the first pattern that matches the whole name wins, and a column that none matches
+# (number, seed, epoch, lr, queries) is not checked. A value outside its range, or not finite,
+# cannot have come from a trial: it is left out of the statistics with a note, as is a cell that
+# does not parse.
+VALUE_RANGES: tuple[tuple[re.Pattern[str], ValueRange], ...] = (
+    # Retrieval scores (gapan.metrics: means of per-query fractions, and NMI); split-prefixed in
+    # trials.csv and epochs.csv, bare in class_scores.csv.
+    (
+        re.compile(r"((val|test)_)?(map_at_r|r_precision|nmi|(recall|precision)_at_\d+)"),
+        ValueRange(0.0, 1.0, "a score in [0, 1]"),
+    ),
+    # Costs: times in seconds (time_per_step_s, time_total_s, gpu_time_s, ...) and GPU memory
+    # in MiB (peak_gpu_memory_mb).
+    (re.compile(r"\w+_(s|mb)"), ValueRange(0.0, math.inf, "a cost of 0 or more")),
+    # Losses and their parts (train_loss, train_nll, ...), and any other metric.
+    (re.compile(r"(train|val|test)_\w+"), ValueRange(-math.inf, math.inf, "a finite number")),
+)
+
+
+def value_range(column: str) -> ValueRange | None:
+    """The values `column` can hold (`VALUE_RANGES`); None for a column that is not a metric."""
+    for pattern, allowed in VALUE_RANGES:
+        if pattern.fullmatch(column):
+            return allowed
+    return None
 
 
 class ResultsError(ValueError):
@@ -170,6 +221,12 @@ def load_results(results_dir: Path | str) -> Results:
     trials_path = directory / TRIALS_FILE
     if not trials_path.is_file() or trials_path.stat().st_size == 0:
         raise UnfinishedStudyError(_unfinished(directory, study, trials_path))
+    driver = running_study(directory)
+    if driver is not None:
+        notes.append(
+            f"The study is still running ({driver}): this report shows the trials recorded so "
+            "far; build it again when the study ends."
+        )
     trials = read_trials(trials_path, study, notes)
     notes += plan_gaps(study, trials, trials_path)
     epochs_path = directory / EPOCHS_FILE
@@ -277,8 +334,26 @@ def _study_command(directory: Path, study: Mapping[str, Any], resume: bool) -> s
     return " ".join(words)
 
 
+def running_study(directory: Path) -> str | None:
+    """Which driver runs the study in `directory`, or the study it is a part of, in words; None
+    when none does (`gapan.tune.lock`)."""
+    for folder in [directory, *directory.resolve().parents]:
+        if folder != directory and not study_record(folder):
+            break
+        driver = running_driver(folder)
+        if driver is not None:
+            return describe(driver)
+    return None
+
+
 def _unfinished(directory: Path, study: Mapping[str, Any], trials_path: Path) -> str:
     written = "is empty" if trials_path.is_file() else "is not written yet"
+    driver = running_study(directory)
+    if driver is not None:
+        return (
+            f"{directory} holds a study that is running ({driver}); its tables and report are "
+            "written when it ends. Follow it on the Ray dashboard or with TensorBoard meanwhile."
+        )
     if _tune_started(directory):
         return (
             f"{directory} holds an unfinished study: {trials_path.name} {written} (a study "
@@ -416,7 +491,9 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
 
     Malformed rows (a wrong number of fields, as in a file cut off mid-row; a number that does
     not parse; a status outside `STATUSES`; an ablation trial without its setting or seed) are
-    left out, and one note naming the file and their lines is appended to `notes`.
+    left out, and one note naming the file and their lines is appended to `notes`. A metric
+    value that its column cannot hold (`VALUE_RANGES`: out of range, or not finite) is left out
+    as if not reported (NaN), the rest of its row kept, with another such note.
 
     Raises:
         ResultsError: The file is unreadable or empty, lacks `trial_id`, `status` or the study's
@@ -445,11 +522,13 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
     raw = raw.loc[[not problems[index] for index in raw.index]]
 
     trials = pd.DataFrame(index=raw.index)
+    impossible: list[_BadRow] = []
     for column in raw.columns:
         if column in TEXT_TRIAL_COLUMNS:
             trials[column] = raw[column].astype(object)
         elif column in numeric:
-            trials[column] = _to_float(raw[column])
+            trials[column], found = _checked_numbers(raw, column, table.lines)
+            impossible += found
         elif column.startswith("config/"):
             trials[column] = _maybe_numeric(raw[column])
         else:
@@ -476,6 +555,8 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
         raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
     if bad:
         _note_bad_rows(notes, path, bad)
+    kept = {table.lines[index] for index in trials.index}  # a row left out is named once
+    _note_bad_values(notes, path, [row for row in impossible if row.line in kept])
     return trials.sort_values("number", kind="stable").reset_index(drop=True)
 
 
@@ -545,6 +626,37 @@ def _to_float(column: pd.Series) -> pd.Series:
     return _parse_numbers(column)[0]
 
 
+def _checked_numbers(
+    raw: pd.DataFrame, column: str, lines: Sequence[int]
+) -> tuple[pd.Series, list[_BadRow]]:
+    """A numeric column of well-formed rows as floats, with each value the column cannot hold
+    (`value_range`) made NaN and named, one `_BadRow` each.
+
+    An empty cell is a value the trial did not report (a failed, diverged or interrupted one):
+    NaN, and not named.
+
+    Args:
+        raw: The table as text, indexed by row (0 = the first row after the header).
+        column: The column to read.
+        lines: The line of the file each row starts on.
+    """
+    numbers = _to_float(raw[column])
+    allowed = value_range(column)
+    if allowed is None:
+        return numbers, []
+    written = raw[column].astype(str).str.strip()
+    impossible = (written != "") & ~allowed.holds(numbers)
+    bad = [
+        _BadRow(
+            lines[index],
+            f"{column} is {written[index][:40]!r}, not {allowed.words}",
+            str(raw.at[index, "trial_id"]),
+        )
+        for index in numbers.index[impossible]
+    ]
+    return numbers.mask(impossible), bad
+
+
 def _maybe_numeric(column: pd.Series) -> pd.Series:
     """Numbers where every non-empty value is one (ints stay ints); the text otherwise."""
     filled = column[column.str.strip() != ""]
@@ -567,7 +679,8 @@ def read_epochs(path: Path, notes: list[str]) -> pd.DataFrame:
     """Read epochs.csv: `trial_id` and other text columns as text, the metrics as numbers.
 
     Malformed rows (a wrong number of fields, no trial id or epoch, a metric that does not
-    parse) are left out, and one note naming the file and their lines is appended to `notes`.
+    parse) are left out, and one note naming the file and their lines is appended to `notes`;
+    a metric value its column cannot hold is left out alone, as in `read_trials`.
 
     Raises:
         ResultsError: The file is unreadable, lacks `trial_id` or `epoch`, or holds no
@@ -591,8 +704,14 @@ def read_epochs(path: Path, notes: list[str]) -> pd.DataFrame:
             problems[index].append("no epoch")
     raw = _well_formed(table, problems, path, notes)
     epochs = pd.DataFrame({"trial_id": raw["trial_id"].astype(object)})
+    impossible: list[_BadRow] = []
     for column in raw.columns.drop("trial_id"):
-        epochs[column] = _to_float(raw[column]) if column in numeric else raw[column].astype(object)
+        if column in numeric:
+            epochs[column], found = _checked_numbers(raw, column, table.lines)
+            impossible += found
+        else:
+            epochs[column] = raw[column].astype(object)
+    _note_bad_values(notes, path, impossible)
     return epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
@@ -602,7 +721,8 @@ NUMERIC_CLASS_COLUMNS = ("queries", "map_at_r", "recall_at_1", "r_precision")
 def read_class_scores(path: Path, notes: list[str]) -> pd.DataFrame:
     """Read class_scores.csv: trial, split and class as text, the scores as numbers.
 
-    Malformed rows are left out with one note, as in `read_epochs`.
+    Malformed rows, and scores their column cannot hold, are left out with a note, as in
+    `read_epochs`.
 
     Raises:
         ResultsError: The file is unreadable, lacks a column, or holds no well-formed row.
@@ -617,8 +737,11 @@ def read_class_scores(path: Path, notes: list[str]) -> pd.DataFrame:
     problems = _row_problems(raw, NUMERIC_CLASS_COLUMNS)
     raw = _well_formed(table, problems, path, notes)
     scores = pd.DataFrame({column: raw[column].astype(object) for column in CLASS_SCORE_COLUMNS})
+    impossible: list[_BadRow] = []
     for column in NUMERIC_CLASS_COLUMNS:
-        scores[column] = _to_float(raw[column])
+        scores[column], found = _checked_numbers(raw, column, table.lines)
+        impossible += found
+    _note_bad_values(notes, path, impossible)
     return scores.reset_index(drop=True)
 
 
@@ -755,6 +878,19 @@ def _note_bad_rows(notes: list[str], path: Path, bad: Sequence[_BadRow]) -> None
         f"{path}: {rows} left out of this report ({_listing(bad)}). A file cut off while being "
         "written, or edited by hand, looks like this; the rest of the report stands. Fix or "
         "delete those rows, or restore the file from a copy, and build the report again."
+    )
+
+
+def _note_bad_values(notes: list[str], path: Path, bad: Sequence[_BadRow]) -> None:
+    """One note naming the values their column cannot hold (`_checked_numbers`), if any."""
+    if not bad:
+        return
+    values = f"{len(bad)} impossible value{'' if len(bad) == 1 else 's'}"
+    notes.append(
+        f"{path}: {values} left out of this report ({_listing(bad)}). Each counts as not "
+        "reported, as an empty cell does, in every statistic; the rest of its row stands. A file "
+        "edited by hand or damaged looks like this. Fix those values (leave a cell empty where "
+        "a trial reported nothing), or restore the file from a copy, and build the report again."
     )
 
 

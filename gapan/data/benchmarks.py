@@ -66,6 +66,28 @@ class Source:
     families: Mapping[str, str] | None = None
 
 
+def data_root(root: Path | str, expected: str) -> Path:
+    """`root` (data.root) as an absolute path, once it is known to be a folder.
+
+    Args:
+        root: The path the user named.
+        expected: The folder data.root must name, in words, for the error.
+
+    Raises:
+        DataError: `root` is missing, or is a file: naming it, which, and the folder expected.
+    """
+    root = Path(root).expanduser().absolute()
+    if root.is_dir():
+        return root
+    if root.is_file():
+        problem = "is a file, not a folder"
+    elif root.exists():
+        problem = "is not a folder"
+    else:
+        problem = "does not exist"
+    raise DataError(f"data set folder {root} {problem}. Set data.root to {expected}.")
+
+
 def find_dataset_dir(
     root: Path, markers: Sequence[str], folder_names: Sequence[str], layout: str
 ) -> Path:
@@ -80,12 +102,7 @@ def find_dataset_dir(
     Raises:
         DataError: naming the folder and the file expected there.
     """
-    root = Path(root).expanduser().absolute()
-    if not root.is_dir():
-        raise DataError(
-            f"data set folder {root} does not exist. Set data.root to a folder laid out as "
-            f"{layout}."
-        )
+    root = data_root(root, f"a folder laid out as {layout}")
     for candidate in (root, *(root / name for name in folder_names)):
         if any((candidate / marker).is_file() for marker in markers):
             return candidate
@@ -311,9 +328,7 @@ def load_folder(root: Path, split_file: Path | None = None) -> Source:
         split_file: JSON ``{"train": [class, ...], "test": [class, ...]}``; classes in neither
             are left out.
     """
-    root = Path(root).expanduser().absolute()
-    if not root.is_dir():
-        raise DataError(f"data set folder {root} does not exist. Expected {FOLDER_LAYOUT}.")
+    root = data_root(root, f"a folder laid out as {FOLDER_LAYOUT}")
     classes = list_class_folders(root)
     if split_file is None:
         named = [name for name, files in classes.items() if files]

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from gapan.data import families
-from gapan.data.benchmarks import Source
+from gapan.data.benchmarks import Source, data_root
 from gapan.data.imageset import DataError, make_imageset
 from gapan.files import cache_root
 
@@ -810,6 +810,13 @@ def load(root: Path, split_seed: int = 0) -> Source:
     that replicate a result across class splits.
     """
     root = Path(root).expanduser().absolute()
+    if root.exists():  # a missing cache gets read_manifest's advice to prepare one there
+        data_root(
+            root,
+            "a prepared Wesnoth cache: a folder holding classes.json and images/, as "
+            "`python -m gapan.data.wesnoth --root FOLDER` prepares it; or leave data.root empty "
+            "to use the default cache",
+        )
     manifest = read_manifest(root)
     classes = manifest["classes"]
     if not (root / "images").is_dir():
