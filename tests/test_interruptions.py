@@ -189,3 +189,23 @@ def test_a_second_driver_is_refused_before_it_writes_anything(tmp_path, capsys):
         assert f"in use by another driver (process {os.getpid()} on" in message
         assert {path.name: path.read_bytes() for path in study_dir.iterdir()} == before
     assert not study_dir.exists()  # the lock's folder goes with it when nothing else is there
+
+
+STUDY = {"kind": "ablation", "metric": "val_map_at_r", "mode": "max"}
+
+
+def test_the_report_of_a_running_study_names_its_driver(tmp_path):
+    from reports.load import UnfinishedStudyError, load_results
+
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    (study_dir / "study.json").write_text(json.dumps(dict(STUDY, name="ablate_flow_depth")))
+    part = study_dir / "round_1"
+    part.mkdir()
+    (part / "study.json").write_text(json.dumps(dict(STUDY, name="round_1")))
+    with study_lock(study_dir):
+        for folder in (study_dir, part):  # a part of a running study is running too
+            with pytest.raises(UnfinishedStudyError, match=f"is running \\(process {os.getpid()}"):
+                load_results(folder)
+    with pytest.raises(UnfinishedStudyError, match="stopped before its first trial"):
+        load_results(study_dir)  # the lock went with its driver
