@@ -36,7 +36,6 @@ from gapan.space import load_space, parse_space
 from gapan.train import load_checkpoint, train
 from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.cli import run_study_script
-from gapan.tune.cluster import dashboard_port
 from gapan.tune.faults import FAULT_VARIABLE, FAULTS_DIR
 from gapan.tune.folder import check_free_space, check_new
 from gapan.tune.resume import check_nothing_lost, ended_trials
@@ -320,6 +319,8 @@ def test_every_cost_the_help_offers_is_accepted():
 
 
 def test_a_taken_dashboard_port_moves_to_a_free_one_and_says_so(capsys):
+    from gapan.tune.cluster import dashboard_port
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -6,6 +6,7 @@ imports Optuna. When Ray's or Optuna's API moves, these are the files to edit.
 - `trainable`: the trainer as a Tune trainable (`run_trial`);
 - `cluster`: Ray started or joined (`start_ray`), and the checks that fail fast before it;
 - `folder`: the study folder before and after a run, and Tune's results turned into records;
+- `lock`: one driver per study folder, and which process holds it;
 - `checkpoints`: what a study keeps of its trials (`--keep-checkpoints`); `prune`, the same
   for a finished folder (``python -m gapan.tune.prune``);
 - `resume`: what a resume must find (a trusted, intact folder) and must keep (every ended trial);
