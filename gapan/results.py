@@ -76,6 +76,15 @@ STATUSES = ("completed", "stopped_early", "failed", "diverged", "interrupted")
 ENDED = tuple(status for status in STATUSES if status != "interrupted")
 
 
+def ended_statuses(scheduled: bool) -> tuple[str, ...]:
+    """The statuses of trials that ended in a study with a scheduler (`scheduled`) or without.
+
+    Without one no trial stops early: trials.csv files written before stops were recorded label
+    interrupted trials `stopped_early` when every trial had ended, and those must run on.
+    """
+    return ENDED if scheduled else tuple(status for status in ENDED if status != "stopped_early")
+
+
 @dataclass
 class TrialRecord:
     """What a study kept of one trial: its config, every epoch it reported, and its error."""
@@ -88,7 +97,7 @@ class TrialRecord:
     error: str = ""
     time_total_s: float = math.nan
     gpus: float = 0.0
-    stopped_by_scheduler: bool = False  # the scheduler ended it (`gapan.tune.search.StopLog`)
+    stopped_by_scheduler: bool = False  # the scheduler ended it (`gapan.tune.search.RecordedASHA`)
 
 
 def write_study(study_dir: Path, space: StudySpace, extra: dict[str, Any]) -> None:

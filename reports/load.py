@@ -62,7 +62,8 @@ TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
 
 
 # How far past its range a value may lie by rounding in its metric's own arithmetic (sklearn's
-# NMI of a perfect clustering can be 1.0000000000000004); only a value further out is impossible.
+# NMI of a perfect clustering can exceed 1 by a few units in the last place); only a value further
+# out is impossible.
 ROUNDING = 1e-9
 
 

@@ -280,6 +280,7 @@ def assert_refused(tmp_path, capsys, argv, *fragments, name="ablate_flow_depth")
         (["--name", ""], ["'' is not a folder name"]),
         (["--cpus-per-trial", "0"], ["--cpus-per-trial must be more than 0"]),
         (["--gpus-per-trial", "1.5"], ["--gpus-per-trial must be 0, a fraction"]),
+        (["--gpus-per-trial", "-1"], ["--gpus-per-trial must be 0, a fraction"]),
         (["--max-concurrent", "-1"], ["--max-concurrent must be a whole number"]),
         (["--dashboard-port", "70000"], ["--dashboard-port must be a port from 1 to 65535"]),
         (["--seeds", "auto", "--precision", "nan"], ["--precision must be 0 or a positive"]),
@@ -346,6 +347,13 @@ def test_resuming_an_adaptive_study_without_seeds_auto_says_how(tmp_path, capsys
     status, _ = run_script(tmp_path, "--resume", "--seeds", "auto")
     assert status == 2
     assert "not an adaptive one; resume it without --seeds auto" in capsys.readouterr().err
+    # On splits, each split's study says what it was.
+    (study_dir / "study.json").write_text(json.dumps({"kind": "ablation", "splits": [0, 1]}))
+    (study_dir / "split_0").mkdir()
+    (study_dir / "split_0" / "study.json").write_text(json.dumps({"sequential": design}))
+    status, _ = run_script(tmp_path, "--resume", "--splits", "2")
+    assert status == 2
+    assert "split_0 is an adaptive study (--seeds auto)" in capsys.readouterr().err
 
 
 def copy_of(study_dir: Path, tmp_path: Path) -> Path:

@@ -1,6 +1,7 @@
 """A study stopped with Ctrl-C is unfinished until a resume ends it, and one folder has one
 driver: real drivers (the study command line) in processes of their own."""
 
+import dataclasses
 import json
 import os
 import re
@@ -209,3 +210,24 @@ def test_the_report_of_a_running_study_names_its_driver(tmp_path):
                 load_results(folder)
     with pytest.raises(UnfinishedStudyError, match="stopped before its first trial"):
         load_results(study_dir)  # the lock went with its driver
+
+
+def test_a_stopped_early_trial_without_a_scheduler_never_ends_a_part(tmp_path, capsys):
+    # Earlier versions wrote the trials a Ctrl-C ended as stopped early when every trial had
+    # ended; without a scheduler no trial stops early, so such a part runs on when resumed.
+    from gapan.space import parse_space
+    from gapan.tune.parts import finished
+    from gapan.tune.prune import main as prune_main
+
+    space = parse_space(LONG_ABLATION, "long_ablation")
+    part = tmp_path / "long_ablation"
+    part.mkdir()
+    (part / "study.json").write_text(json.dumps(space.to_dict()))
+    rows = "trial_id,status,setting\na,completed,0\nb,stopped_early,2\n"
+    (part / "trials.csv").write_text(rows)
+    assert not finished(part, space)
+    assert prune_main([str(part)]) == 2
+    assert "unfinished (1 of 2 trials ended)" in capsys.readouterr().err
+    scheduled = dataclasses.replace(space, scheduler="asha")
+    (part / "study.json").write_text(json.dumps(scheduled.to_dict()))
+    assert finished(part, scheduled)

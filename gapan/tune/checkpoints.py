@@ -249,7 +249,7 @@ class PruneEndedTrials(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Only a trial that reported its own end: Tune also completes the trials a Ctrl-C
-        # stops, and a scheduler's stops are settled after the run, when it is known there was one.
+        # stops, and a scheduler's stops are settled after the run, from its record.
         if (getattr(trial, "last_result", None) or {}).get("status") in results.REPORTED_ENDS:
             self._ended(trial)
 

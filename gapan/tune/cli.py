@@ -253,9 +253,11 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
         print(f"stopped: {error}\n  to continue: {resume_command(name, argv)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Between two parts of a study (rounds, searches, splits), where Tune is not running.
+        # Where Tune is not running: data preparation, between two parts of a study.
         print(
-            "stopped (Ctrl-C): what ended is kept; to continue: " + resume_command(name, argv),
+            "stopped (Ctrl-C): what ended is kept; to continue: "
+            f"{resume_command(name, argv)} (a study stopped before its first trial starts "
+            "afresh without --resume)",
             file=sys.stderr,
         )
         return 130

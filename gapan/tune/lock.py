@@ -28,7 +28,13 @@ DRIVER_FILE = "driver.json"
 
 
 class StudyLocked(RuntimeError):
-    """Another driver holds the study folder; the message names it."""
+    """The study folder cannot be held: another driver holds it (the message names it), or the
+    lock cannot be made there."""
+
+
+# A report that looks whether a study runs holds its lock for an instant: a driver that starts
+# at that moment waits this long before it takes the folder for held.
+WAIT_S = 2.0
 
 
 @contextmanager
@@ -39,32 +45,46 @@ def study_lock(study_dir: Path) -> Iterator[None]:
     it made, they go again, so a study refused at its first check leaves no trace.
 
     Raises:
-        StudyLocked: Another process holds the folder.
-        OSError: The folder or its lock file cannot be made.
+        StudyLocked: Another process holds the folder, or its lock cannot be made.
     """
     made = [folder for folder in [study_dir, *study_dir.parents] if not folder.exists()]
-    study_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(study_dir / LOCK_FILE, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise StudyLocked(
-            f"{study_dir} is in use by another driver ({describe(read_driver(study_dir))}). Two "
-            "drivers in one study folder would overwrite each other's results: wait for it to "
-            "end (or stop it, then resume with --resume), or give a new --name."
-        ) from None
+    lock = _acquire(study_dir)
     holder = study_dir / DRIVER_FILE
     try:
-        holder.write_text(json.dumps(_this_driver()) + "\n", encoding="utf-8")
+        try:
+            holder.write_text(json.dumps(_this_driver()) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise StudyLocked(f"cannot write {holder} ({error}); free some space") from None
         yield
     finally:
         holder.unlink(missing_ok=True)
-        lock.release()
+        # Still held: no other driver can take the lock file while it goes.
         if made and [path.name for path in study_dir.iterdir()] == [LOCK_FILE]:
             with suppress(OSError):
                 (study_dir / LOCK_FILE).unlink()
                 for folder in made:  # the study's folder, then the parents made for it
                     folder.rmdir()
+        lock.release()
+
+
+def _acquire(study_dir: Path) -> FileLock:
+    # A driver that took the lock just as its last holder removed the folder holds a lock on a
+    # file no one else can find: it takes the lock again on the file in its place.
+    for _ in range(3):
+        try:
+            study_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(study_dir / LOCK_FILE, timeout=WAIT_S)
+            lock.acquire()
+        except Timeout:
+            raise StudyLocked(
+                f"{study_dir} is in use by another driver ({describe(read_driver(study_dir))})"
+            ) from None
+        except OSError as error:
+            raise StudyLocked(f"cannot lock the study folder {study_dir} ({error})") from None
+        if (study_dir / LOCK_FILE).exists():
+            return lock
+        lock.release()
+    raise StudyLocked(f"cannot lock the study folder {study_dir}: its lock file keeps going")
 
 
 def running_driver(study_dir: Path) -> dict[str, Any] | None:

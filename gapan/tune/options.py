@@ -98,7 +98,8 @@ class StudyOptions:
                     "--gpus-per-trial",
                     self.gpus_per_trial,
                     _is_number(self.gpus_per_trial)
-                    and (0 <= self.gpus_per_trial <= 1 or float(self.gpus_per_trial).is_integer()),
+                    and self.gpus_per_trial >= 0
+                    and (self.gpus_per_trial <= 1 or float(self.gpus_per_trial).is_integer()),
                     "0, a fraction of one GPU, or a whole number of GPUs",
                 ),
                 (

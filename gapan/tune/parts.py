@@ -33,7 +33,8 @@ def run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
         num_samples=None,
         adaptive=False,
         splits=1,
-        resume=options.resume and (part_dir / results.STUDY_FILE).exists(),
+        # A part stopped before Tune recorded it starts afresh (`folder.check_new`).
+        resume=options.resume and folder.started(part_dir),
     )
     print(f"Running {part_dir.name} ({part.trial_count()} trials)", flush=True)
     run_study(part, part_options)
@@ -57,7 +58,8 @@ def finished(part_dir: Path, part: StudySpace) -> bool:
         trials = pd.read_csv(part_dir / results.TRIALS_FILE)
     except (OSError, ValueError, pd.errors.ParserError):
         return False
-    ended = trials["status"].isin(results.ENDED).all() if "status" in trials else False
+    statuses = results.ended_statuses(part.scheduler is not None)
+    ended = trials["status"].isin(statuses).all() if "status" in trials else False
     return len(trials) == part.trial_count() and bool(ended)
 
 

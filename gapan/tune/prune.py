@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from gapan import results
-from gapan.tune.lock import StudyLocked, study_lock
+from gapan.tune.lock import StudyLocked, describe, running_driver, study_lock
 
 
 class PruneError(ValueError):
@@ -42,7 +42,8 @@ def _check_finished(study_dir: Path, study: dict) -> None:
     import pandas as pd
 
     trials = pd.read_csv(table, dtype={"trial_id": str})
-    unfinished = int((~trials["status"].isin(results.ENDED)).sum())
+    ended = results.ended_statuses(study.get("scheduler") is not None)
+    unfinished = int((~trials["status"].isin(ended)).sum())
     planned = _planned_trials(study)
     if unfinished or len(trials) < planned:
         raise PruneError(
@@ -118,6 +119,16 @@ def _record_policy(study_dir: Path, study: dict, policy: str) -> None:
     write_atomic(study_dir / results.STUDY_FILE, json.dumps(study, indent=2, default=str) + "\n")
 
 
+def _check_not_running(study_dir: Path) -> None:
+    """Refuse a part of a study (a round, a search, a split) whose whole study is running."""
+    for folder in study_dir.resolve().parents:
+        if not (folder / results.STUDY_FILE).is_file():
+            return
+        driver = running_driver(folder)
+        if driver is not None:
+            raise StudyLocked(f"{study_dir} is a part of {folder}, run by {describe(driver)}")
+
+
 def _size(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
@@ -140,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.study.is_dir():
             raise PruneError(f"{args.study} holds no study (it is not a folder)")
+        _check_not_running(args.study)
         # A driver that holds the folder (a running study) keeps it as it is.
         with study_lock(args.study):
             pruned = prune(args.study, args.keep_checkpoints)
     except StudyLocked as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}; prune it once the study has ended", file=sys.stderr)
         return 2
     except (PruneError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gapan import results
-from gapan.space import StudySpace
+from gapan.space import SPLIT_PREFIX, StudySpace
 from gapan.tune.folder import TUNE_DIR, started, study_artefacts
 from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
@@ -67,7 +67,9 @@ def check_same_seeding(study_dir: Path, adaptive: bool) -> None:
         return  # nothing to resume: the study's own checks say so
     saved = read_study_file(study_dir)
     if "splits" in saved:
-        return  # each split is checked as it resumes
+        for split in sorted(study_dir.glob(f"{SPLIT_PREFIX}*/")):
+            check_same_seeding(split, adaptive)
+        return
     design = saved.get("sequential")
     if design is not None and not adaptive:
         flags = f"--seeds auto --min-seeds {design.get('min_seeds')} --max-seeds " + str(
@@ -182,15 +184,15 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
     """How many trials the folder already records as ended, by the file that records them.
 
     trials.csv is the record when there is one. The Optuna journal runs ahead of it (Optuna
-    records a trial's end before Tune's next snapshot, and an early-stopped trial of an
-    unfinished study counts as ended there, not in trials.csv), so its count is only the
-    journal's check that it can be read, and the record only when trials.csv is missing."""
+    records a trial's end before Tune's next snapshot), so its count is only the journal's
+    check that it can be read, and the record only when trials.csv is missing."""
     counts: dict[str, int] = {}
+    ended = results.ended_statuses(space.scheduler is not None)
     table = study_dir / results.TRIALS_FILE
     if table.exists():
         with table.open(newline="", encoding="utf-8") as file:
             counts[results.TRIALS_FILE] = sum(
-                row.get("status") in results.ENDED for row in csv.DictReader(file)
+                row.get("status") in ended for row in csv.DictReader(file)
             )
     if (study_dir / OPTUNA_FILE).exists():
         try:

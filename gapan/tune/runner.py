@@ -27,7 +27,7 @@ from gapan.tune.checkpoints import (
 )
 from gapan.tune.lock import StudyLocked, study_lock
 from gapan.tune.options import StudyError, StudyOptions, StudyUnfinished, apply_options
-from gapan.tune.search import StudySearcher, scheduler, scheduler_stops
+from gapan.tune.search import StudySearcher, record_stops, scheduler, scheduler_stops
 from gapan.tune.trainable import run_trial, trial_config
 
 
@@ -196,6 +196,27 @@ def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> 
     )
 
 
+def _stopped_trials(space: StudySpace, grid: tune.ResultGrid, study_dir: Path) -> set[str]:
+    """The Tune trial ids the study's scheduler stopped.
+
+    A study whose scheduler kept no record (one started before schedulers recorded their stops,
+    resumed now) falls back on Tune's view: when every planned trial exists and has ended, those
+    that did not finish were stopped, which an interrupted run can mimic; it says so.
+    """
+    stopped = scheduler_stops(study_dir)
+    if stopped is not None or space.scheduler is None:
+        return stopped or set()
+    print(
+        f"warning: {study_dir} keeps no record of the trials its scheduler stopped (it started "
+        "before they were recorded): a trial that ended unfinished counts as stopped early once "
+        "every trial has ended, as Ctrl-C can make them all end",
+        flush=True,
+    )
+    if len(grid) < space.trial_count() or grid.num_terminated + grid.num_errors < len(grid):
+        return set()
+    return {str((result.metrics or {}).get("trial_id", "")) for result in grid}
+
+
 def run_study(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) a study to the end and write its results folder; return the folder.
 
@@ -223,7 +244,11 @@ def run_study(space: StudySpace, options: StudyOptions) -> Path:
         with study_lock(options.study_dir):
             return _run_held_study(space, options)
     except StudyLocked as error:
-        raise StudyError(str(error)) from None
+        raise StudyError(
+            f"{error}. Two drivers in one study folder would overwrite each other's results: "
+            "wait for the study to end (or stop it, then resume it with --resume), or give a new "
+            "--name."
+        ) from None
 
 
 def _run_held_study(space: StudySpace, options: StudyOptions) -> Path:
@@ -275,6 +300,8 @@ def _run_held_study(space: StudySpace, options: StudyOptions) -> Path:
     except OSError as error:
         raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
     environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
+    if space.scheduler is not None and not options.resume:
+        record_stops(study_dir, set())
     cluster.start_ray(options)
 
     tuner = _tuner(space, options, base)
@@ -288,7 +315,9 @@ def _run_held_study(space: StudySpace, options: StudyOptions) -> Path:
             "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
             "run the same command with --resume."
         ) from None
-    records = folder.trial_records(grid, options.gpus_per_trial, scheduler_stops(study_dir))
+    records = folder.trial_records(
+        grid, options.gpus_per_trial, _stopped_trials(space, grid, study_dir)
+    )
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
     # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or

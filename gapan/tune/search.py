@@ -209,27 +209,41 @@ class RecordedASHA(ASHAScheduler):
 
     Tune ends the running trials of an interrupted study (Ctrl-C) the way it ends those its
     scheduler stops, so a trial is `stopped_early` only when this record names it; any other
-    unfinished trial is `interrupted`, and --resume runs it on.
+    unfinished trial is `interrupted`, and --resume runs it on. A trial that reports again was
+    not stopped after all (a driver killed between the record and Tune's next snapshot resumes
+    it), and leaves the record.
     """
 
     def __init__(self, study_dir: Path, **settings: Any):
         super().__init__(**settings)
-        self._stops = str(Path(study_dir) / SCHEDULER_STOPS_FILE)
+        self._study_dir = str(study_dir)
+        self._stopped: set[str] | None = None  # read from the record on first use
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == self.STOP:
-            stops = scheduler_stops(Path(self._stops).parent) | {trial.trial_id}
-            write_atomic(self._stops, json.dumps(sorted(stops)) + "\n")
+        study_dir = Path(self._study_dir)
+        if self._stopped is None:
+            self._stopped = scheduler_stops(study_dir) or set()
+        stopped = decision == self.STOP
+        if stopped != (trial.trial_id in self._stopped):
+            self._stopped ^= {trial.trial_id}
+            record_stops(study_dir, self._stopped)
         return decision
 
 
-def scheduler_stops(study_dir: Path) -> set[str]:
-    """The Tune trial ids the study's scheduler stopped (none when it has no scheduler)."""
+def record_stops(study_dir: Path, trial_ids: set[str]) -> None:
+    """Write the record of the trials the scheduler stopped; an empty one at a study's start
+    says that the record is kept."""
+    write_atomic(study_dir / SCHEDULER_STOPS_FILE, json.dumps(sorted(trial_ids)) + "\n")
+
+
+def scheduler_stops(study_dir: Path) -> set[str] | None:
+    """The Tune trial ids the study's scheduler stopped; None when it kept no record (it has no
+    scheduler, or it started before schedulers recorded their stops)."""
     try:
         stops = json.loads((study_dir / SCHEDULER_STOPS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return set()
+        return None
     except (OSError, ValueError) as error:
         raise StudyError(
             f"{study_dir / SCHEDULER_STOPS_FILE}, the record of the trials the scheduler stopped, "
