@@ -108,3 +108,12 @@ def ray_instance():
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def private_caches(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep caches, scan records and prepared data out of the user's home."""
+    monkeypatch.setenv("GAPAN_CACHE", str(tmp_path_factory.mktemp("gapan-cache")))
+    monkeypatch.setenv("GAPAN_DATA_HOME", str(tmp_path_factory.mktemp("gapan-data")))

@@ -35,14 +35,7 @@ from gapan.data.imageset import make_imageset
 from gapan.data.sampler import MPerClassBatchSampler
 from gapan.data.transforms import eval_transform, train_transform
 
-
-@pytest.fixture(autouse=True)
-def private_caches(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Keep scan records and prepared data out of the user's home."""
-    monkeypatch.setenv("GAPAN_CACHE", str(tmp_path_factory.mktemp("gapan-cache")))
-    monkeypatch.setenv("GAPAN_DATA_HOME", str(tmp_path_factory.mktemp("gapan-data")))
+pytestmark = pytest.mark.usefixtures("private_caches")
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (8, 8)) -> Path:

@@ -21,13 +21,7 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def private_caches(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Keep prepared data out of the user's home, should a loader reach for it."""
-    monkeypatch.setenv("GAPAN_CACHE", str(tmp_path_factory.mktemp("gapan-cache")))
-    monkeypatch.setenv("GAPAN_DATA_HOME", str(tmp_path_factory.mktemp("gapan-data")))
+pytestmark = pytest.mark.usefixtures("private_caches")
 
 
 def a_file(tmp_path: Path) -> Path:
