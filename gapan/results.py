@@ -245,13 +245,15 @@ def write_tables(study_dir: Path, records: list[TrialRecord], space: StudySpace)
     the trials table."""
     trials = trials_table(records, space)
     # Atomic: a driver killed while writing leaves the previous tables, never a cut-off one.
-    write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
     write_atomic(study_dir / EPOCHS_FILE, csv_text(epochs_table(records)))
     write_atomic(study_dir / CLASS_SCORES_FILE, csv_text(class_scores_table(records)))
     for record in records:
         trial_dir = study_dir / TRIALS_DIR / record.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)
         _write_json(trial_dir / "config.json", record.resolved or record.config)
+    # Last: a part of a study whose trials.csv says it ended is kept as it is on a resume, so
+    # everything else it wrote must be there first.
+    write_atomic(study_dir / TRIALS_FILE, csv_text(trials))
     return trials
 
 

@@ -58,6 +58,23 @@ def records(final: float, error: str = "") -> list[TrialRecord]:
     return made
 
 
+def test_trials_csv_is_written_after_everything_else_a_study_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A part of a study whose trials.csv says it ended is kept on a resume: a driver killed
+    # while it writes the tables must not leave that file before the trials' folders.
+    space = parse_space(TINY_ABLATION, "tiny_ablation")
+    study_dir = tmp_path / "study"
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gapan.results._write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_tables(study_dir, records(0.3), space)
+    assert not (study_dir / TRIALS_FILE).exists()
+
+
 def test_results_files_are_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
     # A second name (a hard link) of each file keeps what it held: the new content went into
     # a new file renamed over the old one, so a reader never sees a part of either.

@@ -217,11 +217,8 @@ def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame
     first = folders[0]
     if (first / results.REFERENCE_FILE).exists():
         shutil.copyfile(first / results.REFERENCE_FILE, study_dir / results.REFERENCE_FILE)
-    environment = json.loads((first / results.ENVIRONMENT_FILE).read_text())
-    walls = [
-        json.loads((folder / results.ENVIRONMENT_FILE).read_text()).get("study_wall_s", math.nan)
-        for folder in folders
-    ]
+    environment = _environment(first)
+    walls = [_environment(folder).get("study_wall_s", math.nan) for folder in folders]
     environment.update(
         study_wall_s=float(sum(walls)),
         trials=len(trials),
@@ -230,6 +227,15 @@ def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame
     )
     results.write_environment(study_dir, environment)
     return trials
+
+
+def _environment(folder: Path) -> dict[str, Any]:
+    """A round's environment.json; {} when its driver was killed before writing it (the round's
+    tables were written first, so the round itself is whole)."""
+    try:
+        return json.loads((folder / results.ENVIRONMENT_FILE).read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def write_sequential(
