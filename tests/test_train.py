@@ -26,7 +26,7 @@ from gapan.train import (
     save_checkpoint,
     train,
 )
-from gapan.train_cli import main
+from gapan.train.__main__ import main
 from tests.conftest import ROOT
 
 SLICE = {"data.max_classes": 30, "flow.hidden": 64}

@@ -1,6 +1,6 @@
 """The trainer: `train(cfg, report)` runs one experiment and returns its final metrics.
 
-It runs alone (``python -m gapan.train flow.depth=8 ...``, gapan/train_cli.py), in tests and in
+It runs alone (``python -m gapan.train flow.depth=8 ...``, gapan/train/__main__.py), in tests and in
 notebooks, and inside Ray Tune through a thin wrapper (gapan/tune/trainable.py). Its inputs come
 from gapan/inputs.py. Each epoch it trains, evaluates retrieval on the
 validation classes, saves a checkpoint (when given a run folder) and calls ``report`` with a flat
@@ -14,7 +14,6 @@ import json
 import math
 import pickle
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -447,10 +446,3 @@ def train(
             save_checkpoint(checkpoint.parent, state)
         report(metrics)
     return metrics
-
-
-if __name__ == "__main__":
-    # `python -m gapan.train`: the command line lives in gapan/train_cli.py.
-    from gapan.train_cli import main
-
-    sys.exit(main())
