@@ -45,10 +45,10 @@ from bench.common import bench_parser, emit, environment, print_table, rounded, 
 from bench.step import SEEN_CLASSES, experiment_config, random_batch
 from gapan.config import ExperimentConfig
 from gapan.cuda_graphs import LossParts
-from gapan.flow import (
+from gapan.flow import ClassConditionalFlow
+from gapan.flow_blocks import (
     AlternatingAffineCoupling,
     Blocks,
-    ClassConditionalFlow,
     SyncFreeActNorm,
     SyncFreeLULinear,
 )

@@ -1,4 +1,5 @@
-"""The flow: invertibility, exact log-determinants and the class priors, for every family."""
+"""The flow: invertibility, exact log-determinants and the class priors, for every family; its
+blocks against nflows' own classes are in test_flow_blocks.py."""
 
 import math
 
@@ -88,87 +89,6 @@ def test_learned_variance_is_a_parameter_and_fixed_is_not():
     assert any(p is learned.prior.log_variance for p in learned.parameters())
     assert not any(p is fixed.prior.log_variance for p in fixed.parameters())
     assert fixed.prior.log_variance.item() == pytest.approx(math.log(0.5))
-
-
-def test_the_sync_free_lu_layer_is_nflows_layer_with_the_same_parameters():
-    from nflows.transforms import LULinear
-
-    from gapan.flow import SyncFreeLULinear
-
-    torch.manual_seed(0)
-    ours = SyncFreeLULinear(7, identity_init=False).double()
-    theirs = LULinear(7, identity_init=False).double()
-    assert ours.state_dict().keys() == theirs.state_dict().keys()  # checkpoints stay nflows'
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(5, 7, dtype=torch.float64)
-    for ours_out, theirs_out in zip(ours(x), theirs(x), strict=True):
-        torch.testing.assert_close(ours_out, theirs_out)
-    for ours_out, theirs_out in zip(ours.inverse(x), theirs.inverse(x), strict=True):
-        torch.testing.assert_close(ours_out, theirs_out)
-    for direction in ("__call__", "inverse"):  # anchors may carry gradients (align.anchor_gradient)
-        ours.zero_grad()
-        theirs.zero_grad()
-        getattr(ours, direction)(x)[0].pow(2).sum().backward()
-        getattr(theirs, direction)(x)[0].pow(2).sum().backward()
-        for name, parameter in ours.named_parameters():
-            theirs_grad = dict(theirs.named_parameters())[name].grad
-            torch.testing.assert_close(parameter.grad, theirs_grad)
-
-
-def _same_parameters(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
-    assert ours.state_dict().keys() == theirs.state_dict().keys()  # checkpoints stay nflows'
-    theirs.load_state_dict(ours.state_dict())
-
-
-def _assert_same_in_both_directions(ours, theirs, x: torch.Tensor) -> None:
-    """Outputs, log-determinants and parameter gradients of both passes, and `inverse_outputs`."""
-    for direction in ("__call__", "inverse"):
-        ours.zero_grad()
-        theirs.zero_grad()
-        ours_out = getattr(ours, direction)(x)
-        theirs_out = getattr(theirs, direction)(x)
-        for mine, reference in zip(ours_out, theirs_out, strict=True):
-            torch.testing.assert_close(mine, reference)
-        (ours_out[0].pow(2).sum() + ours_out[1].sum()).backward()
-        (theirs_out[0].pow(2).sum() + theirs_out[1].sum()).backward()
-        reference_grads = {name: p.grad for name, p in theirs.named_parameters()}
-        for name, parameter in ours.named_parameters():
-            torch.testing.assert_close(parameter.grad, reference_grads[name], msg=name)
-    torch.testing.assert_close(ours.inverse_outputs(x), theirs.inverse(x)[0])
-
-
-@pytest.mark.parametrize("features", [6, 7])
-@pytest.mark.parametrize("even", [True, False])
-def test_the_alternating_coupling_is_nflows_coupling_with_the_same_parameters(features, even):
-    from nflows.nn.nets import ResidualNet
-    from nflows.transforms import AffineCouplingTransform
-    from nflows.utils import create_alternating_binary_mask
-
-    from gapan.flow import AlternatingAffineCoupling
-
-    def conditioner(in_features, out_features):
-        net = ResidualNet(in_features, out_features, hidden_features=5, num_blocks=1)
-        torch.nn.init.normal_(net.final_layer.weight)  # nflows starts it at zero: the identity
-        return net
-
-    torch.manual_seed(0)
-    ours = AlternatingAffineCoupling(features, even, conditioner).double()
-    mask = create_alternating_binary_mask(features, even=even)
-    theirs = AffineCouplingTransform(mask, conditioner).double()
-    _same_parameters(ours, theirs)
-    _assert_same_in_both_directions(ours, theirs, torch.randn(5, features, dtype=torch.float64))
-
-
-def test_the_lu_and_actnorm_blocks_skip_only_the_log_determinant_in_inverse_outputs():
-    from gapan.flow import SyncFreeActNorm, SyncFreeLULinear
-
-    torch.manual_seed(0)
-    x = torch.randn(5, 7, dtype=torch.float64)
-    lu = SyncFreeLULinear(7, identity_init=False).double()
-    actnorm = SyncFreeActNorm(7).double()
-    actnorm(torch.randn(50, 7, dtype=torch.float64))  # data-dependent initialisation
-    for block in (lu, actnorm):
-        torch.testing.assert_close(block.inverse_outputs(x), block.inverse(x)[0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
