@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from gapan import sequential
-from gapan.sequential import holm
+from gapan.sequential import holm, paired_differences
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -151,35 +151,6 @@ def cohens_dz(differences: Sequence[float] | np.ndarray | pd.Series) -> float:
     if spread <= 1e-12 * max(1.0, float(np.abs(array).max())):
         return math.nan
     return float(array.mean() / spread)
-
-
-def paired_differences(values: pd.DataFrame, setting: str, baseline: str) -> pd.DataFrame:
-    """Pair a setting's values with the baseline's by seed.
-
-    Args:
-        values: Columns `setting`, `seed` and `value`; several rows for one setting and seed are
-            averaged.
-        setting: The setting compared.
-        baseline: The baseline setting.
-
-    Returns:
-        Columns `seed`, `value`, `baseline_value`, `difference` (value minus baseline), one row
-        per seed that both settings ran, ordered by seed.
-    """
-    means = values.groupby(["setting", "seed"], sort=True)["value"].mean()
-    if setting not in means.index.get_level_values(0):
-        own = pd.Series(dtype=float)
-    else:
-        own = means.loc[setting]
-    if baseline not in means.index.get_level_values(0):
-        base = pd.Series(dtype=float)
-    else:
-        base = means.loc[baseline]
-    pairs = pd.concat({"value": own, "baseline_value": base}, axis=1, join="inner")
-    pairs.index.name = "seed"
-    pairs = pairs.reset_index()
-    pairs["difference"] = pairs["value"] - pairs["baseline_value"]
-    return pairs[["seed", "value", "baseline_value", "difference"]]
 
 
 # The Holm families of a study's comparisons: each setting against the baseline, and each of

@@ -67,7 +67,7 @@ def test_a_tuned_study_is_never_started_twice_nor_resumed_with_other_settings(tm
 
 
 def test_adaptive_rounds_pair_by_seed_skip_failures_and_keep_settings_as_text():
-    from gapan.tune.adaptive import paired_differences
+    from gapan.tune.adaptive import setting_differences
 
     # Methods "glow" and "None": text that pandas would read as missing.
     space = parse_space(ABLATION_OF_TEXT, "text")
@@ -79,7 +79,7 @@ def test_adaptive_rounds_pair_by_seed_skip_failures_and_keep_settings_as_text():
             "val_map_at_r": [0.30, 0.32, 0.31, float("nan"), 0.29, 0.33],
         }
     )
-    assert paired_differences(trials, space) == {"None": pytest.approx([0.02, 0.04])}
+    assert setting_differences(trials, space) == {"None": pytest.approx([0.02, 0.04])}
 
 
 ABLATION_OF_TEXT = '''"""Q?"""

@@ -11,7 +11,9 @@ imports Optuna. When Ray's or Optuna's API moves, these are the files to edit.
   for a finished folder (``python -m gapan.tune.prune``);
 - `resume`: what a resume must find (a trusted, intact folder) and must keep (every ended trial);
 - `faults`: injected faults for rehearsals, out-of-memory reasons;
-- `runner`: `run_study`, which ties them together;
+- `runner`: `run_single`, one plain study, which ties them together;
+- `parts`, `tuned`, `splits`, `adaptive`: studies made of studies;
+- `study`: `run_study`, any study: the one entry point;
 - `cli`: the command line every study script shares.
 """
 
@@ -27,7 +29,7 @@ _PUBLIC = {
     "apply_options": "gapan.tune.options",
     "smoke_space": "gapan.tune.options",
     "start_ray": "gapan.tune.cluster",
-    "run_study": "gapan.tune.runner",
+    "run_study": "gapan.tune.study",
 }
 __all__ = sorted(_PUBLIC)
 

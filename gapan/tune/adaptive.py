@@ -26,7 +26,7 @@ import pandas as pd
 
 from gapan import results
 from gapan.files import write_atomic
-from gapan.sequential import METHOD, UNDECIDED, Design, look, undecided
+from gapan.sequential import METHOD, UNDECIDED, Design, look, paired_differences, undecided
 from gapan.space import StudySpace
 from gapan.tune.checkpoints import gather_models
 from gapan.tune.options import StudyError, StudyOptions, apply_options
@@ -98,7 +98,7 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
             space.mode,
             options.keep_checkpoints,
         )
-        differences = paired_differences(trials, space)
+        differences = setting_differences(trials, space)
         looks = {setting: look(values, design) for setting, values in differences.items()}
         rounds.append(
             {
@@ -146,25 +146,17 @@ def _setting_value(space: StudySpace, name: str) -> Any:
     return next(value for value in space.search[space.knob]["values"] if str(value) == name)
 
 
-def paired_differences(trials: pd.DataFrame, space: StudySpace) -> dict[str, list[float]]:
+def setting_differences(trials: pd.DataFrame, space: StudySpace) -> dict[str, list[float]]:
     """Each setting's differences from the baseline (setting minus baseline) in seed order, over
     the seeds where both completed with a finite metric (a failed trial leaves its pair out)."""
     usable = trials[(trials["status"] == "completed") & trials[space.metric].notna()]
-    values = usable.pivot_table(
-        index="seed", columns="setting", values=space.metric, aggfunc="first"
-    )
+    values = usable.rename(columns={space.metric: "value"})[["setting", "seed", "value"]]
     baseline = str(space.baseline)
-    out: dict[str, list[float]] = {}
-    for value in space.search[space.knob]["values"]:
-        setting = str(value)
-        if setting == baseline:
-            continue
-        if setting not in values or baseline not in values:
-            out[setting] = []
-            continue
-        pairs = (values[setting] - values[baseline]).dropna().sort_index()
-        out[setting] = [float(v) for v in pairs]
-    return out
+    return {
+        str(value): paired_differences(values, str(value), baseline)["difference"].tolist()
+        for value in space.search[space.knob]["values"]
+        if str(value) != baseline
+    }
 
 
 def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame:

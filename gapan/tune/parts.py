@@ -13,7 +13,7 @@ from gapan.space import StudySpace
 from gapan.tune import folder
 from gapan.tune.options import StudyError, StudyOptions
 from gapan.tune.resume import check_same_study
-from gapan.tune.runner import run_study
+from gapan.tune.runner import held, run_single
 
 
 def run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
@@ -37,7 +37,9 @@ def run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
         resume=options.resume and folder.started(part_dir),
     )
     print(f"Running {part_dir.name} ({part.trial_count()} trials)", flush=True)
-    run_study(part, part_options)
+    folder.check_writable(part_dir)
+    with held(part_dir):
+        run_single(part, part_options)
     if not finished(part_dir, part):
         raise StudyError(
             f"the study stopped in {part_dir} before all its trials ended; what finished is "

@@ -1,10 +1,13 @@
-"""`run_study`: the one function that runs (or resumes) a study and writes its results folder."""
+"""`run_single`: one plain study run (or resumed) to the end, its results folder written; and the
+checks before it (the disk it needs, the data prepared once)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -196,6 +199,20 @@ def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> 
     )
 
 
+@contextmanager
+def held(study_dir: Path) -> Iterator[None]:
+    """Hold `study_dir` for this driver (`gapan.tune.lock`), or refuse, saying what to do."""
+    try:
+        with study_lock(study_dir):
+            yield
+    except StudyLocked as error:
+        raise StudyError(
+            f"{error}. Two drivers in one study folder would overwrite each other's results: "
+            "wait for the study to end (or stop it, then resume it with --resume), or give a new "
+            "--name."
+        ) from None
+
+
 def _stopped_trials(space: StudySpace, grid: tune.ResultGrid, study_dir: Path) -> set[str]:
     """The Tune trial ids the study's scheduler stopped.
 
@@ -217,54 +234,20 @@ def _stopped_trials(space: StudySpace, grid: tune.ResultGrid, study_dir: Path) -
     return {str((result.metrics or {}).get("trial_id", "")) for result in grid}
 
 
-def run_study(space: StudySpace, options: StudyOptions) -> Path:
-    """Run (or resume) a study to the end and write its results folder; return the folder.
+def run_single(space: StudySpace, options: StudyOptions) -> Path:
+    """Run (or resume) one plain study (an ablation, comparison or search, or a part of a
+    study made of studies) to the end and write its results folder; return the folder.
 
     Everything that can be checked is checked before Ray starts: the space against the config,
-    the resources and cluster address asked for, the study folder (held by this driver alone,
-    `gapan.tune.lock`), the data set, and the frozen-feature cache (built here once, shared by
-    every trial). A tuned comparison and an adaptive study run as several studies
-    (`gapan.tune.tuned`, `gapan.tune.adaptive`).
+    the resources and cluster address asked for, the study folder, the data set, and the
+    frozen-feature cache (built here once, shared by every trial). The caller holds the folder
+    (`held`).
 
     Raises:
         StudyUnfinished: The study stopped (Ctrl-C) before every trial ended; what ended is
             written, and a resume runs the rest.
         StudyError: It cannot start or resume; the message says why and what to do.
     """
-    if options.adaptive and space.kind == "tuned":
-        raise StudyError(
-            "--seeds auto is for ablations and comparisons; a tuned comparison confirms "
-            "each method with its space's SEEDS (or --seeds N)"
-        )
-    if options.resume:
-        resume.check_same_splits(options.study_dir, options.splits)
-        resume.check_same_seeding(options.study_dir, options.adaptive)
-    folder.check_writable(options.study_dir)
-    try:
-        with study_lock(options.study_dir):
-            return _run_held_study(space, options)
-    except StudyLocked as error:
-        raise StudyError(
-            f"{error}. Two drivers in one study folder would overwrite each other's results: "
-            "wait for the study to end (or stop it, then resume it with --resume), or give a new "
-            "--name."
-        ) from None
-
-
-def _run_held_study(space: StudySpace, options: StudyOptions) -> Path:
-    # Studies made of studies run their parts through `run_study`.
-    if options.splits > 1:
-        from gapan.tune.splits import run_splits
-
-        return run_splits(space, options)
-    if space.kind == "tuned":
-        from gapan.tune.tuned import run_tuned
-
-        return run_tuned(space, options)
-    if options.adaptive:
-        from gapan.tune.adaptive import run_adaptive
-
-        return run_adaptive(space, options)
     space = apply_options(space, options)
     cluster.check_before_ray(options)
     study_dir = options.study_dir

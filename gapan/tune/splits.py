@@ -14,8 +14,10 @@ from pathlib import Path
 
 from gapan import results
 from gapan.space import SPLIT_KEY, SPLIT_PREFIX, StudySpace
+from gapan.tune.adaptive import adaptive_design, run_adaptive
 from gapan.tune.options import StudyError, StudyOptions, apply_options
 from gapan.tune.parts import check_whole_study, run_part
+from gapan.tune.tuned import run_tuned
 
 FINISHED_SPLITS = "finished_splits"  # study.json: the splits whose study ran to its end
 
@@ -24,9 +26,6 @@ def run_splits(space: StudySpace, options: StudyOptions) -> Path:
     """Run the study on splits 0 .. ``options.splits`` - 1, one after another; return the
     folder. With ``options.resume`` the finished splits are kept as they are (an adaptive one
     takes no more rounds) and the rest continue."""
-    from gapan.tune.adaptive import adaptive_design
-    from gapan.tune.runner import run_study
-
     if SPLIT_KEY in options.overrides or SPLIT_KEY in space.fixed:
         raise StudyError(
             f"--splits chooses {SPLIT_KEY} for each split; leave it out of --set and FIXED"
@@ -63,12 +62,10 @@ def run_splits(space: StudySpace, options: StudyOptions) -> Path:
             # A study of parts keeps its finished parts on a resume, and stops with an error
             # at an unfinished one, by itself.
             resumed = options.resume and (study_dir / name / results.STUDY_FILE).exists()
-            run_study(
-                space,
-                dataclasses.replace(
-                    split_options, name=name, storage=str(study_dir), resume=resumed
-                ),
+            split_study = dataclasses.replace(
+                split_options, name=name, storage=str(study_dir), resume=resumed
             )
+            (run_tuned if space.kind == "tuned" else run_adaptive)(space, split_study)
         else:
             part = dataclasses.replace(apply_options(space, split_options), name=name)
             run_part(part, options, study_dir)

@@ -1,4 +1,4 @@
-"""`run_tuned`: a tuned comparison, as studies that `run_study` runs one after another.
+"""`run_tuned`: a tuned comparison, as studies that `run_part` runs one after another.
 
 The study folder holds one search study per method (``search_<method>/``), each with the same
 budget, and the comparison of their best configurations over fresh seeds (``confirm/``). Its
@@ -25,7 +25,7 @@ from gapan.tune.parts import check_whole_study, run_part
 def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
     """Search every method, then confirm each one's best configuration; return the folder.
 
-    Each part is run by `gapan.tune.runner.run_study`. With ``options.resume`` the parts
+    Each part is run by `gapan.tune.parts.run_part`. With ``options.resume`` the parts
     already finished are kept as they are, the one that stopped is resumed and those never
     started are started.
     """
