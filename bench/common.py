@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -154,6 +155,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def relative_command(words: Sequence[str]) -> str:
+    """A command as a record keeps it: this Python as ``python`` and paths inside the
+    repository relative to it, so the record reads the same wherever it was made."""
+    root = Path(__file__).resolve().parents[1]
+
+    def word(text: str) -> str:
+        if text == sys.executable:
+            return "python"
+        path = Path(text)
+        if path.is_absolute() and path.resolve().is_relative_to(root):
+            return path.resolve().relative_to(root).as_posix()
+        return text
+
+    return shlex.join(word(text) for text in words)
 
 
 def rounded(value: float, digits: int = 4) -> float:

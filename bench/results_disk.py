@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_output_argument, emit, print_table, rounded
+from bench.common import add_output_argument, emit, print_table, relative_command, rounded
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -111,7 +111,7 @@ def measure(study_dir: Path, command: list[str], every: float) -> dict[str, Any]
     megabytes = 1e6
     return {
         "study": study_dir.name,
-        "command": " ".join(command),
+        "command": relative_command(command),
         "returncode": process.returncode,
         "wall_s": rounded(wall),
         "study_wall_s": rounded(environment.get("study_wall_s", float("nan"))),

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.common import add_output_argument, emit, print_table, rounded
+from bench.common import add_output_argument, emit, print_table, relative_command, rounded
 
 
 def slots_of(study: dict[str, Any], environment: dict[str, Any]) -> int:
@@ -54,7 +55,7 @@ def overhead(study_dir: Path, slots: int | None) -> dict[str, Any]:
         "overhead_s": rounded(outside),
         "overhead_per_trial_s": rounded(outside / len(trials)),
         "slot_use": rounded(own / (slots * wall)),
-        "command": environment.get("command"),
+        "command": relative_command(shlex.split(environment.get("command") or "")),
         "finished": environment.get("finished"),
     }
 

@@ -5,7 +5,8 @@ Each method's own hyperparameters are searched on the validation classes with th
 method's best configuration then runs fresh seeds, and those confirmed runs are compared with
 GAPan on the unseen test classes, paired by seed, Holm-corrected. This is the protocol of
 Musgrave et al., "A Metric Learning Reality Check" (ECCV 2020). Every method searches the
-learning rates (the backbone's matters in partial and finetune mode only) and its own knobs.
+learning rates (the backbone's only where the backbone trains: partial and finetune mode) and
+its own knobs.
 
 GAPan is judged in both forms its method could mean: as a loss of its own (alignment and
 likelihood), and as a module added to a baseline loss (the baseline's knobs and GAPan's, with

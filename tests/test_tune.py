@@ -172,9 +172,13 @@ def test_a_partial_study_trains_the_last_stage_on_cached_views(tmp_path, ray_ins
 
 
 @pytest.mark.slow
-def test_a_tuned_comparison_confirms_each_methods_best_search_trial(tmp_path, ray_instance):
+def test_a_tuned_comparison_confirms_each_methods_best_search_trial(tmp_path, ray_instance, capsys):
     options = StudyOptions(name="tuned", results_dir=tmp_path, smoke=True)
     study_dir = run_study(load_space("compare_tuned"), options)
+    # The backbone as it is, measured once and given to every part.
+    assert capsys.readouterr().out.count("Measuring the pretrained backbone") == 1
+    references = {path.read_text() for path in study_dir.glob("*/reference.json")}
+    assert len(references) == 1 and len(list(study_dir.glob("*/reference.json"))) == 7
     # Every form: GAPan alone, without a flow, the baselines, and GAPan added to each baseline.
     methods = list(load_space("compare_tuned").methods)
     assert {"proxy_anchor_gapan", "norm_softmax_gapan"} <= set(methods)

@@ -9,7 +9,7 @@ import pytest
 
 from gapan import results
 from gapan.space import load_space, parse_space
-from gapan.tune import StudyError, StudyOptions, run_study
+from gapan.tune import StudyError, StudyOptions, apply_options, run_study
 from gapan.tune.tuned import best_configuration
 from tests.test_space import TUNED
 
@@ -91,3 +91,13 @@ METHODS = {"glow": {}, "None": {"flow.family": "realnvp"}}
 SEARCH = {"method": {"type": "categorical", "values": ["glow", "None"]}}
 BASELINE = "glow"
 '''
+
+
+def test_the_backbone_learning_rate_is_searched_only_where_the_backbone_trains():
+    space = load_space("compare_tuned")
+    frozen = apply_options(space, StudyOptions(name="frozen"))
+    partial = apply_options(
+        space, StudyOptions(name="partial", overrides={"model.backbone_mode": "partial"})
+    )
+    assert "optim.backbone_lr" not in frozen.search
+    assert "optim.backbone_lr" in partial.search

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gapan.config import ModelConfig
 from gapan.results import KEEP_POLICIES
 from gapan.space import StudySpace, check_space, with_objectives
 
@@ -218,6 +219,23 @@ def smoke_space(space: StudySpace) -> StudySpace:
     return dataclasses.replace(space, fixed=fixed, search=search, seeds=2, contrasts=contrasts)
 
 
+# Searched keys that act only where the backbone trains, by the backbone modes where they do not.
+IDLE_WHEN = {"optim.backbone_lr": ("frozen",)}
+
+
+def without_idle_dimensions(space: StudySpace) -> StudySpace:
+    """The space without the searched keys that do nothing under its fixed settings (the
+    backbone's learning rate on cached features): a sampler would spend trials learning noise
+    in them."""
+    mode = space.fixed.get("model.backbone_mode", ModelConfig().backbone_mode)
+    idle = {key for key, modes in IDLE_WHEN.items() if mode in modes and key in space.search}
+    if not idle:
+        return space
+    return dataclasses.replace(
+        space, search={key: dim for key, dim in space.search.items() if key not in idle}
+    )
+
+
 def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
     """The space as this run executes it: smoke slicing, seed and sample counts, overrides."""
     if options.smoke:
@@ -236,6 +254,7 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
             "also be set on the command line"
         )
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
+    space = without_idle_dimensions(space)
     if options.objectives:
         space = with_objectives(space, list(options.objectives))
         if "peak_gpu_memory_mb" in space.objectives and options.gpus_per_trial <= 0:

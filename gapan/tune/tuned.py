@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,38 @@ def run_tuned(space: StudySpace, options: StudyOptions) -> Path:
     check_whole_study(study_dir, space, options.resume)
     results.write_study(study_dir, space, {"folder": str(study_dir), **options.reporting})
     best = {}
+    measured: tuple[Path, StudySpace] | None = None
     for method, search in space.searches().items():
+        if measured is not None:
+            share_reference(*measured, study_dir / search.name, search)
         part = run_part(search, options, study_dir)
+        measured = (part, search)
         best[method] = best_configuration(part, search)
-    run_part(space.confirmation(best), options, study_dir)
+    confirmation = space.confirmation(best)
+    if measured is not None:
+        share_reference(*measured, study_dir / confirmation.name, confirmation)
+    run_part(confirmation, options, study_dir)
     return study_dir
+
+
+def share_reference(
+    source: Path, source_space: StudySpace, target: Path, target_space: StudySpace
+) -> None:
+    """Give the part in `target` the pretrained reference measured in `source`, when both fix
+    the same data and model: the backbone as it is, measured once per comparison, not once per
+    part."""
+
+    def measured_on(part: StudySpace) -> dict[str, Any]:
+        return {k: v for k, v in part.fixed.items() if k.startswith(("data.", "model."))}
+
+    reference = source / results.REFERENCE_FILE
+    kept = target / results.REFERENCE_FILE
+    if kept.exists() or not reference.exists():
+        return
+    if measured_on(source_space) != measured_on(target_space):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(reference, kept)
 
 
 def best_configuration(part_dir: Path, search: StudySpace) -> dict[str, Any]:
