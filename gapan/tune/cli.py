@@ -63,6 +63,22 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     study.add_argument("--storage", help="a shared folder for results on a multi-node cluster")
     study.add_argument("--num-samples", type=int, help="trials of a search study")
     study.add_argument(
+        "--warm-start",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a search (or each search of a tuned comparison) starts with the best "
+        "configurations of this earlier study's results folder, often a cheaper one (frozen "
+        "features); repeatable. They run at this study's fidelity and count in its trials",
+    )
+    study.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=0,
+        help="the seed of a search's sampler (default 0)",
+    )
+    study.add_argument(
         "--objectives",
         type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
         default=(),
@@ -249,6 +265,8 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             num_cpus=args.num_cpus,
             keep_checkpoints=args.keep_checkpoints,
             splits=args.splits,
+            warm_start=tuple(args.warm_start),
+            sampler_seed=args.sampler_seed,
         )
         study_dir = run_study(load_space(name), options)
     except StudyUnfinished as error:

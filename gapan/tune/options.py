@@ -64,6 +64,10 @@ class StudyOptions:
     # The study replicated on this many family-disjoint class splits (data.split_seed 0..K-1),
     # each in a folder of its own (`gapan.tune.splits`); 1: the data set's own split only.
     splits: int = 1
+    # Earlier studies whose best configurations start a search (`gapan.tune.warm_start`).
+    warm_start: tuple[Path, ...] = ()
+    # The seed of a search's sampler (a search repeated with other seeds measures its spread).
+    sampler_seed: int = 0
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -126,6 +130,12 @@ class StudyOptions:
                     self.max_failures,
                     _is_whole(self.max_failures, 0),
                     "a whole number of retries, 0 or more",
+                ),
+                (
+                    "--sampler-seed",
+                    self.sampler_seed,
+                    _is_whole(self.sampler_seed, 0),
+                    "a whole number, 0 or more",
                 ),
                 (
                     "--num-cpus",
@@ -252,6 +262,11 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
         raise StudyError(
             f"{', '.join(sorted(searched))} is searched by this study; it cannot "
             "also be set on the command line"
+        )
+    if options.warm_start and space.kind not in ("search", "tuned"):
+        raise StudyError(
+            f"--warm-start seeds a search's sampler; {space.name} runs a fixed grid of settings "
+            f"(a {space.kind} study), which no sampler picks"
         )
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
     space = without_idle_dimensions(space)

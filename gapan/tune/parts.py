@@ -33,6 +33,8 @@ def run_part(part: StudySpace, options: StudyOptions, study_dir: Path) -> Path:
         num_samples=None,
         adaptive=False,
         splits=1,
+        # A warm start seeds the parts that search; the others run a fixed grid.
+        warm_start=options.warm_start if part.kind == "search" else (),
         # A part stopped before Tune recorded it starts afresh (`folder.check_new`).
         resume=options.resume and folder.started(part_dir),
     )

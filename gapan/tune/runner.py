@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from ray import tune
@@ -21,7 +22,7 @@ from gapan.evaluate import reference_record
 from gapan.inputs import frozen_features, partial_inputs, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
-from gapan.tune import cluster, folder, resume
+from gapan.tune import cluster, folder, resume, warm_start
 from gapan.tune.checkpoints import (
     CHECKPOINTS_KEPT,
     DEFAULT_POLICY,
@@ -163,7 +164,12 @@ def _trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{number}_{trial.trial_id}"
 
 
-def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> tune.Tuner:
+def _tuner(
+    space: StudySpace,
+    options: StudyOptions,
+    base: ExperimentConfig,
+    seeds: list[warm_start.Seed],
+) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     study_dir = options.study_dir
     trainable = tune.with_resources(
@@ -180,7 +186,7 @@ def _tuner(space: StudySpace, options: StudyOptions, base: ExperimentConfig) -> 
         trainable,
         param_space={k: v for k, v in to_flat(base).items() if k not in space.search},
         tune_config=tune.TuneConfig(
-            search_alg=StudySearcher(space, study_dir),
+            search_alg=StudySearcher(space, study_dir, options.sampler_seed, seeds),
             scheduler=scheduler(space, study_dir),
             num_samples=space.trial_count(),
             max_concurrent_trials=options.max_concurrent or None,
@@ -234,6 +240,45 @@ def _stopped_trials(space: StudySpace, grid: tune.ResultGrid, study_dir: Path) -
     return {str((result.metrics or {}).get("trial_id", "")) for result in grid}
 
 
+def _warm_start(
+    space: StudySpace, options: StudyOptions
+) -> tuple[list[warm_start.Seed], dict[str, Any]]:
+    """The earlier configurations a new search starts with, and what study.json records of
+    them: the search's sampler seed and each seed's source, trial, value and fidelity. A resumed
+    study keeps what it recorded when it began (its journal holds its seeding)."""
+    if space.kind != "search":
+        return [], {}
+    record: dict[str, Any] = {"sampler_seed": options.sampler_seed}
+    if options.resume:
+        if options.warm_start:
+            print("--warm-start: a resumed search keeps the seeding it began with", flush=True)
+        return [], _recorded_seeding(options.study_dir)
+    if not options.warm_start:
+        return [], record
+    seeds, notes = warm_start.seeds(space, list(options.warm_start))
+    for note in notes:
+        print(f"--warm-start: {note}", flush=True)
+    print(
+        f"--warm-start: the search starts with {len(seeds)} configurations of "
+        f"{', '.join(str(path) for path in options.warm_start)}",
+        flush=True,
+    )
+    record["warm_start"] = {
+        "studies": [str(path) for path in options.warm_start],
+        "seeds": [{"params": seed.params, **seed.attribute()} for seed in seeds],
+        "notes": notes,
+    }
+    return seeds, record
+
+
+def _recorded_seeding(study_dir: Path) -> dict[str, Any]:
+    try:
+        study = results.read_study(study_dir)
+    except (OSError, ValueError):
+        return {}
+    return {key: study[key] for key in ("sampler_seed", "warm_start") if key in study}
+
+
 def run_single(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) one plain study (an ablation, comparison or search, or a part of a
     study made of studies) to the end and write its results folder; return the folder.
@@ -255,6 +300,7 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         resume.check_resumable(study_dir, space)
     else:
         folder.check_new(study_dir)
+    seeds, seeding = _warm_start(space, options)
     base = from_flat(space.fixed)
     folder.check_writable(study_dir)
     splits, in_features = prepare_data(base, study_dir)
@@ -277,6 +323,7 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
                 "resources": resources,
                 "folder": str(study_dir),
                 "keep_checkpoints": options.keep_checkpoints,
+                **seeding,
                 **options.reporting,
             },
         )
@@ -287,7 +334,7 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         record_stops(study_dir, set())
     cluster.start_ray(options)
 
-    tuner = _tuner(space, options, base)
+    tuner = _tuner(space, options, base, seeds)
     started = time.perf_counter()
     try:
         with cluster.pending_trials_limit(cluster.trial_slots(options)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gapan.files import write_atomic
 from gapan.space import StudySpace, optuna_distributions
 from gapan.tune.options import StudyError
 from gapan.tune.trial_order import SECONDS_ATTR, next_grid_point
+from gapan.tune.warm_start import Seed, seed_study, startup_trials
 
 OPTUNA_FILE = "optuna.journal"
 # The trials the study's scheduler stopped, by Tune trial id (`RecordedASHA`).
@@ -36,12 +38,14 @@ def journal(study_dir: Path) -> optuna.storages.JournalStorage:
     )
 
 
-def open_optuna_study(space: StudySpace, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """The study's Optuna study, created on first use."""
+def open_optuna_study(
+    space: StudySpace, storage: optuna.storages.BaseStorage, seed: int = 0
+) -> optuna.Study:
+    """The study's Optuna study, created on first use; `seed` seeds its sampler."""
     study = optuna.create_study(
         storage=storage,
         study_name=space.name,
-        sampler=_sampler(space),
+        sampler=_sampler(space, seed),
         directions=["maximize" if d == "max" else "minimize" for d in space.directions()],
         load_if_exists=True,
     )
@@ -52,7 +56,7 @@ def open_optuna_study(space: StudySpace, storage: optuna.storages.BaseStorage) -
     return study
 
 
-def _sampler(space: StudySpace) -> optuna.samplers.BaseSampler:
+def _sampler(space: StudySpace, seed: int) -> optuna.samplers.BaseSampler:
     if space.kind == "search":
         with warnings.catch_warnings():
             # `group` is experimental in Optuna 5; it keeps conditional dimensions apart.
@@ -61,12 +65,12 @@ def _sampler(space: StudySpace) -> optuna.samplers.BaseSampler:
                 multivariate=True,
                 group=True,
                 constant_liar=True,
-                seed=0,
-                n_startup_trials=min(10, max(2, space.num_samples // 3)),
+                seed=seed,
+                n_startup_trials=startup_trials(space),
             )
     # A grid's every trial is enqueued with all its parameters, so no sampler is ever consulted.
     # Not Optuna's GridSampler: it runs its points in an order of its own, not trial_order's.
-    return optuna.samplers.RandomSampler(seed=0)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 class StudySearcher(Searcher):
@@ -87,12 +91,19 @@ class StudySearcher(Searcher):
 
     CKPT_FILE_TMPL = "searcher-state-{}.json"
 
-    def __init__(self, space: StudySpace, study_dir: Path):
+    def __init__(
+        self,
+        space: StudySpace,
+        study_dir: Path,
+        sampler_seed: int = 0,
+        warm_start: Sequence[Seed] = (),
+    ):
         super().__init__(metric=space.metric, mode=space.mode)
         self._space = space
         self._distributions = optuna_distributions(space)
         self._storage = journal(study_dir)
-        self._study = open_optuna_study(space, self._storage)
+        self._study = open_optuna_study(space, self._storage, sampler_seed)
+        seed_study(self._study, list(warm_start))
         self._numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self._orphans: list[int] = []  # running Optuna trials that no Tune trial holds
 
