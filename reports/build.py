@@ -84,6 +84,12 @@ def build_report(
     if tuned is not None:
         report.tuned(tuned)
     report.common()
+    _write(report, out, on_note)
+    return out
+
+
+def _write(report: _Report, out: Path, on_note: Callable[[str], None] | None) -> None:
+    """Write the report's tables beside `out`, then its page at `out`; pass on its notes."""
     for name, table in report.tables.items():
         # Every text cell quoted: a bare carriage return in one would split its row.
         text = tables.spreadsheet_safe(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
@@ -92,7 +98,6 @@ def build_report(
     if on_note is not None:
         for note in report.notes:
             on_note(note)
-    return out
 
 
 def _prefixed(on_note: Callable[[str], None], prefix: str) -> Callable[[str], None]:
@@ -525,6 +530,10 @@ class _Report:
         self.summary = search_summary(results, importances, problem, call)
         self.guarded("history", lambda: self._history_section(history))
         self.guarded("best configuration", self._best_section)
+        seeded = tables.warm_start_table(results)
+        if seeded is not None:
+            self.tables["warm_start"] = seeded
+            self.guarded("warm start", lambda: self._warm_start_section(seeded))
         self.guarded("importances", lambda: self._importance_section(importances, call, problem))
         quality_cost = figures.quality_cost_data(results)
         self.tables["quality_cost"] = quality_cost
@@ -540,6 +549,22 @@ class _Report:
             caption += " Dashed: the pretrained backbone with no training."
         figure = figures.draw_history(history, self.results.metric, reference)
         self.add("history", "Optimisation history", figure_html(figure, "figure-history", caption))
+
+    def _warm_start_section(self, seeded: pd.DataFrame) -> None:
+        studies = sorted(set(seeded["earlier study"]))
+        self.add(
+            "warm-start",
+            "Warm start",
+            paragraph(
+                f"This search began with {len(seeded)} configurations of "
+                f"{len(studies)} earlier stud{'y' if len(studies) == 1 else 'ies'} "
+                f"({', '.join(studies)}): the best there, run again here as this search's "
+                "first trials, in place of random start-up trials. They count among its trials "
+                "with what they scored here; their earlier scores, at the fidelity shown, "
+                "only chose them and entered no statistic."
+            ),
+            table_html(seeded, caption="The configurations the search began with"),
+        )
 
     def _best_section(self) -> None:
         results = self.results

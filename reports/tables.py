@@ -406,3 +406,34 @@ def p_text(value: float) -> str:
     if (float(text) <= stats.ALPHA) != (value <= stats.ALPHA):
         text = f"{value:.3g}"
     return text
+
+
+# The fidelity of a warm start's earlier study, as the report names it.
+FIDELITY_NAMES = {
+    "data.name": "data",
+    "model.backbone_mode": "backbone mode",
+    "train.epochs": "epochs",
+    "data.image_size": "image size",
+    "data.max_classes": "classes at most",
+}
+
+
+def warm_start_table(results: Results) -> pd.DataFrame | None:
+    """The configurations a warm-started search began with: where each came from, at which
+    fidelity, what it scored there, and its values here; None for a search started cold."""
+    record = results.study.get("warm_start")
+    if not isinstance(record, Mapping) or not record.get("seeds"):
+        return None
+    rows = []
+    for seed in record["seeds"]:
+        fidelity = seed.get("fidelity") or {}
+        rows.append(
+            {
+                "earlier study": str(seed.get("study", "")),
+                "trial": str(seed.get("trial_id", "")),
+                **{name: fidelity.get(key) for key, name in FIDELITY_NAMES.items()},
+                f"{results.metric} there": seed.get("value"),
+                **{key: value for key, value in (seed.get("params") or {}).items()},
+            }
+        )
+    return pd.DataFrame(rows)

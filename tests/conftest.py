@@ -21,15 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def study_command(
-    space_file: Path, results: Path, name: str, resume: bool, keep: str = "best"
+    space_file: Path,
+    results: Path,
+    name: str,
+    resume: bool,
+    keep: str = "best",
+    options: str = "",
 ) -> list[str]:
     """A Python command running one study in its own process (and its own Ray instance), so a
-    test can kill it the way a crash would; `keep` is its --keep-checkpoints."""
+    test can kill it the way a crash would; `keep` is its --keep-checkpoints, `options` more
+    StudyOptions arguments as Python text (", warm_start=(Path('x'),)")."""
     code = (
         "from pathlib import Path; from gapan.space import load_space; from gapan.tune import *; "
         f"run_study(load_space({str(space_file)!r}), StudyOptions(name={name!r}, "
         f"results_dir=Path({str(results)!r}), max_concurrent=1, num_cpus=2, dashboard_port=0, "
-        f"resume={resume}, keep_checkpoints={keep!r}))"
+        f"resume={resume}, keep_checkpoints={keep!r}{options}))"
     )
     return [sys.executable, "-c", code]
 
@@ -40,10 +46,12 @@ def study_command(
 WATCHED_STATE_PERIOD_S = "0.5"
 
 
-def start_study(space_file: Path, results: Path, name: str, keep: str = "best") -> subprocess.Popen:
+def start_study(
+    space_file: Path, results: Path, name: str, keep: str = "best", options: str = ""
+) -> subprocess.Popen:
     """Start a study in a new process session, so `kill_study` can take its Ray instance too."""
     return subprocess.Popen(
-        study_command(space_file, results, name, resume=False, keep=keep),
+        study_command(space_file, results, name, resume=False, keep=keep, options=options),
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -59,10 +67,10 @@ def kill_study(driver: subprocess.Popen) -> None:
 
 
 def resume_study(
-    space_file: Path, results: Path, name: str, keep: str = "best"
+    space_file: Path, results: Path, name: str, keep: str = "best", options: str = ""
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        study_command(space_file, results, name, resume=True, keep=keep),
+        study_command(space_file, results, name, resume=True, keep=keep, options=options),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,22 +7,46 @@ once; torch, Ray and the data loaders load only for a run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from gapan.config import ConfigError, parse_overrides
-from gapan.results import KEEP_POLICIES
-from gapan.space import COST_OBJECTIVES, SpaceError, load_space
+from gapan.space import SpaceError, load_space
+from gapan.tune.options import ADAPTIVE, StudyOptions
 
 
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The flags of the study `name`: the data and model flags (config keys for every trial),
+    then one flag per `StudyOptions` field that declares one, in its group."""
     parser = argparse.ArgumentParser(
         prog=f"python studies/{name}.py",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    data = parser.add_argument_group("data and model")
+    _data_flags(parser.add_argument_group("data and model"))
+    groups = {title: parser.add_argument_group(title) for title in ("resources", "study")}
+    for option in dataclasses.fields(StudyOptions):
+        spec = dict(option.metadata.get("flag") or {})
+        if not spec:
+            continue
+        group = groups[spec.pop("group")]
+        if spec.pop("only", None) == ADAPTIVE:
+            default = None  # so that the command line sees whether it was given
+        elif option.name == "name":
+            default = name
+        elif spec.get("action") == "append":
+            default = []
+        else:
+            default = option.default
+        group.add_argument(f"--{option.name.replace('_', '-')}", default=default, **spec)
+    groups["study"].add_argument("--no-report", action="store_true", help="skip the HTML report")
+    return parser
+
+
+def _data_flags(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--dataset", help="wesnoth (default), cub, cars, sop, inshop or folder")
     data.add_argument("--data-root", help="the data set folder (wesnoth: prepared cache)")
     data.add_argument("--backbone", help="a timm model name (default mobilenetv2_100)")
@@ -41,147 +65,33 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any other config key for every trial, e.g. --set data.image_size=128",
     )
-    run = parser.add_argument_group("resources")
-    run.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=0.0,
-        help="GPUs per trial; fractions pack several trials on one GPU",
-    )
-    run.add_argument("--cpus-per-trial", type=float, default=1.0)
-    run.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=0,
-        help="trials at once (default: as many as the resources allow)",
-    )
-    run.add_argument("--address", help="join a running Ray cluster (auto, or HOST:PORT)")
-    run.add_argument("--num-cpus", type=int, help="CPUs of the Ray instance started here")
-    study = parser.add_argument_group("study")
-    study.add_argument("--name", default=name, help="the study folder's name")
-    study.add_argument("--results-dir", type=Path, default=Path("results"))
-    study.add_argument("--storage", help="a shared folder for results on a multi-node cluster")
-    study.add_argument("--num-samples", type=int, help="trials of a search study")
-    study.add_argument(
-        "--warm-start",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FOLDER",
-        help="a search (or each search of a tuned comparison) starts with the best "
-        "configurations of this earlier study's results folder, often a cheaper one (frozen "
-        "features); repeatable. They run at this study's fidelity and count in its trials",
-    )
-    study.add_argument(
-        "--sampler-seed",
-        type=int,
-        default=0,
-        help="the seed of a search's sampler (default 0)",
-    )
-    study.add_argument(
-        "--objectives",
-        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
-        default=(),
-        help="a multi-objective search: a metric, then a cost to minimise (one of "
-        f"{', '.join(COST_OBJECTIVES)}), e.g. map_at_r,time_per_step; the report shows the "
-        "Pareto front",
-    )
-    study.add_argument(
-        "--seeds",
-        type=_seeds,
-        help="seeds per setting of an ablation, or auto: rounds of one more seed for the "
-        "settings whose comparison with the baseline is undecided (group-sequential tests)",
-    )
-    study.add_argument(
-        "--splits",
-        type=int,
-        default=1,
-        help="run the whole study on this many family-disjoint class splits of the embedded "
-        "set (data.split_seed 0, 1, ...; 0 is its own split), each in split_<k>/; the report "
-        "shows whether each answer holds on every split (default 1)",
-    )
-    study.add_argument(
-        "--min-seeds", type=int, help="--seeds auto: seeds of the first round (default 3)"
-    )
-    study.add_argument("--max-seeds", type=int, help="--seeds auto: the most seeds (default 10)")
-    study.add_argument(
-        "--precision",
-        type=float,
-        help="--seeds auto: a comparison whose interval is narrower than +- this (in the "
-        "metric's units, e.g. 0.01) takes no more seeds: precise enough, not decided (only "
-        "the equivalence test, --equivalence-margin, which defaults to this, says "
-        "equivalent); default 0: only an interval excluding zero stops a comparison",
-    )
-    study.add_argument(
-        "--equivalence-margin",
-        type=float,
-        help="report a setting as equivalent to the baseline when its (1 - 2 alpha / k) "
-        "intervals, k settings compared, lie inside +- this (two one-sided tests, in the "
-        "metric's units, e.g. 0.01); default: --precision with --seeds auto, else no "
-        "equivalence test",
-    )
-    study.add_argument(
-        "--budget-minutes",
-        type=float,
-        help="--seeds auto: start no new round after this many minutes of this run (with "
-        "--splits, of each split's)",
-    )
-    study.add_argument(
-        "--max-failures",
-        type=int,
-        default=1,
-        help="retries of a trial that raised, each from its last checkpoint (a "
-        "non-finite loss or a GPU out of memory is recorded, not retried)",
-    )
-    study.add_argument(
-        "--keep-checkpoints",
-        choices=KEEP_POLICIES,
-        default="best",
-        help="what stays of a trial once it ended: best (default), the final weights of the "
-        "best trial of each setting (of a search: the best trial); last, those of every "
-        "completed trial; none. Tune's checkpoints (and their optimizer state) go either way; "
-        "unfinished trials keep theirs for --resume. python -m gapan.export makes a kept trial "
-        "a model folder",
-    )
-    study.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted study: finished trials are kept",
-    )
-    study.add_argument(
-        "--smoke",
-        action="store_true",
-        help="a tiny version to check the set-up: 2 epochs on 24 classes; an ablation or "
-        "comparison runs 2 settings x 2 seeds, a search 4 trials, a tuned comparison 2 search "
-        "trials per method and 2 seeds (adaptive seeds: 2, then at most 3)",
-    )
-    study.add_argument(
-        "--dashboard-host",
-        default="127.0.0.1",
-        help="where the Ray dashboard listens (default: this machine only; "
-        "reach it from elsewhere through an SSH tunnel)",
-    )
-    study.add_argument("--dashboard-port", type=int, default=8265)
-    study.add_argument("--no-report", action="store_true", help="skip the HTML report")
-    return parser
 
 
-def _adaptive_flags(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "--min-seeds": args.min_seeds,
-        "--max-seeds": args.max_seeds,
-        "--precision": args.precision,
-        "--budget-minutes": args.budget_minutes,
-    }
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    """`StudyOptions`' arguments from the parsed flags: --seeds auto as adaptive seeds, the
+    adaptive flags only where given, and the data and model flags as config overrides."""
+    values: dict[str, Any] = {"overrides": overrides_from(args)}
+    for option in dataclasses.fields(StudyOptions):
+        spec = option.metadata.get("flag")
+        if spec is None:
+            continue
+        value = getattr(args, option.name)
+        if spec.get("only") == ADAPTIVE and value is None:
+            continue
+        values[option.name] = tuple(value) if isinstance(value, list) else value
+    if values.get("seeds") == "auto":
+        values.update(seeds=None, adaptive=True)
+    return values
 
 
-def _seeds(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of seeds or auto, not {text!r}") from None
+def adaptive_flags_given(args: argparse.Namespace) -> list[str]:
+    """The flags given that only adaptive seeds read."""
+    return [
+        f"--{option.name.replace('_', '-')}"
+        for option in dataclasses.fields(StudyOptions)
+        if (option.metadata.get("flag") or {}).get("only") == ADAPTIVE
+        and getattr(args, option.name) is not None
+    ]
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -223,7 +133,7 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
     parser = study_parser(name, description)
     args = parser.parse_args(argv)
     adaptive = args.seeds == "auto"
-    given = [flag for flag, value in _adaptive_flags(args).items() if value is not None]
+    given = adaptive_flags_given(args)
     if given and not adaptive:
         parser.error(f"{', '.join(given)} go with --seeds auto")
     overridden = [flag for flag in ("--min-seeds", "--max-seeds") if flag in given]
@@ -234,40 +144,11 @@ def run_study_script(name: str, description: str, argv: list[str] | None = None)
             flush=True,
         )
     from gapan.data import DataError
-    from gapan.tune import StudyError, StudyOptions, run_study
+    from gapan.tune import StudyError, run_study
     from gapan.tune.options import StudyUnfinished
 
     try:
-        options = StudyOptions(
-            name=args.name,
-            results_dir=args.results_dir,
-            overrides=overrides_from(args),
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
-            max_concurrent=args.max_concurrent,
-            num_samples=args.num_samples,
-            seeds=None if adaptive else args.seeds,
-            adaptive=adaptive,
-            **{
-                name.removeprefix("--").replace("-", "_"): value
-                for name, value in _adaptive_flags(args).items()
-                if value is not None
-            },
-            objectives=args.objectives,
-            equivalence_margin=args.equivalence_margin,
-            address=args.address,
-            storage=args.storage,
-            resume=args.resume,
-            smoke=args.smoke,
-            dashboard_host=args.dashboard_host,
-            dashboard_port=args.dashboard_port,
-            max_failures=args.max_failures,
-            num_cpus=args.num_cpus,
-            keep_checkpoints=args.keep_checkpoints,
-            splits=args.splits,
-            warm_start=tuple(args.warm_start),
-            sampler_seed=args.sampler_seed,
-        )
+        options = StudyOptions(**options_from(args))
         study_dir = run_study(load_space(name), options)
     except StudyUnfinished as error:
         print(f"stopped: {error}\n  to continue: {resume_command(name, argv)}", file=sys.stderr)

@@ -21,11 +21,37 @@ from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
 
 TUNE_DIR = results.TUNE_DIR
+# The Tune experiments of an extended search before its current one: tune_1/, tune_2/, ...
+EARLIER_PREFIX = f"{TUNE_DIR}_"
 
 
 def started(study_dir: Path) -> bool:
     """Whether Tune recorded the study: it writes its first snapshot before any trial ends."""
     return tune.Tuner.can_restore(str(study_dir / TUNE_DIR))
+
+
+def earlier_experiments(study_dir: Path) -> list[Path]:
+    """The finished Tune experiments of an extended search, in the order they ran."""
+    found = [
+        (int(path.name.removeprefix(EARLIER_PREFIX)), path)
+        for path in study_dir.glob(f"{EARLIER_PREFIX}*")
+        if path.is_dir() and path.name.removeprefix(EARLIER_PREFIX).isdigit()
+    ]
+    return [path for _, path in sorted(found)]
+
+
+def set_aside(study_dir: Path) -> None:
+    """Make room for an extended search's new Tune experiment: its finished one becomes the
+    next `tune_<k>/`. One that never recorded a snapshot holds nothing Tune could restore (the
+    extension was stopped before its first trial), and goes."""
+    current = study_dir / TUNE_DIR
+    if not current.exists():
+        return
+    if not started(study_dir):
+        shutil.rmtree(current)
+        return
+    number = len(earlier_experiments(study_dir)) + 1
+    current.rename(study_dir / f"{EARLIER_PREFIX}{number}")
 
 
 def check_writable(study_dir: Path) -> None:

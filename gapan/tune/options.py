@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 from gapan.config import ModelConfig
 from gapan.results import KEEP_POLICIES
-from gapan.space import StudySpace, check_space, with_objectives
+from gapan.space import COST_OBJECTIVES, StudySpace, check_structure, with_objectives
 
 MAX_SPLITS = 100
 
@@ -24,50 +25,221 @@ class StudyUnfinished(StudyError):
     is written, and --resume runs the rest."""
 
 
+def flag(group: str, help: str | None = None, **argparse: Any) -> dict[str, Any]:
+    """A `StudyOptions` field's command-line flag: its group in --help, its help text and any
+    other `add_argument` keyword (`gapan.tune.cli` builds the flags from these)."""
+    return {"flag": {"group": group, "help": help, **argparse}}
+
+
+def seeds_flag(text: str) -> int | str:
+    """--seeds: a whole number, or auto (adaptive seeds)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seeds or auto, not {text!r}") from None
+
+
+def names_flag(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+# Flags that only adaptive seeds (--seeds auto) read; the command line refuses them otherwise.
+ADAPTIVE = "adaptive"
+
+
 @dataclass(frozen=True)
 class StudyOptions:
-    """How to run a study: where, on what, and with which resources (the scripts' flags)."""
+    """How to run a study: where, on what, and with which resources. Each field with a flag is
+    the study scripts' flag of the same name (`--cpus-per-trial` for `cpus_per_trial`)."""
 
-    name: str
-    results_dir: Path = Path("results")
-    # Config keys set for every trial, on top of the space's FIXED (dataset, backbone mode...).
+    name: str = field(metadata=flag("study", "the study folder's name"))
+    results_dir: Path = field(default=Path("results"), metadata=flag("study", type=Path))
+    storage: str | None = field(
+        default=None,
+        metadata=flag("study", "a shared folder for results on a multi-node cluster"),
+    )
+    # Config keys set for every trial, on top of the space's FIXED (dataset, backbone mode...);
+    # the command line's data and model flags.
     overrides: dict[str, Any] = field(default_factory=dict)
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int = 0  # 0: as many as the resources allow
-    num_samples: int | None = None  # search studies: trials to sample
-    seeds: int | None = None  # ablations and comparisons: seeds per setting
+    gpus_per_trial: float = field(
+        default=0.0,
+        metadata=flag(
+            "resources", "GPUs per trial; fractions pack several trials on one GPU", type=float
+        ),
+    )
+    cpus_per_trial: float = field(default=1.0, metadata=flag("resources", type=float))
+    max_concurrent: int = field(
+        default=0,
+        metadata=flag(
+            "resources", "trials at once (default: as many as the resources allow)", type=int
+        ),
+    )
+    address: str | None = field(
+        default=None,
+        metadata=flag("resources", "join a running Ray cluster (auto, or HOST:PORT)"),
+    )
+    num_cpus: int | None = field(
+        default=None,
+        metadata=flag("resources", "CPUs of the Ray instance started here", type=int),
+    )
+    num_samples: int | None = field(
+        default=None, metadata=flag("study", "trials of a search study", type=int)
+    )
+    # Earlier studies whose best configurations start a search (`gapan.tune.warm_start`).
+    warm_start: tuple[Path, ...] = field(
+        default=(),
+        metadata=flag(
+            "study",
+            "a search (or each search of a tuned comparison) starts with the best "
+            "configurations of this earlier study's results folder, often a cheaper one (frozen "
+            "features); repeatable. They run at this study's fidelity and count in its trials",
+            type=Path,
+            action="append",
+            metavar="FOLDER",
+        ),
+    )
+    sampler_seed: int = field(
+        default=0,
+        metadata=flag("study", "the seed of a search's sampler (default 0)", type=int),
+    )
+    # A multi-objective search: a metric and costs (`gapan.space.with_objectives`).
+    objectives: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "study",
+            "a multi-objective search: a metric, then a cost to minimise (one of "
+            f"{', '.join(COST_OBJECTIVES)}), e.g. map_at_r,time_per_step; the report shows the "
+            "Pareto front",
+            type=names_flag,
+        ),
+    )
+    # Ablations and comparisons: seeds per setting (the command line's --seeds auto sets
+    # `adaptive` instead).
+    seeds: int | None = field(
+        default=None,
+        metadata=flag(
+            "study",
+            "seeds per setting of an ablation, or auto: rounds of one more seed for the "
+            "settings whose comparison with the baseline is undecided (group-sequential tests)",
+            type=seeds_flag,
+        ),
+    )
+    # The study replicated on this many family-disjoint class splits (data.split_seed 0..K-1),
+    # each in a folder of its own (`gapan.tune.splits`); 1: the data set's own split only.
+    splits: int = field(
+        default=1,
+        metadata=flag(
+            "study",
+            "run the whole study on this many family-disjoint class splits of the embedded "
+            "set (data.split_seed 0, 1, ...; 0 is its own split), each in split_<k>/; the "
+            "report shows whether each answer holds on every split (default 1)",
+            type=int,
+        ),
+    )
     # Adaptive seeds (ablations and comparisons): rounds of one more seed for every setting whose
     # comparison with the baseline is undecided (gapan/tune/adaptive.py, gapan/sequential.py).
     adaptive: bool = False
-    min_seeds: int = 3
-    max_seeds: int = 10
-    precision: float = 0.0  # no more seeds once the interval is narrower than +- this; 0: never
-    budget_minutes: float | None = None  # no new round starts after this much of the run
+    min_seeds: int = field(
+        default=3,
+        metadata=flag(
+            "study", "--seeds auto: seeds of the first round (default 3)", type=int, only=ADAPTIVE
+        ),
+    )
+    max_seeds: int = field(
+        default=10,
+        metadata=flag(
+            "study", "--seeds auto: the most seeds (default 10)", type=int, only=ADAPTIVE
+        ),
+    )
+    precision: float = field(
+        default=0.0,
+        metadata=flag(
+            "study",
+            "--seeds auto: a comparison whose interval is narrower than +- this (in the "
+            "metric's units, e.g. 0.01) takes no more seeds: precise enough, not decided (only "
+            "the equivalence test, --equivalence-margin, which defaults to this, says "
+            "equivalent); default 0: only an interval excluding zero stops a comparison",
+            type=float,
+            only=ADAPTIVE,
+        ),
+    )
     # Reports call a comparison equivalent when its (1 - 2 alpha / k) intervals, k settings
     # compared, lie inside +- this (in the metric's units); None: the precision of adaptive
     # seeds, else no equivalence test.
-    equivalence_margin: float | None = None
-    # A multi-objective search: a metric and costs (`gapan.space.with_objectives`).
-    objectives: tuple[str, ...] = ()
-    address: str | None = None  # join a running Ray cluster ("auto" or host:port)
-    storage: str | None = None  # shared folder for a multi-node study (default: results_dir)
-    resume: bool = False
-    smoke: bool = False  # a tiny version of the study, to check that everything runs
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
-    max_failures: int = 1  # retries of a failed trial, from its last checkpoint
-    num_cpus: int | None = None  # CPUs of a Ray instance started here (default: all)
-    # What stays of a trial once it ended (`gapan.results.KEEP_POLICIES`): the final weights of
-    # the best trial of each setting, of every completed trial, or of none.
-    keep_checkpoints: str = "best"
-    # The study replicated on this many family-disjoint class splits (data.split_seed 0..K-1),
-    # each in a folder of its own (`gapan.tune.splits`); 1: the data set's own split only.
-    splits: int = 1
-    # Earlier studies whose best configurations start a search (`gapan.tune.warm_start`).
-    warm_start: tuple[Path, ...] = ()
-    # The seed of a search's sampler (a search repeated with other seeds measures its spread).
-    sampler_seed: int = 0
+    equivalence_margin: float | None = field(
+        default=None,
+        metadata=flag(
+            "study",
+            "report a setting as equivalent to the baseline when its (1 - 2 alpha / k) "
+            "intervals, k settings compared, lie inside +- this (two one-sided tests, in the "
+            "metric's units, e.g. 0.01); default: --precision with --seeds auto, else no "
+            "equivalence test",
+            type=float,
+        ),
+    )
+    budget_minutes: float | None = field(
+        default=None,
+        metadata=flag(
+            "study",
+            "--seeds auto: start no new round after this many minutes of this run (with "
+            "--splits, of each split's)",
+            type=float,
+            only=ADAPTIVE,
+        ),
+    )
+    max_failures: int = field(
+        default=1,
+        metadata=flag(
+            "study",
+            "retries of a trial that raised, each from its last checkpoint (a non-finite loss "
+            "or a GPU out of memory is recorded, not retried)",
+            type=int,
+        ),
+    )
+    # What stays of a trial once it ended (`gapan.results.KEEP_POLICIES`).
+    keep_checkpoints: str = field(
+        default="best",
+        metadata=flag(
+            "study",
+            "what stays of a trial once it ended: best (default), the final weights of the "
+            "best trial of each setting (of a search: the best trial); last, those of every "
+            "completed trial; none. Tune's checkpoints (and their optimizer state) go either "
+            "way; unfinished trials keep theirs for --resume. python -m gapan.export makes a "
+            "kept trial a model folder",
+            choices=KEEP_POLICIES,
+        ),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=flag(
+            "study",
+            "continue an interrupted study: finished trials are kept; with a larger "
+            "--num-samples, extend a finished search",
+            action="store_true",
+        ),
+    )
+    smoke: bool = field(
+        default=False,
+        metadata=flag(
+            "study",
+            "a tiny version to check the set-up: 2 epochs on 24 classes; an ablation or "
+            "comparison runs 2 settings x 2 seeds, a search 4 trials, a tuned comparison 2 "
+            "search trials per method and 2 seeds (adaptive seeds: 2, then at most 3)",
+            action="store_true",
+        ),
+    )
+    dashboard_host: str = field(
+        default="127.0.0.1",
+        metadata=flag(
+            "study",
+            "where the Ray dashboard listens (default: this machine only; reach it from "
+            "elsewhere through an SSH tunnel)",
+        ),
+    )
+    dashboard_port: int = field(default=8265, metadata=flag("study", type=int))
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -278,4 +450,4 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
             # ASHA stops trials on one metric; a Pareto front needs every trial's whole cost.
             print("--objectives: every trial runs to its end (no early stopping)", flush=True)
             space = dataclasses.replace(space, scheduler=None)
-    return check_space(space, source=f"{space.name} with the command-line options")
+    return check_structure(space, source=f"{space.name} with the command-line options")

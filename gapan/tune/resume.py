@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from gapan import results
 from gapan.space import SPLIT_PREFIX, StudySpace
-from gapan.tune.folder import TUNE_DIR, started, study_artefacts
+from gapan.tune.folder import TUNE_DIR, earlier_experiments, started, study_artefacts
 from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
 
@@ -35,12 +35,14 @@ SAME_ON_RESUME = (
 )
 
 
-def check_same_study(study_dir: Path, space: StudySpace) -> None:
-    """Refuse to go on with a study whose study.json `space` would write differently."""
+def check_same_study(study_dir: Path, space: StudySpace, extending: bool = False) -> None:
+    """Refuse to go on with a study whose study.json `space` would write differently (but for
+    its number of trials, when an extended search asks for more)."""
     # A study written before these fields existed had their defaults.
     saved = {"first_seed": 0, "objectives": [], **read_study_file(study_dir)}
     wanted = space.to_dict()
-    differs = [key for key in SAME_ON_RESUME if saved.get(key) != wanted.get(key)]
+    same = [key for key in SAME_ON_RESUME if not (extending and key == "num_samples")]
+    differs = [key for key in same if saved.get(key) != wanted.get(key)]
     if differs:
         raise StudyError(
             f"{study_dir} belongs to another study or other options (different "
@@ -88,8 +90,45 @@ def check_same_seeding(study_dir: Path, adaptive: bool) -> None:
         )
 
 
-def check_resumable(study_dir: Path, space: StudySpace) -> None:
-    """Refuse a resume that cannot work, saying why and what to do instead."""
+def extension(study_dir: Path, space: StudySpace) -> int | None:
+    """For a search resumed with a larger --num-samples than it ran: the trials it ran before,
+    which a new Tune experiment goes on from, with the sampler's whole history; None for a
+    resume that Tune restores as it was.
+
+    A new experiment, because Tune keeps its number of trials in the state it restores. It is
+    also the answer for an extension stopped before its experiment's first snapshot.
+
+    Raises:
+        StudyError: --num-samples asks for fewer trials than the search planned, or for more
+            before it finished the ones it planned.
+    """
+    if space.kind != "search" or not (study_dir / results.STUDY_FILE).exists():
+        return None
+    planned = read_study_file(study_dir).get("num_samples")
+    counts = ended_trials(study_dir, space)
+    ended = counts.get(results.TRIALS_FILE, 0)
+    if planned == space.num_samples:
+        if earlier_experiments(study_dir) and not started(study_dir):
+            return ended
+        return None
+    if not isinstance(planned, int) or space.num_samples < planned:
+        raise StudyError(
+            f"{study_dir} is a search of {planned} trials ({ended} ended); --num-samples "
+            f"{space.num_samples} would drop some. Resume it with --num-samples {planned}, or "
+            f"extend it with a larger number"
+        )
+    if ended < planned:
+        raise StudyError(
+            f"{study_dir} has ended {ended} of its {planned} trials; finish them first (the same "
+            f"command with --resume --num-samples {planned}), then extend it to "
+            f"--num-samples {space.num_samples}"
+        )
+    return planned
+
+
+def check_resumable(study_dir: Path, space: StudySpace, extending: bool = False) -> None:
+    """Refuse a resume that cannot work, saying why and what to do instead; `extending`: a
+    search extended (`extension`), whose new experiment may not have started yet."""
     if not (study_dir / results.STUDY_FILE).exists():
         leftovers = study_artefacts(study_dir)
         if leftovers:
@@ -100,7 +139,7 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
                 "parts of a study folder."
             )
         raise StudyError(f"{study_dir} holds no study to resume; run without --resume to start it")
-    if not started(study_dir):
+    if not started(study_dir) and not extending:
         raise StudyError(
             f"{study_dir} holds no Tune experiment to resume ({study_dir / TUNE_DIR} is missing "
             "or incomplete)"
@@ -111,7 +150,8 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
             )
         )
     check_trusted(study_dir)
-    check_experiment_state(study_dir)
+    if not extending or started(study_dir):
+        check_experiment_state(study_dir)
     saved = read_study_file(study_dir)
     if saved.get("folder") not in (None, str(study_dir)):
         raise StudyError(
@@ -119,7 +159,7 @@ def check_resumable(study_dir: Path, space: StudySpace) -> None:
             "state inside it name the old place, so a resume here would write there. Resume it "
             "where it was made, or give a new --name to start a new study."
         )
-    check_same_study(study_dir, space)
+    check_same_study(study_dir, space, extending)
 
 
 def check_trusted(study_dir: Path) -> None:
@@ -131,8 +171,9 @@ def check_trusted(study_dir: Path) -> None:
     model).
     """
     user = os.getuid()
-    tune_dir = study_dir / TUNE_DIR
-    paths = [study_dir, tune_dir, *sorted(tune_dir.rglob("*")), study_dir / OPTUNA_FILE]
+    paths = [study_dir, study_dir / OPTUNA_FILE]
+    for tune_dir in [study_dir / TUNE_DIR, *earlier_experiments(study_dir)]:
+        paths += [tune_dir, *sorted(tune_dir.rglob("*"))]
     for path in paths:
         if not path.exists():
             continue

@@ -4,6 +4,7 @@ checks before it (the disk it needs, the data prepared once)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -159,8 +160,10 @@ def _criterion_parameters(cfg: ExperimentConfig, num_classes: int) -> int:
     return count(0) + cfg.flow.depth * (count(1) - count(0))
 
 
-def _trial_dirname(trial: tune.experiment.Trial) -> str:
-    number = trial.experiment_tag.split("_", 1)[0]  # Tune's running count of trials
+def _trial_dirname(trial: tune.experiment.Trial, before: int = 0) -> str:
+    """`before`: the trials of an extended search's earlier experiments, which the numbers of
+    its new experiment's trials follow on from."""
+    number = int(trial.experiment_tag.split("_", 1)[0]) + before  # Tune's running count
     return f"trial_{number}_{trial.trial_id}"
 
 
@@ -169,13 +172,16 @@ def _tuner(
     options: StudyOptions,
     base: ExperimentConfig,
     seeds: list[warm_start.Seed],
+    extend_from: int | None,
 ) -> tune.Tuner:
+    """Tune's tuner: the study's experiment restored on a resume, else a new one (for an
+    extended search, one for the trials after its first `extend_from`)."""
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     study_dir = options.study_dir
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, space=space, study_dir=str(study_dir)), resources
     )
-    if options.resume:
+    if options.resume and extend_from is None:
         return tune.Tuner.restore(
             str(study_dir / folder.TUNE_DIR),
             trainable=trainable,
@@ -188,11 +194,11 @@ def _tuner(
         tune_config=tune.TuneConfig(
             search_alg=StudySearcher(space, study_dir, options.sampler_seed, seeds),
             scheduler=scheduler(space, study_dir),
-            num_samples=space.trial_count(),
+            num_samples=space.trial_count() - (extend_from or 0),
             max_concurrent_trials=options.max_concurrent or None,
             reuse_actors=True,
             # Short folder names: the default one lists every config key.
-            trial_dirname_creator=_trial_dirname,
+            trial_dirname_creator=functools.partial(_trial_dirname, before=extend_from or 0),
         ),
         run_config=tune.RunConfig(
             name=folder.TUNE_DIR,
@@ -238,6 +244,18 @@ def _stopped_trials(space: StudySpace, grid: tune.ResultGrid, study_dir: Path) -
     if len(grid) < space.trial_count() or grid.num_terminated + grid.num_errors < len(grid):
         return set()
     return {str((result.metrics or {}).get("trial_id", "")) for result in grid}
+
+
+def _earlier_records(
+    study_dir: Path, options: StudyOptions, stopped: set[str]
+) -> list[results.TrialRecord]:
+    """The trials of an extended search's earlier Tune experiments (`folder.set_aside`), read
+    back through Tune (their folders were checked like the current one: `resume.check_trusted`)."""
+    records = []
+    for experiment in folder.earlier_experiments(study_dir):
+        grid = tune.Tuner.restore(str(experiment), trainable=run_trial).get_results()
+        records += folder.trial_records(grid, options.gpus_per_trial, stopped)
+    return records
 
 
 def _warm_start(
@@ -296,8 +314,9 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
     space = apply_options(space, options)
     cluster.check_before_ray(options)
     study_dir = options.study_dir
+    extend_from = resume.extension(study_dir, space) if options.resume else None
     if options.resume:
-        resume.check_resumable(study_dir, space)
+        resume.check_resumable(study_dir, space, extending=extend_from is not None)
     else:
         folder.check_new(study_dir)
     seeds, seeding = _warm_start(space, options)
@@ -314,6 +333,13 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         )
         folder.check_free_space(study_dir, need)
     ended_before = resume.ended_trials(study_dir, space) if options.resume else {}
+    if extend_from is not None:
+        print(
+            f"Extending the search in {study_dir} from {extend_from} to "
+            f"{space.trial_count()} trials, with the sampler's whole history",
+            flush=True,
+        )
+        folder.set_aside(study_dir)
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     try:
         results.write_study(
@@ -334,7 +360,7 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         record_stops(study_dir, set())
     cluster.start_ray(options)
 
-    tuner = _tuner(space, options, base, seeds)
+    tuner = _tuner(space, options, base, seeds, extend_from)
     started = time.perf_counter()
     try:
         with cluster.pending_trials_limit(cluster.trial_slots(options)):
@@ -345,9 +371,11 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
             "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
             "run the same command with --resume."
         ) from None
-    records = folder.trial_records(
-        grid, options.gpus_per_trial, _stopped_trials(space, grid, study_dir)
-    )
+    stopped = _stopped_trials(space, grid, study_dir)
+    records = [
+        *_earlier_records(study_dir, options, stopped),
+        *folder.trial_records(grid, options.gpus_per_trial, stopped),
+    ]
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
     # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or

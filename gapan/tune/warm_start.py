@@ -191,6 +191,7 @@ def _project(
     for key, distribution in distributions.items():
         column = f"config/{key}"
         value = row[column] if column in row.index else defaults.get(key)
+        value = value.item() if hasattr(value, "item") else value  # numpy's scalars as Python's
         if isinstance(distribution, CategoricalDistribution):
             match = [choice for choice in distribution.choices if _same(choice, value)]
             if not match:
