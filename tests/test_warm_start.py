@@ -16,7 +16,7 @@ from gapan.tune import StudyError, StudyOptions, run_study
 from gapan.tune.options import apply_options
 from gapan.tune.warm_start import SEEDED_ATTR, seed_study, seeds, startup_trials
 
-SEARCH = '''"""Which prior variance, learning rate and anchor count retrieve best on a tiny slice?"""
+SEARCH = '''"""Which prior variance, learning rate and anchor count retrieve best?"""
 KIND = "search"
 METRIC = "val_map_at_r"
 MODE = "max"
@@ -164,7 +164,8 @@ def test_a_finished_search_extended_keeps_every_trial_and_the_samplers_history(
     options = StudyOptions(name="grow", results_dir=tmp_path)
     study_dir = run_study(search_space(4), options)
     before = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
-    journal_before = [(t.number, t.params, t.value) for t in optuna_trials(study_dir, "tiny_search")]
+    journal = optuna_trials(study_dir, "tiny_search")
+    journal_before = [(t.number, t.params, t.value) for t in journal]
 
     with pytest.raises(StudyError, match="search of 4 trials \\(4 ended\\).*--num-samples 3"):
         run_study(search_space(3), StudyOptions(name="grow", results_dir=tmp_path, resume=True))
