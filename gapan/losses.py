@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapan.config import ExperimentConfig, LossConfig
+from gapan.config import METRIC_LOSSES, ExperimentConfig, LossConfig
 from gapan.flow import ClassConditionalFlow, build_flow
 
 
@@ -43,24 +43,37 @@ def alignment_loss(
     return F.cross_entropy(class_scores, targets)
 
 
-def _build_metric_loss(cfg: LossConfig, num_classes: int, dim: int) -> nn.Module | None:
-    """Standard baselines from pytorch-metric-learning (their papers' values by default)."""
-    name = cfg.metric
-    if name == "none":
-        return None
-    # Imported here: its import is slow, and trial workers and commands without a metric loss
-    # should not pay for it.
-    from pytorch_metric_learning import losses as metric_losses
+# The standard baselines that `loss.metric` names (`gapan.config.METRIC_LOSSES`), from
+# pytorch-metric-learning with their papers' values by default. It is imported by each builder:
+# its import is slow, and trial workers and commands without a metric loss should not pay for it.
 
-    if name == "proxy_anchor":  # Kim et al., CVPR 2020
-        return metric_losses.ProxyAnchorLoss(
-            num_classes, dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha
-        )
-    if name == "norm_softmax":  # Zhai and Wu, BMVC 2019
-        return metric_losses.NormalizedSoftmaxLoss(
-            num_classes, dim, temperature=cfg.softmax_temperature
-        )
-    raise ValueError(f"unknown metric loss {name!r}")
+
+def proxy_anchor_loss(cfg: LossConfig, num_classes: int, dim: int) -> nn.Module:
+    """Proxy-Anchor, with `loss.proxy_margin` and `loss.proxy_alpha`.
+
+    References:
+        Kim et al., "Proxy Anchor Loss for Deep Metric Learning", CVPR 2020.
+    """
+    from pytorch_metric_learning.losses import ProxyAnchorLoss
+
+    return ProxyAnchorLoss(num_classes, dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha)
+
+
+def normalized_softmax_loss(cfg: LossConfig, num_classes: int, dim: int) -> nn.Module:
+    """Normalized Softmax, with `loss.softmax_temperature`.
+
+    References:
+        Zhai and Wu, "Classification is a Strong Baseline for Deep Metric Learning", BMVC 2019.
+    """
+    from pytorch_metric_learning.losses import NormalizedSoftmaxLoss
+
+    return NormalizedSoftmaxLoss(num_classes, dim, temperature=cfg.softmax_temperature)
+
+
+def build_metric_loss(cfg: LossConfig, num_classes: int, dim: int) -> nn.Module | None:
+    """The metric loss `loss.metric` names, or None for ``none``."""
+    build = METRIC_LOSSES.get(cfg.metric)
+    return build(cfg, num_classes, dim) if build is not None else None
 
 
 class GapanCriterion(nn.Module):
@@ -77,7 +90,7 @@ class GapanCriterion(nn.Module):
         self.flow: ClassConditionalFlow | None = (
             build_flow(dim, num_classes, cfg.flow, cfg.prior) if uses_flow else None
         )
-        self.metric_loss = _build_metric_loss(cfg.loss, num_classes, dim)
+        self.metric_loss = build_metric_loss(cfg.loss, num_classes, dim)
         self.scale = math.sqrt(dim)
 
     def metric_parameters(self) -> list[nn.Parameter]:

@@ -18,7 +18,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from gapan.config import DataConfig
+from gapan.config import DATASETS, DataConfig
 from gapan.data import (
     BadImageError,
     DataError,
@@ -185,7 +185,7 @@ def test_loader_splits_are_class_disjoint_and_labelled(
     # 5 seen classes, val_fraction 0.4: the last ceil(2.0) = 2 seen classes are validation.
     assert (splits.train.num_classes, splits.val.num_classes) == (3, 2)
     if name != "folder":
-        source = getattr(benchmarks, f"load_{name}")(folder)
+        source = DATASETS.get(name)(config(name, folder))
         assert splits.train.class_names + splits.val.class_names == source.seen.class_names
     for part in (splits.train, splits.val, splits.test, splits.test_gallery):
         if part is not None:
@@ -227,7 +227,7 @@ def test_inshop_query_and_gallery_share_labels(tmp_path: Path) -> None:
 def test_folder_without_split_file_halves_sorted_classes(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, split=False)
     (folder / "zebra").mkdir()  # a folder without images is no class
-    source = benchmarks.load_folder(folder)
+    source = benchmarks.load_folder(config("folder", folder))
     assert source.seen.class_names == ("cat", "dog", "eel", "fox")
     assert source.unseen.class_names == ("gnu", "hen", "ibis", "jay")
 

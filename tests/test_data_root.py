@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gapan.config import DataConfig
-from gapan.data import LOADERS, DataError, build_splits
+from gapan.config import DATASETS, DataConfig
+from gapan.data import DataError, build_splits
 
 # What each data set's message says data.root should hold.
 EXPECTED = {
@@ -31,7 +31,7 @@ def a_file(tmp_path: Path) -> Path:
 
 
 def test_every_data_set_is_covered() -> None:
-    assert set(EXPECTED) == set(LOADERS)
+    assert set(EXPECTED) == set(DATASETS.names)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gapan.config import from_flat
+from gapan.config import METRIC_LOSSES, from_flat
 from gapan.losses import GapanCriterion, alignment_loss
 
 
@@ -61,6 +61,24 @@ def test_anchors_are_targets_unless_asked():
     through = criterion_for(**{"loss.nll_weight": 0.0, "align.anchor_gradient": True})
     through(embeddings, labels)["loss"].backward()
     assert through.flow.prior.means.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", METRIC_LOSSES.names)
+def test_every_metric_loss_trains_the_embeddings_and_its_proxies(name):
+    # A new loss of METRIC_LOSSES is tested here: alone (no flow), it is the whole loss.
+    criterion = criterion_for(
+        **{"loss.align_weight": 0.0, "loss.nll_weight": 0.0, "loss.metric": name}
+    )
+    embeddings = torch.randn(12, 8, requires_grad=True)
+    parts = criterion(embeddings, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 1]))
+    if name == "none":
+        assert criterion.metric_loss is None and set(parts) == {"loss"}
+        return
+    assert set(parts) == {"loss", "metric"} and torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    assert embeddings.grad.abs().sum() > 0
+    proxies = criterion.metric_parameters()
+    assert all(proxy.grad is not None and proxy.grad.abs().sum() > 0 for proxy in proxies)
 
 
 def test_a_pure_baseline_builds_no_flow():

@@ -1,9 +1,10 @@
 """Data: class-disjoint splits of labelled images, from the embedded set or a benchmark on disk.
 
-`build_splits(cfg.data)` is the entry point: a loader (chosen by ``data.name``) reads the data set's
-seen and unseen classes, then the common steps run here once: the last seen classes are held out
-as validation, ``data.max_classes`` slices every split, unreadable images fail or are skipped,
-and the training split is checked against the batch sampler's needs.
+`build_splits(cfg.data)` is the entry point: a loader (the one ``data.name`` names in
+`gapan.config.DATASETS`) reads the data set's seen and unseen classes, then the common steps run
+here once: the last seen classes are held out as validation, ``data.max_classes`` slices every
+split, unreadable images fail or are skipped, and the training split is checked against the
+batch sampler's needs.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from gapan.config import DataConfig
-from gapan.data import benchmarks
+from gapan.config import DATASETS, DataConfig
 from gapan.data.benchmarks import Source
 from gapan.data.families import validation_cut
 from gapan.data.imageset import (
@@ -36,7 +36,6 @@ from gapan.data.imageset import (
 from gapan.files import cache_root, write_atomic
 
 __all__ = [
-    "LOADERS",
     "BadImageError",
     "DataError",
     "ImageSet",
@@ -45,42 +44,23 @@ __all__ = [
     "build_splits",
     "check_image",
     "find_bad_images",
+    "load_wesnoth",
     "make_imageset",
     "read_image",
     "select_classes",
 ]
 
 
-def _required_root(cfg: DataConfig) -> Path:
-    if not cfg.root:
-        raise DataError(
-            f"data.root is empty: set it to the folder that holds the {cfg.name} data set."
-        )
-    return Path(cfg.root)
+def load_wesnoth(cfg: DataConfig) -> Source:
+    """The embedded Wesnoth set, in the class split ``data.split_seed`` draws.
 
-
-def _load_wesnoth(cfg: DataConfig) -> Source:
-    # Imported here, not at the top, so `python -m gapan.data.wesnoth` runs that module only once.
+    The default needs no setup: an empty ``data.root`` means the prepared cache, built on first
+    use.
+    """
+    # Imported here: the package imports this one (families, Source) as it loads.
     from gapan.data import wesnoth
 
-    # The default needs no setup: an empty root means the prepared cache, built on first use.
     return wesnoth.load(Path(cfg.root) if cfg.root else wesnoth.prepare(), cfg.split_seed)
-
-
-def _load_folder(cfg: DataConfig) -> Source:
-    return benchmarks.load_folder(
-        _required_root(cfg), Path(cfg.split_file) if cfg.split_file else None
-    )
-
-
-LOADERS: dict[str, Callable[[DataConfig], Source]] = {
-    "wesnoth": _load_wesnoth,
-    "cub": lambda cfg: benchmarks.load_cub(_required_root(cfg)),
-    "cars": lambda cfg: benchmarks.load_cars(_required_root(cfg)),
-    "sop": lambda cfg: benchmarks.load_sop(_required_root(cfg)),
-    "inshop": lambda cfg: benchmarks.load_inshop(_required_root(cfg)),
-    "folder": _load_folder,
-}
 
 
 def build_splits(cfg: DataConfig) -> Splits:
@@ -91,20 +71,41 @@ def build_splits(cfg: DataConfig) -> Splits:
     Labels are 0..C-1 within each split; the test query set and gallery (In-Shop) share labels.
 
     Raises:
+        ConfigError: ``data.name`` is not a data set of `gapan.config.DATASETS`.
         DataError: when the data set is missing or malformed, a split is too small for the
             settings, or (with ``data.bad_images=fail``) an image cannot be read, as
             `BadImageError`. The message names the file or setting to change.
     """
-    if cfg.name not in LOADERS:
-        raise DataError(
-            f"unknown data set data.name={cfg.name!r}; choose one of {', '.join(LOADERS)}."
-        )
+    load = DATASETS.get(cfg.name)
     if cfg.split_seed and cfg.name != "wesnoth":
         raise DataError(
             f"data.split_seed={cfg.split_seed}: {cfg.name} keeps its standard class split; only "
             "the embedded set (data.name=wesnoth) draws other splits. Leave data.split_seed at 0."
         )
-    source = LOADERS[cfg.name](cfg)
+    source = load(cfg)
+    train_names, val_names, test_names = _class_names(source, cfg)
+    train = select_classes(source.seen, train_names)
+    val = select_classes(source.seen, val_names)
+    test = select_classes(source.unseen, test_names)
+    gallery = select_classes(source.gallery, test_names) if source.gallery is not None else None
+    if not source.verified:
+        train, val, test, gallery = _without_bad_images(cfg, train, val, test, gallery)
+    _check_training_split(train, cfg)
+    _warn_unscored_classes(cfg.name, {"val": val, "test": test}, gallery)
+    return Splits(
+        name=cfg.name,
+        train=train,
+        val=val,
+        test=test,
+        test_gallery=gallery,
+        recall_ks=source.recall_ks,
+    )
+
+
+def _class_names(source: Source, cfg: DataConfig) -> tuple[list[str], list[str], list[str]]:
+    """The names of the training, validation and test classes, each sliced to
+    ``data.max_classes``: validation is the last ``data.val_fraction`` of the seen classes, cut
+    at a family boundary."""
     seen = list(source.seen.class_names)
     num_val = _validation_class_count(cfg.val_fraction, len(seen))
     if num_val >= len(seen):
@@ -123,32 +124,26 @@ def build_splits(cfg: DataConfig) -> Splits:
             "needs at least 2. Raise data.val_fraction (or data.max_classes), or use a data set "
             "with more classes."
         )
-    train = select_classes(source.seen, train_names)
-    val = select_classes(source.seen, val_names)
-    test = select_classes(source.unseen, test_names)
-    gallery = select_classes(source.gallery, test_names) if source.gallery is not None else None
+    return train_names, val_names, test_names
 
-    if not source.verified:
-        parts = [train, val, test] + ([gallery] if gallery is not None else [])
-        bad = find_bad_images([path for part in parts for path in part.paths])
-        if bad:
-            _report_bad_images(bad, cfg)
-            train, val, test = (_without(part, bad) for part in (train, val, test))
-            gallery = _without(gallery, bad) if gallery is not None else None
-            val = _drop_empty_classes(val)
-            if gallery is None:
-                test = _drop_empty_classes(test)
 
-    _check_training_split(train, cfg)
-    _warn_unscored_classes(cfg.name, {"val": val, "test": test}, gallery)
-    return Splits(
-        name=cfg.name,
-        train=train,
-        val=val,
-        test=test,
-        test_gallery=gallery,
-        recall_ks=source.recall_ks,
-    )
+def _without_bad_images(
+    cfg: DataConfig, train: ImageSet, val: ImageSet, test: ImageSet, gallery: ImageSet | None
+) -> tuple[ImageSet, ImageSet, ImageSet, ImageSet | None]:
+    """The splits without their unreadable images (or `BadImageError`, as
+    ``data.bad_images`` says); a class left with no image leaves the validation split, and the
+    test split too when it has no gallery."""
+    parts = [train, val, test] + ([gallery] if gallery is not None else [])
+    bad = find_bad_images([path for part in parts for path in part.paths])
+    if not bad:
+        return train, val, test, gallery
+    _report_bad_images(bad, cfg)
+    train, val, test = (_without(part, bad) for part in (train, val, test))
+    gallery = _without(gallery, bad) if gallery is not None else None
+    val = _drop_empty_classes(val)
+    if gallery is None:
+        test = _drop_empty_classes(test)
+    return train, val, test, gallery
 
 
 def _validation_class_count(fraction: float, num_seen: int) -> int:
@@ -255,7 +250,7 @@ def _report_bad_images(bad: dict[Path, str], cfg: DataConfig) -> None:
     warnings.warn(
         f"leaving out {len(bad)} unreadable image files of {cfg.name} "
         f"(data.bad_images=skip):\n{listed}{more}",
-        stacklevel=3,
+        stacklevel=4,  # the caller of build_splits
     )
 
 

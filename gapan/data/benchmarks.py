@@ -1,8 +1,10 @@
 """Loaders for the standard retrieval benchmarks and for any image-folder tree, from local disk.
 
-Each loader reads a data set's own index files and returns a `Source`: the seen (training) and
-unseen (test) classes in the benchmark's standard order, with the standard class-disjoint split.
-`gapan.data.build_splits` then holds out validation classes, slices and checks the images.
+Each loader takes the `DataConfig` (``data.root``, for `load_folder` ``data.split_file`` too),
+reads the data set's own index files and returns a `Source`: the seen (training) and unseen
+(test) classes in the benchmark's standard order, with the standard class-disjoint split.
+`gapan.config.DATASETS` names them; `gapan.data.build_splits` then holds out validation classes,
+slices and checks the images.
 
 A loader accepts the data set folder itself or its parent holding the folder under its usual name
 (``CUB_200_2011``, ``cars196``, ``Stanford_Online_Products``, ``Inshop_Clothes``).
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from gapan.config import DataConfig
 from gapan.data.imageset import DataError, ImageSet, make_imageset
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -64,6 +67,15 @@ class Source:
     recall_ks: tuple[int, ...] = (1, 2, 4, 8)
     verified: bool = False
     families: Mapping[str, str] | None = None
+
+
+def required_root(cfg: DataConfig) -> Path:
+    """``data.root``, which a data set on disk needs."""
+    if not cfg.root:
+        raise DataError(
+            f"data.root is empty: set it to the folder that holds the {cfg.name} data set."
+        )
+    return Path(cfg.root)
 
 
 def data_root(root: Path | str, expected: str) -> Path:
@@ -164,9 +176,9 @@ def _split_by_class(
     )
 
 
-def load_cub(root: Path) -> Source:
+def load_cub(cfg: DataConfig) -> Source:
     """CUB-200-2011: classes 1-100 seen, 101-200 unseen."""
-    folder = find_dataset_dir(root, ["images.txt"], ["CUB_200_2011"], CUB_LAYOUT)
+    folder = find_dataset_dir(required_root(cfg), ["images.txt"], ["CUB_200_2011"], CUB_LAYOUT)
     images = require_dir(folder / "images", CUB_LAYOUT)
     paths = {row[0]: row[1] for row in read_table(folder / "images.txt", 2)}
     labels = {row[0]: row[1] for row in read_table(folder / "image_class_labels.txt", 2)}
@@ -191,10 +203,13 @@ def load_cub(root: Path) -> Source:
     return _split_by_class(items, set(range(1, 101)), (1, 2, 4, 8))
 
 
-def load_cars(root: Path) -> Source:
+def load_cars(cfg: DataConfig) -> Source:
     """Cars196 (Stanford Cars): classes 1-98 seen, 99-196 unseen."""
     folder = find_dataset_dir(
-        root, ["cars_annos.mat"], ["cars196", "CARS196", "Cars196", "stanford_cars"], CARS_LAYOUT
+        required_root(cfg),
+        ["cars_annos.mat"],
+        ["cars196", "CARS196", "Cars196", "stanford_cars"],
+        CARS_LAYOUT,
     )
     annotations_file = folder / "cars_annos.mat"
     require_dir(folder / "car_ims", CARS_LAYOUT)
@@ -241,9 +256,11 @@ def _class_order(items: Sequence[tuple[Path, str]]) -> list[str]:
     return sorted({name for _, name in items}, key=int)
 
 
-def load_sop(root: Path) -> Source:
+def load_sop(cfg: DataConfig) -> Source:
     """Stanford Online Products: the classes of Ebay_train.txt seen, of Ebay_test.txt unseen."""
-    folder = find_dataset_dir(root, ["Ebay_train.txt"], ["Stanford_Online_Products"], SOP_LAYOUT)
+    folder = find_dataset_dir(
+        required_root(cfg), ["Ebay_train.txt"], ["Stanford_Online_Products"], SOP_LAYOUT
+    )
     seen = _read_sop_file(folder / "Ebay_train.txt", folder)
     unseen = _read_sop_file(folder / "Ebay_test.txt", folder)
     overlap = set(_class_order(seen)) & set(_class_order(unseen))
@@ -259,11 +276,14 @@ def load_sop(root: Path) -> Source:
     )
 
 
-def load_inshop(root: Path) -> Source:
+def load_inshop(cfg: DataConfig) -> Source:
     """In-Shop Clothes: train items seen; query and gallery items unseen, labelled alike."""
     markers = ["Eval/list_eval_partition.txt", "list_eval_partition.txt"]
     folder = find_dataset_dir(
-        root, markers, ["Inshop_Clothes", "InShop", "In-shop", "inshop"], INSHOP_LAYOUT
+        required_root(cfg),
+        markers,
+        ["Inshop_Clothes", "InShop", "In-shop", "inshop"],
+        INSHOP_LAYOUT,
     )
     partition = next(folder / marker for marker in markers if (folder / marker).is_file())
     images = folder / "Img" if (folder / "Img").is_dir() else folder
@@ -320,16 +340,16 @@ def _read_split_file(path: Path) -> tuple[list[str], list[str]]:
     return spec["train"], spec["test"]
 
 
-def load_folder(root: Path, split_file: Path | None = None) -> Source:
-    """One folder per class; the classes split by `split_file`, else half and half in sorted order.
+def load_folder(cfg: DataConfig) -> Source:
+    """One folder per class under ``data.root``; the classes split by ``data.split_file``, else
+    half and half in sorted order.
 
-    Args:
-        root: The folder of class folders.
-        split_file: JSON ``{"train": [class, ...], "test": [class, ...]}``; classes in neither
-            are left out.
+    ``data.split_file`` is JSON ``{"train": [class, ...], "test": [class, ...]}``; classes in
+    neither are left out.
     """
-    root = data_root(root, f"a folder laid out as {FOLDER_LAYOUT}")
+    root = data_root(required_root(cfg), f"a folder laid out as {FOLDER_LAYOUT}")
     classes = list_class_folders(root)
+    split_file = Path(cfg.split_file) if cfg.split_file else None
     if split_file is None:
         named = [name for name, files in classes.items() if files]
         train, test = named[: len(named) // 2], named[len(named) // 2 :]

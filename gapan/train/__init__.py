@@ -16,6 +16,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from gapan import cuda_graphs
 from gapan.config import (
+    BACKBONE_MODES,
     ConfigError,
     ExperimentConfig,
     load_config,
@@ -33,16 +35,7 @@ from gapan.config import (
 )
 from gapan.data import Splits, build_splits
 from gapan.files import atomic_path
-from gapan.inputs import (
-    Batches,
-    Inputs,
-    TrainBatches,
-    finetune_inputs,
-    frozen_inputs,
-    on_device_inputs,
-    partial_inputs,
-    resolve_device,
-)
+from gapan.inputs import Batches, Inputs, TrainBatches, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.metrics import class_scores, mean_scores, nmi, query_scores
 from gapan.model import EmbeddingModel
@@ -326,6 +319,23 @@ def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
         )
 
 
+@dataclass
+class _Run:
+    """What one run trains and evaluates, built once by `_build_run`."""
+
+    cfg: ExperimentConfig
+    device: torch.device
+    splits: Splits
+    inputs: Inputs
+    model: EmbeddingModel
+    # The model as the training steps call it: compiled where train.compile asks.
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    criterion: GapanCriterion
+    # The criterion as the training steps call it: one CUDA graph where train.cuda_graphs asks.
+    loss_function: Callable[..., dict[str, torch.Tensor]]
+    optimizer: torch.optim.Optimizer
+
+
 def train(
     cfg: ExperimentConfig, report: Report = print_report, run_dir: str | Path | None = None
 ) -> dict[str, Any]:
@@ -339,23 +349,44 @@ def train(
     """
     started = time.perf_counter()
     device = resolve_device(cfg.train.device)
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / CONFIG).exists():
-            _check_same_config(run_dir, cfg)
-        save_config(cfg, run_dir / CONFIG)
+    checkpoint = _open_run_dir(Path(run_dir), cfg) / CHECKPOINT if run_dir is not None else None
+    run = _build_run(cfg, device)
+    first_epoch, metrics, scheduler = _resume(run, checkpoint)
+    for epoch in range(first_epoch, cfg.train.epochs + 1):
+        epoch_started = time.perf_counter()
+        metrics = _train_one_epoch(run, scheduler, epoch, epoch_started)
+        if metrics.get("status") == "diverged":
+            report(metrics)
+            return metrics
+        last = epoch == cfg.train.epochs
+        metrics.update(_evaluation(run, last))
+        metrics["time_this_epoch_s"] = time.perf_counter() - epoch_started
+        metrics["elapsed_s"] = time.perf_counter() - started
+        metrics["status"] = "completed" if last else "running"
+        if checkpoint is not None:
+            state = _checkpoint_state(
+                epoch, run.model, run.criterion, run.optimizer, scheduler, metrics
+            )
+            save_checkpoint(checkpoint.parent, state)
+        report(metrics)
+    return metrics
+
+
+def _open_run_dir(run_dir: Path, cfg: ExperimentConfig) -> Path:
+    """The run folder, made if need be, with the config saved in it; a folder that holds a run
+    already must hold this config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / CONFIG).exists():
+        _check_same_config(run_dir, cfg)
+    save_config(cfg, run_dir / CONFIG)
+    return run_dir
+
+
+def _build_run(cfg: ExperimentConfig, device: torch.device) -> _Run:
+    """The splits and inputs, then the model, criterion and optimizer, drawn from the seed."""
     seed_everything(cfg.train.seed)
     splits = build_splits(cfg.data)
-    if cfg.model.backbone_mode == "frozen":
-        build_inputs = frozen_inputs
-    elif cfg.model.backbone_mode == "partial":
-        build_inputs = partial_inputs
-    elif cfg.data.pipeline == "device":
-        build_inputs = on_device_inputs
-    else:
-        build_inputs = finetune_inputs
-    inputs = build_inputs(cfg, splits, device)
+    inputs = BACKBONE_MODES.get(cfg.model.backbone_mode).inputs(cfg, splits, device)
     seed_everything(cfg.train.seed)  # the same weights whether or not the features were cached
     model = EmbeddingModel(inputs.backbone, inputs.in_features, cfg.model.embed_dim).to(device)
     if device.type == "cuda":
@@ -366,14 +397,18 @@ def train(
     loss_function = cuda_graphs.loss_function(criterion, device, cfg.train.cuda_graphs)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    return _Run(cfg, device, splits, inputs, model, forward, criterion, loss_function, optimizer)
 
+
+def _resume(run: _Run, checkpoint: Path | None) -> tuple[int, dict[str, Any], LambdaLR]:
+    """The first epoch to train, the last epoch's metrics and the learning-rate schedule: where
+    the checkpoint exists, the weights, optimizer and random state are restored from it."""
     first_epoch, metrics, scheduler_state = 1, {}, None
-    checkpoint = run_dir / CHECKPOINT if run_dir is not None else None
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        criterion.load_state_dict(state["criterion"])
-        optimizer.load_state_dict(state["optimizer"])
+        run.model.load_state_dict(state["model"])
+        run.criterion.load_state_dict(state["criterion"])
+        run.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -381,68 +416,72 @@ def train(
         scheduler_state = state.get("scheduler")  # optional: see _CHECKPOINT_KEYS
     # Placed on its curve by the epochs done, which is all a checkpoint without scheduler state
     # tells; one with it restores it on top.
+    steps_per_epoch = run.inputs.steps_per_epoch
     scheduler = build_scheduler(
-        cfg,
-        optimizer,
-        cfg.train.epochs * inputs.steps_per_epoch,
-        (first_epoch - 1) * inputs.steps_per_epoch,
+        run.cfg,
+        run.optimizer,
+        run.cfg.train.epochs * steps_per_epoch,
+        (first_epoch - 1) * steps_per_epoch,
     )
     if scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
+    return first_epoch, metrics, scheduler
 
-    for epoch in range(first_epoch, cfg.train.epochs + 1):
-        epoch_started = time.perf_counter()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        losses = train_epoch(
-            forward,
-            criterion,
-            optimizer,
-            inputs.train_batches(epoch),
-            cfg,
-            device,
-            loss_function,
-            scheduler,
+
+def _train_one_epoch(
+    run: _Run, scheduler: LRScheduler, epoch: int, epoch_started: float
+) -> dict[str, Any]:
+    """One epoch of training: its losses, learning rate and costs; with ``status=diverged`` and
+    the error when a loss became non-finite."""
+    device = run.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    losses = train_epoch(
+        run.forward,
+        run.criterion,
+        run.optimizer,
+        run.inputs.train_batches(epoch),
+        run.cfg,
+        device,
+        run.loss_function,
+        scheduler,
+    )
+    # What a step costs: training only (train_epoch reads its losses back at the end, so the
+    # device has finished), without the evaluation.
+    step_seconds = (time.perf_counter() - epoch_started) / max(run.inputs.steps_per_epoch, 1)
+    # The head and flow's rate, as the epoch leaves it (the floor after the last epoch).
+    metrics = {
+        "epoch": epoch,
+        **losses,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "time_per_step_s": step_seconds,
+    }
+    if device.type == "cuda":
+        metrics["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if not all(math.isfinite(value) for value in losses.values()):
+        metrics.update(
+            status="diverged",
+            error=(
+                f"the training loss became non-finite in epoch {epoch} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in losses.items())}); the run stopped "
+                "and keeps its last finite checkpoint. Lower optim.lr, raise "
+                "prior.variance or align.temperature, or set optim.grad_clip."
+            ),
         )
-        # What a step costs: training only (train_epoch reads its losses back at the end, so
-        # the device has finished), without the evaluation.
-        step_seconds = (time.perf_counter() - epoch_started) / max(inputs.steps_per_epoch, 1)
-        # The head and flow's rate, as the epoch leaves it (the floor after the last epoch).
-        metrics = {
-            "epoch": epoch,
-            **losses,
-            "lr": optimizer.param_groups[0]["lr"],
-            "time_per_step_s": step_seconds,
-        }
-        if device.type == "cuda":
-            metrics["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if not all(math.isfinite(value) for value in losses.values()):
-            metrics.update(
-                status="diverged",
-                error=(
-                    f"the training loss became non-finite in epoch {epoch} "
-                    f"({', '.join(f'{k}={v:.4g}' for k, v in losses.items())}); the run stopped "
-                    "and keeps its last finite checkpoint. Lower optim.lr, raise "
-                    "prior.variance or align.temperature, or set optim.grad_clip."
-                ),
-            )
-            report(metrics)
-            return metrics
-        last = epoch == cfg.train.epochs
-        # NMI runs k-means (seconds on large sets), so only the final evaluation computes it.
-        val_metrics, val_classes = evaluate(model, inputs, "val", splits, device, with_nmi=last)
-        metrics.update(val_metrics)
-        if last:
-            test_metrics, test_classes = evaluate(model, inputs, "test", splits, device)
-            metrics.update(test_metrics)
-            metrics[CLASS_SCORES] = json.dumps(
-                {"fields": CLASS_SCORE_FIELDS, "rows": val_classes + test_classes}
-            )
-        metrics["time_this_epoch_s"] = time.perf_counter() - epoch_started
-        metrics["elapsed_s"] = time.perf_counter() - started
-        metrics["status"] = "completed" if last else "running"
-        if checkpoint is not None:
-            state = _checkpoint_state(epoch, model, criterion, optimizer, scheduler, metrics)
-            save_checkpoint(checkpoint.parent, state)
-        report(metrics)
+    return metrics
+
+
+def _evaluation(run: _Run, last: bool) -> dict[str, Any]:
+    """Validation metrics; after the last epoch, with NMI, the test metrics and every class's
+    scores as well."""
+    # NMI runs k-means (seconds on large sets), so only the final evaluation computes it.
+    metrics, val_classes = evaluate(
+        run.model, run.inputs, "val", run.splits, run.device, with_nmi=last
+    )
+    if last:
+        test_metrics, test_classes = evaluate(run.model, run.inputs, "test", run.splits, run.device)
+        metrics.update(test_metrics)
+        metrics[CLASS_SCORES] = json.dumps(
+            {"fields": CLASS_SCORE_FIELDS, "rows": val_classes + test_classes}
+        )
     return metrics

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gapan.config import ConfigError, parse_overrides
+from gapan.config import BACKBONE_MODES, DATASETS, ConfigError, parse_overrides
 from gapan.space import SpaceError, load_space
 from gapan.tune.options import ADAPTIVE, StudyOptions
 
@@ -47,15 +47,14 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def _data_flags(data: argparse._ArgumentGroup) -> None:
-    data.add_argument("--dataset", help="wesnoth (default), cub, cars, sop, inshop or folder")
+    data.add_argument("--dataset", help=DATASETS.describe())
     data.add_argument("--data-root", help="the data set folder (wesnoth: prepared cache)")
     data.add_argument("--backbone", help="a timm model name (default mobilenetv2_100)")
     data.add_argument("--pretrained", help="none, a weight file, timm, or a weight package")
     data.add_argument(
         "--backbone-mode",
-        choices=["frozen", "partial", "finetune"],
-        help="frozen: cached features (default); partial: the last model.trainable_blocks "
-        "stages train on cached maps of the lower ones; finetune: end to end",
+        choices=BACKBONE_MODES.names,
+        help=BACKBONE_MODES.describe(),
     )
     data.add_argument("--epochs", type=int)
     data.add_argument(

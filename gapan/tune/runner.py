@@ -17,10 +17,9 @@ import torch
 from ray import tune
 
 from gapan import results
-from gapan.config import ExperimentConfig, from_flat, to_flat
+from gapan.config import BACKBONE_MODES, ExperimentConfig, from_flat, to_flat
 from gapan.data import Splits, build_splits
 from gapan.evaluate import reference_record
-from gapan.inputs import frozen_features, partial_inputs, resolve_device
 from gapan.losses import GapanCriterion
 from gapan.space import StudySpace
 from gapan.tune import cluster, folder, resume, warm_start
@@ -44,15 +43,7 @@ def prepare_data(cfg: ExperimentConfig, study_dir: Path) -> tuple[Splits, int | 
         The splits, and the backbone's feature size when its features are cached.
     """
     splits = build_splits(cfg.data)
-    in_features = None
-    if cfg.model.backbone_mode == "frozen":
-        features = frozen_features(cfg, splits, resolve_device(cfg.train.device))
-        in_features = features["train"].shape[1]
-    elif cfg.model.backbone_mode == "partial":
-        # Seeded as a trial seeds its backbone: random weights (model.pretrained=none) differ by
-        # seed, and so do their cache entries; pretrained ones share one.
-        torch.manual_seed(cfg.train.seed)
-        partial_inputs(cfg, splits, resolve_device(cfg.train.device))  # fills the cache trials read
+    in_features = BACKBONE_MODES.get(cfg.model.backbone_mode).fill_cache(cfg, splits)
     if not (study_dir / results.REFERENCE_FILE).exists():
         print("Measuring the pretrained backbone as it is (the report's reference)", flush=True)
         reference = reference_record(cfg, splits)
@@ -116,18 +107,14 @@ def trained_parameters(
             backbone is built on the meta device, which takes shapes but no memory.
     """
     model = 0
-    if in_features is None or cfg.model.backbone_mode != "frozen":
+    mode = BACKBONE_MODES.get(cfg.model.backbone_mode)
+    if in_features is None or mode.trains_backbone:
         import timm
-
-        from gapan.backbone import trained_stage_parameters
 
         with torch.device("meta"):
             backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0)
         in_features = backbone.num_features
-        if cfg.model.backbone_mode == "finetune":
-            model += sum(parameter.numel() for parameter in backbone.parameters())
-        elif cfg.model.backbone_mode == "partial":
-            model += trained_stage_parameters(backbone, cfg.model.trainable_blocks)
+        model += mode.trained_parameters(backbone, cfg.model.trainable_blocks)
     model += (in_features + 1) * cfg.model.embed_dim  # and the embedding head
     return _criterion_parameters(cfg, num_classes) + model, model
 
