@@ -116,15 +116,74 @@ def stage_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[st
     return layers, stage_ends
 
 
+class _Opened(nn.ModuleDict):
+    """Some of the layers of one of a timm model's containers (``blocks``), under their names."""
+
+
+class TimmLayers(nn.Module):
+    """Layers of a timm model run in sequence, each under its name in the timm model.
+
+    ``[("blocks.5", a), ("blocks.6", b), ("conv_head", c)]`` gives the submodules ``blocks.5``,
+    ``blocks.6`` and ``conv_head``, so the state dict holds timm's keys
+    (``blocks.6.0.conv_pw.weight``): it loads into ``timm.create_model(name)`` with
+    ``strict=False``, and the parameters come in the order the layers run.
+
+    A state dict that names the layers by their position instead (``0.conv_pw.weight``, as an
+    ``nn.Sequential`` of the same layers does) loads too: positions are read as the layers' names.
+
+    Args:
+        layers: (name, layer) pairs in the order the forward runs them, as `stage_layers` gives
+            them: names of one part (``conv_head``) or two (``blocks.6``, a layer of a container),
+            the layers of one container side by side.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]]):
+        super().__init__()
+        opened: dict[str, _Opened] = {}
+        for name, layer in layers:
+            container, _, inner = name.partition(".")
+            if not inner:
+                self.add_module(container, layer)
+                continue
+            if container not in opened:
+                opened[container] = _Opened()
+                self.add_module(container, opened[container])
+            opened[container][inner] = layer
+        self.layer_names = [name for name, _ in layers]
+        self.register_load_state_dict_pre_hook(_positions_as_names)
+
+    def layers(self) -> list[nn.Module]:
+        """The layers in the order the forward runs them."""
+        return [
+            layer
+            for child in self.children()
+            for layer in (child.values() if isinstance(child, _Opened) else [child])
+        ]
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers():
+            maps = layer(maps)
+        return maps
+
+
+def _positions_as_names(module: TimmLayers, state_dict: dict, prefix: str, *_) -> None:
+    """Rename ``<prefix><position>.<rest>`` keys of `state_dict` to the layer's timm name."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        position, dot, rest = key.removeprefix(prefix).partition(".")
+        if dot and position.isdigit() and int(position) < len(module.layer_names):
+            state_dict[f"{prefix}{module.layer_names[int(position)]}.{rest}"] = state_dict.pop(key)
+
+
 def split_backbone(
     backbone: Backbone, trainable_stages: int, image_size: int = 64
 ) -> tuple[nn.Module, nn.Module]:
     """The backbone cut before its last `trainable_stages` stages: (frozen part, trained part).
 
     The frozen part takes images in [0, 1] to feature maps (normalising them first); the trained
-    part takes those maps to pooled features, so ``trained(frozen(x))`` is ``backbone(x)``. The
-    cut is checked on images of `image_size`: a model whose forward is not its layers in
-    sequence (a transformer with position embeddings, a U-Net) is refused.
+    part (`TimmLayers`, its weights under timm's names) takes those maps to pooled features, so
+    ``trained(frozen(x))`` is ``backbone(x)``. The cut is checked on images of `image_size`: a
+    model whose forward is not its layers in sequence (a transformer with position embeddings,
+    a U-Net) is refused.
 
     Raises:
         ConfigError: the backbone has no stages to cut at, too few stages, or a forward that
@@ -146,7 +205,7 @@ def split_backbone(
         )
     cut = names.index(cut_layer(backbone.model, trainable_stages)) + 1
     frozen = nn.Sequential(_Normalise(backbone.mean, backbone.std), *[m for _, m in layers[:cut]])
-    trained = nn.Sequential(*[module for _, module in layers[cut:]])
+    trained = TimmLayers(layers[cut:])
     _check_cut(backbone, frozen, trained, image_size)
     return frozen.eval().requires_grad_(False), trained
 

@@ -222,28 +222,44 @@ def cached_stage_outputs(
         (train, views, views_variant),
         *((images, 1, plain_variant) for images in evaluated.values()),
     ]
-    missing = [
-        (len(images), copies)
-        for images, copies, variant in entries
-        if not (folder / _entry_name(identity, images, image_size, variant)).exists()
-    ]
-    if missing:
-        image_bytes = stage_output_bytes(frozen, image_size)
-        returned = sum(len(images) * copies for images, copies, _ in entries)
-        # At its peak a build holds everything this function returns, plus two more copies of
-        # one view of the set being built: its batches and their concatenation (`run_network`).
-        largest_view = max(count for count, _ in missing)
-        check_cache_room(
-            folder,
-            disk_need=sum(count * copies for count, copies in missing) * image_bytes,
-            memory_need=(returned + 2 * largest_view) * image_bytes,
-        )
+    _check_stage_cache_room(folder, frozen, identity, image_size, entries)
     train_maps = _cached(folder, identity, "train", train, image_size, augmented, views_variant)
     maps = {
         name: _cached(folder, identity, name, images, image_size, plain, plain_variant)
         for name, images in evaluated.items()
     }
     return train_maps, maps
+
+
+def _check_stage_cache_room(
+    folder: Path,
+    frozen: torch.nn.Module,
+    identity: str,
+    image_size: int,
+    entries: list[tuple[ImageSet, int, str]],
+) -> None:
+    """Refuse (`check_cache_room`) to build the entries not cached yet if they cannot fit.
+
+    Args:
+        entries: (images, copies of each, variant) of every set `cached_stage_outputs` returns.
+    """
+    missing = [
+        (len(images), copies)
+        for images, copies, variant in entries
+        if not (folder / _entry_name(identity, images, image_size, variant)).exists()
+    ]
+    if not missing:
+        return
+    image_bytes = stage_output_bytes(frozen, image_size)
+    returned = sum(len(images) * copies for images, copies, _ in entries)
+    # At its peak a build holds everything `cached_stage_outputs` returns, plus two more copies
+    # of one view of the set being built: its batches and their concatenation (`run_network`).
+    largest_view = max(count for count, _ in missing)
+    check_cache_room(
+        folder,
+        disk_need=sum(count * copies for count, copies in missing) * image_bytes,
+        memory_need=(returned + 2 * largest_view) * image_bytes,
+    )
 
 
 def stage_output_bytes(frozen: torch.nn.Module, image_size: int) -> int:

@@ -321,23 +321,15 @@ def query_scores(
     Raises:
         ValueError: On inconsistent inputs, or when no query has any relevant item.
     """
-    ks = tuple(recall_ks)
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"recall_ks must hold positive integers; got {ks!r}")
+    ks = _check_recall_ks(recall_ks)
     if (gallery is None) != (gallery_labels is None):
         raise ValueError("give gallery and gallery_labels together, or neither (leave-one-out)")
     query = _check_embeddings(query, "query")
     query_labels = _check_labels(query_labels, "query_labels").to(query.device)
     _check_same_length(query, query_labels, "query", "query_labels")
-    if gallery is None:
-        labels_of_gallery = query_labels
-        available = len(query) - 1
-    else:
-        gallery = _check_embeddings(gallery, "gallery")
-        labels_of_gallery = _check_labels(gallery_labels, "gallery_labels").to(query.device)
-        _check_same_length(gallery, labels_of_gallery, "gallery", "gallery_labels")
-        available = len(gallery)
+    gallery, labels_of_gallery, available = _checked_gallery(
+        query, query_labels, gallery, gallery_labels
+    )
     relevant = relevant_counts(query_labels, None if gallery is None else labels_of_gallery)
     scoring = relevant > 0
     if not bool(scoring.any()):
@@ -366,6 +358,31 @@ def query_scores(
     scores["r_precision"] = torch.cat(r_precision_scores)
     scores["relevant"] = relevant
     return scores
+
+
+def _check_recall_ks(recall_ks: Sequence[int]) -> tuple[int, ...]:
+    """`recall_ks` as a tuple of positive integers, or a ValueError."""
+    ks = tuple(recall_ks)
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"recall_ks must hold positive integers; got {ks!r}")
+    return ks
+
+
+def _checked_gallery(
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery: torch.Tensor | None,
+    gallery_labels: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor, int]:
+    """The gallery checked (None for leave-one-out), its labels on the queries' device, and how
+    many items a query can find in it."""
+    if gallery is None:
+        return None, query_labels, len(query) - 1
+    gallery = _check_embeddings(gallery, "gallery")
+    labels = _check_labels(gallery_labels, "gallery_labels").to(query.device)
+    _check_same_length(gallery, labels, "gallery", "gallery_labels")
+    return gallery, labels, len(gallery)
 
 
 def mean_scores(scores: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -124,42 +124,65 @@ def optuna_study(results: Results, *, escaped: bool = False) -> optuna.Study:
     with quiet_optuna():
         study = optuna.create_study(direction=direction, study_name=results.name)
         for _, row in results.trials.iterrows():
-            params, distributions = {}, {}
-            for key, space in spaces.items():
-                value = _param_value(row.get(f"config/{key}"), space)
-                if value is not None and _inside(value, space):
-                    if escaped:
-                        value, space = _escape_choice(value, space)
-                    params[names[key]], distributions[names[key]] = value, space
-            state = STATES[row["status"]]
-            value = float(row[results.metric])
-            if state == TrialState.COMPLETE and not math.isfinite(value):
-                state = TrialState.FAIL
+            params, distributions = _trial_params(row, spaces, names, escaped)
             curve = curves.get(str(row["trial_id"]))
-            intermediate = {}
-            if curve is not None:
-                for epoch, metric in zip(curve["epoch"], curve[results.metric], strict=True):
-                    if math.isfinite(epoch) and math.isfinite(metric):
-                        intermediate[int(epoch)] = float(metric)
-            try:
-                trial = optuna.trial.create_trial(
-                    state=state,
-                    value=value if state == TrialState.COMPLETE else None,
-                    params=params,
-                    distributions=distributions,
-                    user_attrs={"trial_id": str(row["trial_id"])},
-                    intermediate_values=intermediate,
-                )
-            except ValueError:
-                # A value off the declared step: keep the trial's outcome without its params.
-                trial = optuna.trial.create_trial(
-                    state=state,
-                    value=value if state == TrialState.COMPLETE else None,
-                    user_attrs={"trial_id": str(row["trial_id"])},
-                    intermediate_values=intermediate,
-                )
-            study.add_trial(trial)
+            study.add_trial(_trial(row, results.metric, params, distributions, curve))
     return study
+
+
+def _trial_params(
+    row: pd.Series,
+    spaces: Mapping[str, BaseDistribution],
+    names: Mapping[str, str],
+    escaped: bool,
+) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+    """A trial's values inside the declared space and their distributions, by parameter name
+    (escaped with `escaped`, see `optuna_study`)."""
+    params, distributions = {}, {}
+    for key, space in spaces.items():
+        value = _param_value(row.get(f"config/{key}"), space)
+        if value is not None and _inside(value, space):
+            if escaped:
+                value, space = _escape_choice(value, space)
+            params[names[key]], distributions[names[key]] = value, space
+    return params, distributions
+
+
+def _trial(
+    row: pd.Series,
+    metric: str,
+    params: dict[str, Any],
+    distributions: dict[str, BaseDistribution],
+    curve: pd.DataFrame | None,
+) -> optuna.trial.FrozenTrial:
+    """One row of trials.csv as an Optuna trial, with its validation curve (`curve`, the
+    trial's rows of epochs.csv) as intermediate values."""
+    state = STATES[row["status"]]
+    value = float(row[metric])
+    if state == TrialState.COMPLETE and not math.isfinite(value):
+        state = TrialState.FAIL
+    intermediate = {}
+    if curve is not None:
+        for epoch, epoch_value in zip(curve["epoch"], curve[metric], strict=True):
+            if math.isfinite(epoch) and math.isfinite(epoch_value):
+                intermediate[int(epoch)] = float(epoch_value)
+    try:
+        return optuna.trial.create_trial(
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            params=params,
+            distributions=distributions,
+            user_attrs={"trial_id": str(row["trial_id"])},
+            intermediate_values=intermediate,
+        )
+    except ValueError:
+        # A value off the declared step: keep the trial's outcome without its params.
+        return optuna.trial.create_trial(
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            user_attrs={"trial_id": str(row["trial_id"])},
+            intermediate_values=intermediate,
+        )
 
 
 # fANOVA fits a random forest; beyond a few hundred trials it takes long enough to skip.
@@ -310,30 +333,41 @@ def bootstrap_firsts(
         warnings.simplefilter("ignore")
         while run < resamples and time.monotonic() - start < seconds:
             drawn = rng.integers(0, len(complete), size=len(complete))
-            resample = optuna.create_study(directions=study.directions)
-            resample.add_trials(
-                [
-                    optuna.trial.create_trial(
-                        state=TrialState.COMPLETE,
-                        values=complete[index].values,
-                        params=complete[index].params,
-                        distributions=complete[index].distributions,
-                    )
-                    for index in drawn
-                ]
-            )
+            resample = _resample(study, [complete[index] for index in drawn])
             run += 1
-            try:
-                importances = optuna.importance.get_param_importances(
-                    resample, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
-                )
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue
-            leader = _leader(importances)
+            leader = _ped_anova_leader(resample)
             if leader is not None:
                 firsts[leader] += 1
     shares = {param: firsts[param] / run for param in params} if run else {}
     return dict(sorted(shares.items(), key=lambda item: -item[1])), run
+
+
+def _resample(study: optuna.Study, drawn: list[optuna.trial.FrozenTrial]) -> optuna.Study:
+    """A fresh in-memory study of copies of the `drawn` trials, each numbered anew."""
+    resample = optuna.create_study(directions=study.directions)
+    resample.add_trials(
+        [
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                values=trial.values,
+                params=trial.params,
+                distributions=trial.distributions,
+            )
+            for trial in drawn
+        ]
+    )
+    return resample
+
+
+def _ped_anova_leader(study: optuna.Study) -> str | None:
+    """The parameter PED-ANOVA ranks first; None for a tie or a study it cannot score."""
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+        )
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return None
+    return _leader(importances)
 
 
 def most_important(
@@ -379,24 +413,35 @@ def most_important(
     if len(leaders) == 1 and stable:
         name = next(iter(leaders))
         return ImportanceCall(top, f"only {name} ran; {in_resamples(top)}", leaders, shares, run)
-    if agreed:
-        verdict = f"both evaluators rank {next(iter(named))} first"
-    elif len(leaders) > 1:
-        found = ", ".join(f"{name}: {leader or 'a tie'}" for name, leader in leaders.items())
-        verdict = f"the evaluators disagree ({found})"
-    else:
-        name, leader = next(iter(leaders.items()), (PED_ANOVA, None))
-        verdict = f"only {name} ran ({leader or 'a tie'} first)"
-    if run < MIN_RESAMPLES:
-        bootstrap = f"only {run} bootstrap resamples ran in the {seconds:g} s allowed"
-        outcome = "the report cannot tell which matters most"
-    else:
-        if stable:
-            bootstrap = f"the bootstrap resamples put {top} first ({shares[top]:.0%})"
-        else:
-            bootstrap = f"no parameter is first in most of {run} bootstrap resamples of the trials"
-            if top is not None:
-                bootstrap += f" (the most often first: {top}, in {shares[top]:.0%})"
-        outcome = "the search is too small to tell which matters most"
+    verdict = _evaluators_verdict(leaders, agreed)
+    bootstrap, outcome = _bootstrap_verdict(shares, run, stable, seconds)
     how = f"{verdict}{', but' if agreed else ' and'} {bootstrap}: {outcome}"
     return ImportanceCall(None, how, leaders, shares, run)
+
+
+def _evaluators_verdict(leaders: Mapping[str, str | None], agreed: bool) -> str:
+    """What the evaluators' first places say, for a report that names no parameter."""
+    if agreed:
+        return f"both evaluators rank {next(iter(leaders.values()))} first"
+    if len(leaders) > 1:
+        found = ", ".join(f"{name}: {leader or 'a tie'}" for name, leader in leaders.items())
+        return f"the evaluators disagree ({found})"
+    name, leader = next(iter(leaders.items()), (PED_ANOVA, None))
+    return f"only {name} ran ({leader or 'a tie'} first)"
+
+
+def _bootstrap_verdict(
+    shares: Mapping[str, float], run: int, stable: bool, seconds: float
+) -> tuple[str, str]:
+    """What the bootstrap says, and the outcome, for a report that names no parameter."""
+    if run < MIN_RESAMPLES:
+        bootstrap = f"only {run} bootstrap resamples ran in the {seconds:g} s allowed"
+        return bootstrap, "the report cannot tell which matters most"
+    top = next(iter(shares), None)
+    if stable:
+        bootstrap = f"the bootstrap resamples put {top} first ({shares[top]:.0%})"
+    else:
+        bootstrap = f"no parameter is first in most of {run} bootstrap resamples of the trials"
+        if top is not None:
+            bootstrap += f" (the most often first: {top}, in {shares[top]:.0%})"
+    return bootstrap, "the search is too small to tell which matters most"

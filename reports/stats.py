@@ -497,47 +497,71 @@ def with_class_intervals(
     """
     table = comparisons.copy()
     equivalence_alpha = 2 * alpha / max(len(table), 1)
-    rows = []
-    for row in table.itertuples():
-        pairs = seed_pairs.get(row.setting, pd.DataFrame(columns=["seed", "difference"]))
-        estimate = None
-        if class_values is not None:
-            differences, queries = class_differences(
-                class_values, row.setting, row.baseline, pairs["seed"]
-            )
-            estimate = class_seed_interval(differences.to_numpy(), queries.to_numpy())
-        class_low, class_high = estimate.interval(1 - alpha) if estimate else (math.nan,) * 2
-        low, high = _seed_equivalence_interval(
-            pairs["difference"].to_numpy(dtype=float), equivalence_alpha, design
-        )
-        if estimate is not None:
-            over_classes = estimate.interval(1 - equivalence_alpha)
-            low, high = min(low, over_classes[0]), max(high, over_classes[1])
-        if margin <= 0 or not (math.isfinite(low) and math.isfinite(high)):
-            low = high = math.nan  # no margin, or no interval of some kind: no equivalence test
-        rows.append(
-            {
-                "classes": estimate.classes if estimate else 0,
-                "class_ci_low": class_low,
-                "class_ci_high": class_high,
-                # Tested only where the seeds were, so that both Holm families match.
-                "class_p_value": estimate.p_value if estimate and row.test != NO_TEST else math.nan,
-                "equivalence_margin": margin,
-                "equivalence_low": float(low),
-                "equivalence_high": float(high),
-            }
-        )
+    rows = [
+        _class_interval_row(row, seed_pairs, class_values, margin, alpha, equivalence_alpha, design)
+        for row in table.itertuples()
+    ]
     table = table.join(pd.DataFrame(rows, index=table.index, columns=list(rows[0]) if rows else []))
     for column in ("classes", "class_ci_low", "class_ci_high", "class_p_value"):
         if column not in table:
             table[column] = math.nan
     table["class_p_holm"] = holm(table["class_p_value"]) if len(table) else []
+    _decide_significance(table, class_values is not None, alpha)
+    if "equivalence_margin" not in table:
+        table["equivalence_margin"] = margin
+        table["equivalence_low"] = table["equivalence_high"] = math.nan
+    inside = (table["equivalence_low"] > -margin) & (table["equivalence_high"] < margin)
+    table["equivalent"] = (margin > 0) & inside
+    return table[[*comparisons.columns, *CLASS_COLUMNS]]
+
+
+def _class_interval_row(
+    row: Any,
+    seed_pairs: dict[str, pd.DataFrame],
+    class_values: pd.DataFrame | None,
+    margin: float,
+    alpha: float,
+    equivalence_alpha: float,
+    design: sequential.Design | None,
+) -> dict[str, Any]:
+    """One comparison's interval over seeds and classes and its equivalence interval (both
+    kinds' widest bounds), as the columns `with_class_intervals` adds."""
+    pairs = seed_pairs.get(row.setting, pd.DataFrame(columns=["seed", "difference"]))
+    estimate = None
+    if class_values is not None:
+        differences, queries = class_differences(
+            class_values, row.setting, row.baseline, pairs["seed"]
+        )
+        estimate = class_seed_interval(differences.to_numpy(), queries.to_numpy())
+    class_low, class_high = estimate.interval(1 - alpha) if estimate else (math.nan,) * 2
+    low, high = _seed_equivalence_interval(
+        pairs["difference"].to_numpy(dtype=float), equivalence_alpha, design
+    )
+    if estimate is not None:
+        over_classes = estimate.interval(1 - equivalence_alpha)
+        low, high = min(low, over_classes[0]), max(high, over_classes[1])
+    if margin <= 0 or not (math.isfinite(low) and math.isfinite(high)):
+        low = high = math.nan  # no margin, or no interval of some kind: no equivalence test
+    return {
+        "classes": estimate.classes if estimate else 0,
+        "class_ci_low": class_low,
+        "class_ci_high": class_high,
+        # Tested only where the seeds were, so that both Holm families match.
+        "class_p_value": estimate.p_value if estimate and row.test != NO_TEST else math.nan,
+        "equivalence_margin": margin,
+        "equivalence_low": float(low),
+        "equivalence_high": float(high),
+    }
+
+
+def _decide_significance(table: pd.DataFrame, has_class_scores: bool, alpha: float) -> None:
+    """Set, in `table`, significance over seeds, over classes and both, and `decided_by`."""
     seeds_significant = table["significant"].astype(bool)
     assessed = np.isfinite(table["class_p_holm"].astype(float))
     class_significant = assessed & (table["class_p_holm"] <= alpha)
     table["significant_over_seeds"] = seeds_significant
     table["significant_over_classes"] = class_significant
-    if class_values is None:
+    if not has_class_scores:
         table["significant"] = seeds_significant
     else:
         table["significant"] = seeds_significant & class_significant
@@ -545,12 +569,6 @@ def with_class_intervals(
         table.loc[unassessed, "note"] = NO_CLASS_SCORES
     by_classes = assessed & (table["class_p_holm"] >= table["p_holm"].fillna(-1))
     table["decided_by"] = np.where(by_classes, OVER_SEEDS_AND_CLASSES, OVER_SEEDS)
-    if "equivalence_margin" not in table:
-        table["equivalence_margin"] = margin
-        table["equivalence_low"] = table["equivalence_high"] = math.nan
-    inside = (table["equivalence_low"] > -margin) & (table["equivalence_high"] < margin)
-    table["equivalent"] = (margin > 0) & inside
-    return table[[*comparisons.columns, *CLASS_COLUMNS]]
 
 
 def _seed_equivalence_interval(

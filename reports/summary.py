@@ -104,26 +104,7 @@ def ablation_summary(
     ]
     baseline = comparison["baseline"]
     comparisons = comparison["comparisons"].set_index("setting")
-    if baseline is None:
-        named = results.study.get("baseline")
-        sentences.append(
-            Sentence(
-                f"study.json's baseline ({named!r}) names none of the settings, so no setting is "
-                "compared with a baseline.",
-                "warn",
-            )
-        )
-    elif best == baseline:
-        sentences.append(Sentence(f"The baseline {knob} = {baseline} is the best setting."))
-    else:
-        sentences.append(
-            _against_baseline(
-                comparisons.loc[best], knob, summary, baseline, len(comparisons), mode
-            )
-        )
-    if baseline is not None and len(comparisons):
-        family = f"the {len(comparisons)} settings compared with {knob} = {baseline} on {metric}"
-        sentences.append(_overall(comparisons, mode, family))
+    sentences += _baseline_sentences(results, baseline, comparisons, summary, best)
     held = _holds_on_test(validation_test, best, baseline, knob, mode)
     if held is not None:
         sentences.append(held)
@@ -132,6 +113,48 @@ def ablation_summary(
         flagged = still_improving_sentence(flagged_settings(still_improving), knob)
         if flagged is not None:
             sentences.append(flagged)
+    sentences += _seed_warnings(results, baseline, comparisons)
+    sentences.append(trial_counts(results))
+    return sentences
+
+
+def _baseline_sentences(
+    results: Results,
+    baseline: str | None,
+    comparisons: pd.DataFrame,
+    summary: pd.DataFrame,
+    best: str,
+) -> list[Sentence]:
+    """The best setting against the baseline, and all the settings compared with it."""
+    knob, metric, mode = results.knob, results.metric, results.mode
+    if baseline is None:
+        named = results.study.get("baseline")
+        return [
+            Sentence(
+                f"study.json's baseline ({named!r}) names none of the settings, so no setting is "
+                "compared with a baseline.",
+                "warn",
+            )
+        ]
+    if best == baseline:
+        sentences = [Sentence(f"The baseline {knob} = {baseline} is the best setting.")]
+    else:
+        sentences = [
+            _against_baseline(
+                comparisons.loc[best], knob, summary, baseline, len(comparisons), mode
+            )
+        ]
+    if len(comparisons):
+        family = f"the {len(comparisons)} settings compared with {knob} = {baseline} on {metric}"
+        sentences.append(_overall(comparisons, mode, family))
+    return sentences
+
+
+def _seed_warnings(
+    results: Results, baseline: str | None, comparisons: pd.DataFrame
+) -> list[Sentence]:
+    """Warnings of comparisons with too few seeds to be significant or to be tested."""
+    sentences = []
     powerless = comparisons[comparisons["note"].str.contains("add seeds", regex=False)]
     if baseline is not None and len(powerless):
         sentences.append(
@@ -145,12 +168,11 @@ def ablation_summary(
     if few:
         sentences.append(
             Sentence(
-                f"Fewer than {stats.MIN_PAIRS_FOR_TEST} usable seeds for {knob} = "
+                f"Fewer than {stats.MIN_PAIRS_FOR_TEST} usable seeds for {results.knob} = "
                 f"{', '.join(few)}: {stats.TOO_FEW_SEEDS}.",
                 "warn",
             )
         )
-    sentences.append(trial_counts(results))
     return sentences
 
 

@@ -154,32 +154,12 @@ def _table(
             )
         )
         for split in splits:
-            cells = [label] + ([str(split)] if replicated else [])
-            seeds: dict[str, int] = {}
-            metric_cells = []
-            for metric, rows in by_metric.items():
-                match = rows[rows["setting"] == setting]
-                if replicated:
-                    match = match[match["split"] == split]
-                if match.empty:
-                    metric_cells += [""] * len(METRIC_COLUMNS)
-                    continue
-                row = match.iloc[0]
-                seeds[metric] = int(row["seeds"])
-                metric_cells += [
-                    tables.difference_text(row["difference"]),
-                    tables.interval_text(row["ci_low"], row["ci_high"], row["ci_confidence"]),
-                    tables.interval_text(row["class_ci_low"], row["class_ci_high"]),
-                    str(row["verdict"]),
-                ]
-            table_rows.append([*cells, _seeds_text(seeds), *metric_cells])
+            split_cells = [str(split)] if replicated else []
+            table_rows.append(
+                [label, *split_cells, *_metric_cells(by_metric, setting, split, replicated)]
+            )
         if replicated:
-            every = [label, EVERY_SPLIT, ""]
-            for rows in by_metric.values():
-                own_rows = rows[rows["setting"] == setting]
-                agreement = own_rows["every_split"].iloc[0] if len(own_rows) else ""
-                every += [""] * (len(METRIC_COLUMNS) - 1) + [agreement]
-            table_rows.append(every)
+            table_rows.append(_every_split_row(by_metric, setting, label))
         groups.append(len(splits) + (1 if replicated else 0))
     noun = "method"
     if not first.contrasts and next(iter(first.by_split.values()))["knob"] != "method":
@@ -194,6 +174,41 @@ def _table(
         groups=groups,
         shared_classes=shared,
     )
+
+
+def _metric_cells(
+    by_metric: dict[str, pd.DataFrame], setting: str, split: object, replicated: bool
+) -> list[str]:
+    """A row's seeds and, for each metric, its difference, intervals and verdict (empty cells
+    where the metric has no such row); `split` counts only when `replicated`."""
+    seeds: dict[str, int] = {}
+    cells = []
+    for metric, rows in by_metric.items():
+        match = rows[rows["setting"] == setting]
+        if replicated:
+            match = match[match["split"] == split]
+        if match.empty:
+            cells += [""] * len(METRIC_COLUMNS)
+            continue
+        row = match.iloc[0]
+        seeds[metric] = int(row["seeds"])
+        cells += [
+            tables.difference_text(row["difference"]),
+            tables.interval_text(row["ci_low"], row["ci_high"], row["ci_confidence"]),
+            tables.interval_text(row["class_ci_low"], row["class_ci_high"]),
+            str(row["verdict"]),
+        ]
+    return [_seeds_text(seeds), *cells]
+
+
+def _every_split_row(by_metric: dict[str, pd.DataFrame], setting: str, label: str) -> list[str]:
+    """The row under a setting's splits: whether each metric's verdict holds on every split."""
+    every = [label, EVERY_SPLIT, ""]
+    for rows in by_metric.values():
+        own_rows = rows[rows["setting"] == setting]
+        agreement = own_rows["every_split"].iloc[0] if len(own_rows) else ""
+        every += [""] * (len(METRIC_COLUMNS) - 1) + [agreement]
+    return every
 
 
 def _seeds_text(seeds: dict[str, int]) -> str:

@@ -9,9 +9,16 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from torch import nn
 
 from gapan import features
-from gapan.backbone import Backbone, split_backbone, trained_stage_parameters
+from gapan.backbone import (
+    Backbone,
+    cut_layer,
+    split_backbone,
+    stage_layers,
+    trained_stage_parameters,
+)
 from gapan.config import ConfigError, from_flat
 from gapan.data import build_splits
 from gapan.features import augmented_views, cached_stage_outputs
@@ -179,3 +186,49 @@ def test_the_optimizer_trains_the_last_stages_head_and_flow_and_nothing_below():
     head_and_flow = sum(p.numel() for p in [*model.head.parameters(), *criterion.parameters()])
     assert trained == stages + head_and_flow
     assert 0 < stages < sum(p.numel() for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet50"])
+def test_the_trained_stages_keep_timm_names_and_load_into_a_timm_model(name):
+    backbone = Backbone(name, "none").eval()
+    frozen, trained = split_backbone(backbone, 2)
+    weights = trained.eval().state_dict()
+    torch.manual_seed(1)  # other weights than the backbone's, so a misplaced tensor shows
+    fresh = timm.create_model(name, pretrained=False, num_classes=0).eval()
+    timm_weights = fresh.state_dict()
+    assert weights.keys() <= timm_weights.keys()
+    assert all(weights[key].shape == timm_weights[key].shape for key in weights)
+    loaded = fresh.load_state_dict(weights, strict=False)
+    assert not loaded.unexpected_keys
+    # Batch norm fills in a missing step counter without reporting it.
+    frozen_keys = {key for key in timm_weights.keys() - weights.keys() if "num_batches" not in key}
+    assert set(loaded.missing_keys) == frozen_keys
+
+    layers, _ = stage_layers(fresh)
+    cut = [layer for layer, _ in layers].index(cut_layer(fresh, 2)) + 1
+    with torch.no_grad():
+        maps = frozen(torch.rand(2, 3, 64, 64))
+        outputs = maps
+        for _, layer in layers[cut:]:
+            outputs = layer(outputs)
+        assert torch.equal(outputs, trained(maps))
+
+
+def test_weights_that_name_the_trained_layers_by_position_still_load():
+    """A model saved while the trained stages were an nn.Sequential (``backbone.0.conv...``)."""
+    backbone = Backbone("mobilenetv2_100", "none").eval()
+    _, trained = split_backbone(backbone, 2)
+    model = EmbeddingModel(trained, backbone.num_features, 8)
+    before = nn.Sequential(*trained.layers())
+    assert [id(p) for p in before.parameters()] == [id(p) for p in trained.parameters()]
+    by_position = {
+        **{f"backbone.{key}": value + 1 for key, value in before.state_dict().items()},
+        **{f"head.{key}": value for key, value in model.head.state_dict().items()},
+    }
+    _, other = split_backbone(Backbone("mobilenetv2_100", "none"), 2)
+    restored = EmbeddingModel(other, backbone.num_features, 8)
+    restored.load_state_dict(by_position)
+    for (name, tensor), old in zip(
+        restored.backbone.state_dict().items(), before.state_dict().values(), strict=True
+    ):
+        assert name.startswith(("blocks.", "conv_head", "bn2")) and torch.equal(tensor, old + 1)
