@@ -38,6 +38,11 @@ MODEL_METRICS_FILE = "metrics.json"
 # What `--keep-checkpoints` may ask for: the final weights of the best trial of each setting (of
 # the best trial, in a search), of every completed trial, or of none.
 KEEP_POLICIES = ("best", "last", "none")
+# An ablated setting in trials.csv: `SETTING`, its text as people read it (the reports group
+# trials by it), and `SETTING_VALUE`, the knob's value as JSON, so that it reads back with its
+# type (`read_setting`). Tables written before that column hold the text alone.
+SETTING = "setting"
+SETTING_VALUE = "setting_value"
 # Where a trial's last report carries its per-class scores (gapan.train.CLASS_SCORES): JSON text
 # {"fields": [...], "rows": [[...], ...]}.
 CLASS_SCORES_KEY = "class_scores"
@@ -161,6 +166,76 @@ def trial_status(record: TrialRecord) -> str:
     return "stopped_early" if record.stopped_by_scheduler else "interrupted"
 
 
+def setting_text(value: Any) -> str:
+    """A setting as people read it: trials.csv's `SETTING`, the keys of sequential.json."""
+    return str(value)
+
+
+def setting_json(value: Any) -> str:
+    """A setting as trials.csv's `SETTING_VALUE` holds it: the knob's value as JSON."""
+    return json.dumps(value, default=_python_scalar)
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar (a sampler's choice may be one) as the Python number it holds."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"a setting is a number, a string, a bool or None; got {value!r}")
+
+
+def read_setting(text: str, value: str | None = None) -> Any:
+    """A setting of trials.csv read back with its type: its JSON `value` (`SETTING_VALUE`) where
+    the row has one; else, in a table written before that column, its `text` read as a bool
+    (``true`` or ``false``, any case), an int, a float, or else the text itself.
+
+    Examples:
+        >>> read_setting("4", "4"), read_setting("gapan", '"gapan"'), read_setting("1.0", "1.0")
+        (4, 'gapan', 1.0)
+        >>> read_setting("4"), read_setting("1e-05"), read_setting("false"), read_setting("glow")
+        (4, 1e-05, False, 'glow')
+
+    Raises:
+        ValueError: `value` is not JSON, or not the value whose text is `text`.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return _setting_from_text(text)
+    try:
+        read = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(f"{SETTING_VALUE} {value[:40]!r} is not JSON") from None
+    if setting_text(read) != text:
+        raise ValueError(
+            f"{SETTING_VALUE} {value[:40]!r} is not the value of the setting {text[:40]!r}"
+        )
+    return read
+
+
+def _setting_from_text(text: str) -> Any:
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def setting_values(trials: pd.DataFrame) -> dict[str, Any]:
+    """Each setting of a trials table (its text) with its value (`read_setting`), in the order
+    the table first holds them."""
+    texts = trials[SETTING].astype(str)
+    stored = trials[SETTING_VALUE] if SETTING_VALUE in trials.columns else [None] * len(texts)
+    return {text: read_setting(text, value) for text, value in zip(texts, stored, strict=True)}
+
+
+def _setting_cells(config: dict[str, Any], knob: str | None) -> dict[str, str]:
+    """A trial's `SETTING` and `SETTING_VALUE`; empty in a search, which has no knob."""
+    if knob is None or knob not in config:
+        return {SETTING: "", SETTING_VALUE: ""}
+    return {SETTING: setting_text(config[knob]), SETTING_VALUE: setting_json(config[knob])}
+
+
 def trials_table(records: list[TrialRecord], space: StudySpace) -> pd.DataFrame:
     rows = []
     searched = [*space.search, "train.seed"]
@@ -172,7 +247,7 @@ def trials_table(records: list[TrialRecord], space: StudySpace) -> pd.DataFrame:
             "number": record.number,
             "status": status,
             "seed": record.config.get("train.seed", 0),
-            "setting": str(record.config.get(space.knob, "")) if space.knob else "",
+            **_setting_cells(record.config, space.knob),
         }
         row.update(
             {f"config/{key}": record.config.get(key) for key in searched if key != "train.seed"}

@@ -23,9 +23,12 @@ trials, then each one's best configuration runs ``SEEDS`` fresh seeds in a compa
 method it is compared with, e.g. an add-on against the loss it adds to): comparisons beside
 those with the ``BASELINE``, paired by seed the same way, a Holm family of their own.
 
-`optuna_distribution` turns one checked dimension into an Optuna distribution, for the studies
-and for the reports alike. This module imports neither torch nor Optuna at import time, so the
-reports use it without either.
+A space is checked once, where it enters (`check_space`, as `load_space` reads it); what is
+built from a checked space (options applied, a round, a split, a tuned comparison's searches)
+needs `check_structure` alone. `optuna_distributions` turns a checked space's dimensions into
+Optuna distributions for the studies, and `optuna_distribution` one dimension recorded as plain
+data (study.json) for the reports, checking it first. This module imports neither torch nor
+Optuna at import time, so the reports use it without either.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gapan.config import ConfigError, bounds, coerce_value, config_fields, from_flat
+from gapan.config import ConfigError, bounds, coerce_value, config_fields
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -244,12 +247,69 @@ def parse_space(text: str, name: str, source: str = "<space>") -> StudySpace:
     return check_space(space, source)
 
 
-def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
-    """Validate everything a study needs before any trial starts; values are coerced in place."""
+Failure = Callable[[str], SpaceError]
+
+
+def _failure(source: str) -> Failure:
+    """What raises a SpaceError naming `source`."""
 
     def fail(message: str) -> SpaceError:
         return SpaceError(f"{source}: {message}")
 
+    return fail
+
+
+def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
+    """Validate a space where it enters, before any trial starts: every value against the config
+    (converted to its key's type) and the rules between the fields (`check_structure`).
+
+    A space is checked once, as it is read (`parse_space`). A space built from a checked one (the
+    command line's options applied, a round of seeds, a split, a tuned comparison's searches)
+    holds checked values, and `check_structure` is all it needs.
+    """
+    fail = _failure(source)
+    _check_fields(space, fail)
+    fixed = _checked_config(space.fixed, "FIXED", fail)
+    if space.kind == "tuned":
+        return _check_tuned(dataclasses.replace(space, fixed=fixed), source)
+    _check_knob_fields(space, fail)
+    # A comparison's overrides are checked and kept as written: each trial resolves them.
+    methods = {}
+    if space.kind == "compare":
+        for method, overrides in space.methods.items():
+            _checked_config(overrides, f"METHODS[{method!r}]", fail)
+            methods[method] = dict(overrides)
+    search = {
+        key: _check_dimension(key, dim, space.kind, methods, fail)
+        for key, dim in space.search.items()
+    }
+    checked = dataclasses.replace(space, fixed=fixed, search=search, methods=methods)
+    _check_plan(checked, fail)
+    return checked
+
+
+def check_structure(space: StudySpace, source: str = "<space>") -> StudySpace:
+    """The rules between the fields of a space built from a checked one: nothing searched is
+    also fixed, the baseline is one of the settings, a search's budget, scheduler and objectives,
+    and a tuned comparison's searches are searches.
+
+    Its values are not checked again: each was checked where it entered (`check_space`, the
+    command line's `gapan.config.parse_overrides`), and a trial's config is checked once more,
+    when it is resolved (`gapan.config.from_flat`).
+    """
+    fail = _failure(source)
+    _check_fields(space, fail)
+    if space.kind == "tuned":
+        _tuned_methods(space, fail)
+        _check_searches(space, source)
+        return space
+    _check_knob_fields(space, fail)
+    _check_plan(space, fail)
+    return space
+
+
+def _check_fields(space: StudySpace, fail: Failure) -> None:
+    """KIND, MODE, METRIC, SEEDS, the shape of FIXED, and CONTRASTS."""
     if space.kind not in KINDS:
         raise fail(f"KIND must be one of {', '.join(KINDS)}; got {space.kind!r}")
     if space.mode not in ("max", "min"):
@@ -263,55 +323,60 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
         raise fail(f"SEEDS must be a positive integer; got {space.seeds!r}")
     if not isinstance(space.fixed, dict):
         raise fail("FIXED must be a dict of config keys")
-    try:
-        from_flat(space.fixed)
-        fixed = {key: coerce_value(key, value) for key, value in space.fixed.items()}
-    except ConfigError as error:
-        raise fail(f"FIXED: {error}") from None
     _check_contrasts(space, fail)
-    if space.kind == "tuned":
-        return _check_tuned(space, fixed, source)
+
+
+def _checked_config(flat: Mapping[Any, Any], field_name: str, fail: Failure) -> dict[str, Any]:
+    """Config keys and values, each converted to its key's type and checked against its
+    bounds (`gapan.config.coerce_value`)."""
+    checked = {}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            raise fail(f"{field_name}: config keys are strings like 'flow.depth'; got {key!r}")
+        try:
+            checked[key] = coerce_value(key, value)
+        except ConfigError as error:
+            raise fail(f"{field_name}: {error}") from None
+    return checked
+
+
+def _check_knob_fields(space: StudySpace, fail: Failure) -> None:
+    """SEARCH, and the METHODS of a comparison (no other study has any)."""
     if not isinstance(space.search, dict) or not space.search:
         raise fail("SEARCH must be a non-empty dict of searched keys")
+    if space.kind != "compare":
+        if space.methods:
+            raise fail("METHODS belongs to comparison studies (KIND = 'compare')")
+        return
+    if set(space.search) != {METHOD}:
+        raise fail(f"a comparison searches {METHOD!r} only (the names in METHODS)")
+    if not isinstance(space.methods, dict) or not space.methods:
+        raise fail("METHODS must map method names to config overrides")
+    for method, overrides in space.methods.items():
+        if not isinstance(overrides, dict):
+            raise fail(f"METHODS[{method!r}] must be a dict of config overrides")
 
-    methods = {}
-    if space.kind == "compare":
-        if set(space.search) != {METHOD}:
-            raise fail(f"a comparison searches {METHOD!r} only (the names in METHODS)")
-        if not isinstance(space.methods, dict) or not space.methods:
-            raise fail("METHODS must map method names to config overrides")
-        for method, overrides in space.methods.items():
-            try:
-                from_flat({**fixed, **overrides})
-            except (ConfigError, TypeError, AttributeError) as error:
-                raise fail(f"METHODS[{method!r}]: {error}") from None
-            methods[method] = dict(overrides)
-    elif space.methods:
-        raise fail("METHODS belongs to comparison studies (KIND = 'compare')")
 
-    search = {
-        key: _check_dimension(key, dim, space.kind, methods, fail)
-        for key, dim in space.search.items()
-    }
+def _check_plan(space: StudySpace, fail: Failure) -> None:
+    """What an ablation, comparison or search runs: its knob and baseline, or its budget."""
+    search = space.search
     if "train.seed" in search:
         raise fail("train.seed is set by SEEDS, not searched")
-    overlap = set(search) & set(fixed)
+    overlap = set(search) & set(space.fixed)
     if overlap:
         raise fail(f"{', '.join(sorted(overlap))} is both FIXED and searched")
-
-    baseline = space.baseline
     if space.kind in ("ablation", "compare"):
         if len(search) != 1:
             raise fail("an ablation searches exactly one key (its knob)")
         knob = next(iter(search))
         if "values" not in search[knob]:
             raise fail(f"SEARCH[{knob!r}] of an ablation lists its settings under 'values'")
-        if baseline not in search[knob]["values"]:
-            raise fail(f"BASELINE {baseline!r} is not one of the settings of {knob!r}")
+        if space.baseline not in search[knob]["values"]:
+            raise fail(f"BASELINE {space.baseline!r} is not one of the settings of {knob!r}")
     else:
         if not isinstance(space.num_samples, int) or space.num_samples < 1:
             raise fail("a search study sets NUM_SAMPLES, a positive integer")
-        if baseline is not None:
+        if space.baseline is not None:
             raise fail("BASELINE belongs to ablations and comparisons")
         if space.seeds != 1:
             raise fail(
@@ -324,7 +389,6 @@ def check_space(space: StudySpace, source: str = "<space>") -> StudySpace:
         space.kind != "search" or space.objectives[0] != space.metric or space.scheduler is not None
     ):
         raise fail("objectives belong to a search without SCHEDULER, its metric first")
-    return dataclasses.replace(space, fixed=fixed, search=search, methods=methods)
 
 
 # What a multi-objective search can trade the metric against: name -> trials.csv column.
@@ -353,7 +417,7 @@ def with_objectives(space: StudySpace, names: list[str]) -> StudySpace:
     return dataclasses.replace(space, metric=column, objectives=objectives)
 
 
-def _check_contrasts(space: StudySpace, fail: Callable[[str], SpaceError]) -> None:
+def _check_contrasts(space: StudySpace, fail: Failure) -> None:
     contrasts = space.contrasts
     if not contrasts:
         return
@@ -371,12 +435,31 @@ def _check_contrasts(space: StudySpace, fail: Callable[[str], SpaceError]) -> No
             )
 
 
-def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> StudySpace:
-    """A tuned comparison: each method's search is itself a checked search study."""
+def _check_tuned(space: StudySpace, source: str) -> StudySpace:
+    """A tuned comparison's values: the ranges every method searches, and each method's own
+    fixed keys and ranges, each checked once; then each method's search, a search study."""
+    fail = _failure(source)
+    methods = _tuned_methods(space, fail)
+    shared = {
+        key: _check_dimension(key, dim, "search", {}, fail) for key, dim in space.search.items()
+    }
+    for method, spec in methods.items():
+        own = _failure(f"{source}, METHODS[{method!r}]")
+        methods[method] = {
+            "fixed": _checked_config(spec["fixed"], "fixed", own),
+            "search": {
+                key: _check_dimension(key, dim, "search", {}, own)
+                for key, dim in spec["search"].items()
+            },
+        }
+    checked = dataclasses.replace(space, search=shared, methods=methods)
+    _check_searches(checked, source)
+    return checked
 
-    def fail(message: str) -> SpaceError:
-        return SpaceError(f"{source}: {message}")
 
+def _tuned_methods(space: StudySpace, fail: Failure) -> dict[str, dict[str, dict[str, Any]]]:
+    """The fields of a tuned comparison and its METHODS, each as ``{"fixed": {...}, "search":
+    {...}}``."""
     if not isinstance(space.search, dict):
         raise fail("SEARCH must be a dict of the ranges every method searches (may be empty)")
     if not isinstance(space.methods, dict) or len(space.methods) < 2:
@@ -403,23 +486,25 @@ def _check_tuned(space: StudySpace, fixed: dict[str, Any], source: str) -> Study
             raise fail(f"METHODS[{method!r}] searches {', '.join(sorted(clash))}, shared already")
         methods[method] = spec
     seeded = [name for name, spec in methods.items() if "train.seed" in spec["fixed"]]
-    if "train.seed" in fixed or seeded:
+    if "train.seed" in space.fixed or seeded:
         raise fail(
             "train.seed is the study's to choose in a tuned comparison (seed 0 for every "
             "search, 1 to SEEDS for the confirmation); leave it out of FIXED, METHODS and --set"
         )
-    space = dataclasses.replace(space, fixed=fixed, methods=methods)
+    return methods
+
+
+def _check_searches(space: StudySpace, source: str) -> None:
+    """Each method's search of a tuned comparison is a search study (`StudySpace.searches`)."""
     for method, search in space.searches().items():
-        checked = check_space(search, f"{source}, METHODS[{method!r}] with SEARCH")
-        methods[method] = {
-            "fixed": {k: v for k, v in checked.fixed.items() if k in methods[method]["fixed"]},
-            "search": {k: v for k, v in checked.search.items() if k not in space.search},
-        }
-        shared = {key: checked.search[key] for key in space.search}
-    return dataclasses.replace(space, methods=methods, search=shared)
+        check_structure(search, f"{source}, METHODS[{method!r}] with SEARCH")
 
 
-def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
+def _check_dimension(
+    key: str, dim: Any, kind: str, methods: Mapping[str, Any], fail: Failure
+) -> dict[str, Any]:
+    """A searched dimension of a space file: its key, its shape, and each value or bound
+    against the config (a comparison's against its METHODS)."""
     if key == METHOD and kind != "compare":
         raise fail(f"SEARCH: {METHOD!r} is the knob of comparison studies (KIND = 'compare')")
     if key != METHOD and key not in config_fields():
@@ -428,7 +513,7 @@ def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
         except ConfigError as error:
             raise fail(f"SEARCH: the trainer has no such key: {error}") from None
 
-    def check_value(value):
+    def check_value(value: Any) -> Any:
         if key == METHOD:
             try:
                 known = value in methods
@@ -436,7 +521,7 @@ def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
                 known = False
             if not known:
                 raise fail(f"SEARCH[{key!r}]: {value!r} is not in METHODS")
-            return value
+            return _choice(key, value, fail)
         try:
             return coerce_value(key, value)
         except ConfigError as error:
@@ -446,10 +531,10 @@ def _check_dimension(key, dim, kind, methods, fail) -> dict[str, Any]:
         if kind != "search":
             raise fail(f"SEARCH[{key!r}]: ablations list their settings under 'values'")
         _check_range_type(key, dim.get("type"), fail)
-    return _dimension(key, dim, check_value, fail)
+    return _dimension(key, dim, fail, check_value)
 
 
-def _check_range_type(key: str, declared: Any, fail) -> None:
+def _check_range_type(key: str, declared: Any, fail: Failure) -> None:
     """A range's type must be the config key's own: an int range on a float key samples whole
     numbers only, a float range on an int key samples values the trainer refuses."""
     if declared not in ("int", "float"):
@@ -469,12 +554,16 @@ def _check_range_type(key: str, declared: Any, fail) -> None:
 def _dimension(
     key: str,
     dim: Any,
-    check_value: Callable[[Any], Any],
-    fail: Callable[[str], SpaceError],
+    fail: Failure,
+    check_value: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """The rules every searched dimension follows whatever its study and key: the shape that
-    `check_space` keeps and `optuna_distribution` reads. `check_value` checks (and may
-    convert) each value or bound first."""
+    `check_space` keeps and `optuna_distribution` reads.
+
+    Each value or bound is checked once: by `check_value`, which may convert it (a space file's
+    against the config, its type included), or, without one (plain data, such as study.json
+    records), as what an Optuna distribution holds.
+    """
     if not isinstance(dim, Mapping):
         raise fail(f"SEARCH[{key!r}] must be a dict like {{'type': 'int', 'values': [...]}}")
     unknown = set(dim) - set(DIMENSION_FIELDS)
@@ -490,10 +579,7 @@ def _dimension(
         values = dim["values"]
         if not isinstance(values, list) or not values:
             raise fail(f"SEARCH[{key!r}]['values'] must be a non-empty list")
-        checked = [check_value(v) for v in values]
-        for value in checked:  # what an Optuna categorical distribution holds
-            if value is not None and not isinstance(value, bool | int | float | str):
-                raise fail(f"SEARCH[{key!r}]: {value!r} is not a number, string, bool or None")
+        checked = [(check_value or (lambda value: _choice(key, value, fail)))(v) for v in values]
         if len(set(map(repr, checked))) != len(checked):
             raise fail(f"SEARCH[{key!r}]['values'] repeats a value")
         return {"type": kind_of, "values": checked}
@@ -501,19 +587,8 @@ def _dimension(
         raise fail(f"SEARCH[{key!r}]: a categorical dimension lists its 'values'")
     if "low" not in dim or "high" not in dim:
         raise fail(f"SEARCH[{key!r}] needs 'low' and 'high' (or 'values')")
-    low, high = check_value(dim["low"]), check_value(dim["high"])
-    number = int if kind_of == "int" else int | float
-    for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, number):
-            noun = "integers" if kind_of == "int" else "numbers"
-            raise fail(f"SEARCH[{key!r}]: 'low' and 'high' must be {noun}; got {bound!r}")
-    if kind_of == "float":
-        try:
-            low, high = float(low), float(high)
-        except OverflowError:
-            raise fail(f"SEARCH[{key!r}]: bounds must be finite") from None
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise fail(f"SEARCH[{key!r}]: bounds must be finite")
+    check_bound = check_value or (lambda value: _bound(key, value, kind_of, fail))
+    low, high = check_bound(dim["low"]), check_bound(dim["high"])
     if not low < high:
         raise fail(f"SEARCH[{key!r}]: low must be below high; got {low} and {high}")
     log = dim.get("log", False)
@@ -524,11 +599,35 @@ def _dimension(
     return {"type": kind_of, "low": low, "high": high, "log": log}
 
 
+def _choice(key: str, value: Any, fail: Failure) -> Any:
+    """A value of a categorical dimension: what an Optuna categorical distribution holds."""
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise fail(f"SEARCH[{key!r}]: {value!r} is not a number, string, bool or None")
+    return value
+
+
+def _bound(key: str, value: Any, kind_of: str, fail: Failure) -> int | float:
+    """A range's bound as plain data: an integer of an int range, a finite number (as a float)
+    of a float range."""
+    number = int if kind_of == "int" else int | float
+    if isinstance(value, bool) or not isinstance(value, number):
+        noun = "integers" if kind_of == "int" else "numbers"
+        raise fail(f"SEARCH[{key!r}]: 'low' and 'high' must be {noun}; got {value!r}")
+    if kind_of == "int":
+        return value
+    try:
+        value = float(value)
+    except OverflowError:
+        raise fail(f"SEARCH[{key!r}]: bounds must be finite") from None
+    if not math.isfinite(value):
+        raise fail(f"SEARCH[{key!r}]: bounds must be finite")
+    return value
+
+
 def optuna_distribution(
     key: str, dimension: Mapping[str, Any], source: str = "<space>"
 ) -> BaseDistribution:
-    """The Optuna distribution of one searched dimension, as a checked space holds it and
-    study.json records it.
+    """The Optuna distribution of one searched dimension as plain data, as study.json records it.
 
     ``{"type": ..., "values": [...]}`` becomes a categorical distribution (whatever the type);
     ``{"type": "int", "low", "high", "log"?}`` an `IntDistribution` and ``{"type": "float",
@@ -544,21 +643,22 @@ def optuna_distribution(
         SpaceError: A dimension `check_space` would refuse whatever the key; the message names
             the key and the field.
     """
+    return _distribution(_dimension(key, dimension, _failure(source)))
+
+
+def _distribution(dimension: Mapping[str, Any]) -> BaseDistribution:
+    """The Optuna distribution of a checked dimension."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,
     )
 
-    def fail(message: str) -> SpaceError:
-        return SpaceError(f"{source}: {message}")
-
-    dim = _dimension(key, dimension, lambda value: value, fail)
-    if "values" in dim:
-        return CategoricalDistribution(dim["values"])
-    if dim["type"] == "int":
-        return IntDistribution(dim["low"], dim["high"], log=dim["log"])
-    return FloatDistribution(dim["low"], dim["high"], log=dim["log"])
+    if "values" in dimension:
+        return CategoricalDistribution(dimension["values"])
+    if dimension["type"] == "int":
+        return IntDistribution(dimension["low"], dimension["high"], log=dimension["log"])
+    return FloatDistribution(dimension["low"], dimension["high"], log=dimension["log"])
 
 
 def optuna_distributions(space: StudySpace) -> dict[str, BaseDistribution]:
@@ -566,9 +666,7 @@ def optuna_distributions(space: StudySpace) -> dict[str, BaseDistribution]:
     with the seeds of an ablation or comparison as one more categorical dimension."""
     from optuna.distributions import CategoricalDistribution
 
-    out = {
-        key: optuna_distribution(key, dim, source=space.name) for key, dim in space.search.items()
-    }
+    out = {key: _distribution(dim) for key, dim in space.search.items()}
     if space.kind != "search":
         out["train.seed"] = CategoricalDistribution(space.seed_list())
     return out

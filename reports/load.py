@@ -36,10 +36,15 @@ from gapan.results import (
     EPOCHS_FILE,
     REFERENCE_FILE,
     SEQUENTIAL_FILE,
+    SETTING,
+    SETTING_VALUE,
     STATUSES,
     STUDY_FILE,
     TRIALS_FILE,
     TUNE_DIR,
+    read_setting,
+    setting_text,
+    setting_values,
 )
 from gapan.tune.lock import describe, running_driver
 
@@ -58,7 +63,7 @@ NUMERIC_TRIAL_COLUMNS = (
     "gpu_time_s",
     *COST_COLUMNS,
 )
-TEXT_TRIAL_COLUMNS = ("trial_id", "status", "setting", "error")
+TEXT_TRIAL_COLUMNS = ("trial_id", "status", SETTING, SETTING_VALUE, "error")
 
 
 # How far past its range a value may lie by rounding in its metric's own arithmetic (sklearn's
@@ -143,7 +148,9 @@ class Results:
         directory: The results folder.
         study: The contents of study.json.
         trials: trials.csv, one row per trial; text columns as written, numeric columns as floats,
-            plus `gpu_time_s` (computed from `gpus` x `time_total_s` when absent).
+            plus `gpu_time_s` (computed from `gpus` x `time_total_s` when absent). Each setting
+            is read back with its value by `gapan.results.setting_values` (its `setting_value`,
+            empty in a table written before that column).
         epochs: epochs.csv, one row per trial and epoch (empty when the file is missing).
         environment: The contents of environment.json (empty when the file is missing).
         notes: Problems found while reading that the report shows, e.g. a missing optional file.
@@ -230,50 +237,82 @@ def load_results(results_dir: Path | str) -> Results:
         )
     trials = read_trials(trials_path, study, notes)
     notes += plan_gaps(study, trials, trials_path)
-    epochs_path = directory / EPOCHS_FILE
-    epochs = pd.DataFrame(columns=["trial_id", "epoch"])
-    if not epochs_path.is_file():
-        notes.append(f"{epochs_path} is missing, so the report has no learning curves.")
+    # The optional files, each read or its absence noted, in this order.
+    epochs = _optional_epochs(directory, notes)
+    environment = _optional_environment(directory, notes)
+    reference = _optional_reference(directory, notes)
+    sequential = _optional_sequential(directory, study, notes)
+    classes = _optional_class_scores(directory, study, notes)
+    return Results(
+        directory, study, trials, epochs, environment, tuple(notes), reference, sequential, classes
+    )
+
+
+def _optional_epochs(directory: Path, notes: list[str]) -> pd.DataFrame:
+    """epochs.csv; an empty table, and a note, when it is missing or unreadable."""
+    path = directory / EPOCHS_FILE
+    if not path.is_file():
+        notes.append(f"{path} is missing, so the report has no learning curves.")
     else:
         try:
-            epochs = read_epochs(epochs_path, notes)
+            return read_epochs(path, notes)
         except ResultsError as error:
             notes.append(f"{error} The report has no learning curves.")
-    environment_path = directory / ENVIRONMENT_FILE
-    if environment_path.is_file():
-        environment = _read_json(environment_path)
-    else:
-        environment = {}
-        notes.append(f"{environment_path} is missing, so the report has no environment.")
-    reference = None
-    reference_path = directory / REFERENCE_FILE
-    if reference_path.is_file():
+    return pd.DataFrame(columns=["trial_id", "epoch"])
+
+
+def _optional_environment(directory: Path, notes: list[str]) -> dict[str, Any]:
+    """environment.json; {} and a note when it is missing (an unreadable one is an error)."""
+    path = directory / ENVIRONMENT_FILE
+    if path.is_file():
+        return _read_json(path)
+    notes.append(f"{path} is missing, so the report has no environment.")
+    return {}
+
+
+def _optional_reference(directory: Path, notes: list[str]) -> Reference | None:
+    """reference.json; None when it is missing (older studies) or, with a note, unreadable."""
+    path = directory / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_reference(path)
+    except ResultsError as error:
+        notes.append(f"{error} The report leaves the pretrained reference out.")
+        return None
+
+
+def _optional_sequential(
+    directory: Path, study: Mapping[str, Any], notes: list[str]
+) -> dict[str, Any] | None:
+    """An adaptive study's sequential.json; None for any other study, or with a note when an
+    adaptive study's is missing."""
+    if "sequential" not in study:
+        return None
+    path = directory / SEQUENTIAL_FILE
+    if path.is_file():
+        return _read_json(path)
+    notes.append(f"{path} is missing, so the report cannot say how it stopped.")
+    return None
+
+
+def _optional_class_scores(
+    directory: Path, study: Mapping[str, Any], notes: list[str]
+) -> pd.DataFrame | None:
+    """class_scores.csv; None, with a note for an ablation or comparison, when it is missing
+    (a study from before trials kept them) or unreadable."""
+    path = directory / CLASS_SCORES_FILE
+    if path.is_file():
         try:
-            reference = read_reference(reference_path)
-        except ResultsError as error:
-            notes.append(f"{error} The report leaves the pretrained reference out.")
-    sequential = None
-    if "sequential" in study:
-        sequential_path = directory / SEQUENTIAL_FILE
-        if sequential_path.is_file():
-            sequential = _read_json(sequential_path)
-        else:
-            notes.append(f"{sequential_path} is missing, so the report cannot say how it stopped.")
-    classes = None
-    classes_path = directory / CLASS_SCORES_FILE
-    if classes_path.is_file():
-        try:
-            classes = read_class_scores(classes_path, notes)
+            return read_class_scores(path, notes)
         except ResultsError as error:
             notes.append(f"{error} The report has no intervals over classes.")
     elif study.get("kind") in ("ablation", "compare"):
         notes.append(
-            f"{classes_path} is missing (a study from before trials kept their per-class "
+            f"{path} is missing (a study from before trials kept their per-class "
             "scores), so every interval in this report is over seeds only."
         )
-    return Results(
-        directory, study, trials, epochs, environment, tuple(notes), reference, sequential, classes
-    )
+    return None
 
 
 def _required(directory: Path, name: str) -> Path:
@@ -397,9 +436,10 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
         values = list(study["methods"])
     if not values or not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         return []
+    settings = setting_values(trials)
     present = {
         (str(setting), int(seed))
-        for setting, seed in zip(trials["setting"], trials["seed"], strict=True)
+        for setting, seed in zip(trials[SETTING], trials["seed"], strict=True)
         if isinstance(seed, int | float) and math.isfinite(seed)
     }
     first = study.get("first_seed", 0)
@@ -408,7 +448,9 @@ def plan_gaps(study: Mapping[str, Any], trials: pd.DataFrame, path: Path) -> lis
         (value, seed)
         for seed in range(first, first + seeds)
         for value in values
-        if not any(same_setting(setting, value) and seed == run for setting, run in present)
+        if not any(
+            same_setting(settings[setting], value) and seed == run for setting, run in present
+        )
     ]
     if not missing:
         return []
@@ -491,7 +533,8 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
     """Read trials.csv: text columns stay exactly as written, numeric ones become floats.
 
     Malformed rows (a wrong number of fields, as in a file cut off mid-row; a number that does
-    not parse; a status outside `STATUSES`; an ablation trial without its setting or seed) are
+    not parse; a status outside `STATUSES`; a `setting_value` that is not its setting's value as
+    JSON; an ablation trial without its setting or seed) are
     left out, and one note naming the file and their lines is appended to `notes`. A metric
     value that its column cannot hold (`VALUE_RANGES`: out of range, or not finite) is left out
     as if not reported (NaN), the rest of its row kept, with another such note.
@@ -521,7 +564,30 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
             problems[index].append(f"status {status!r} is not one of {', '.join(STATUSES)}")
     bad = table.bad + _bad_rows(table, problems)
     raw = raw.loc[[not problems[index] for index in raw.index]]
+    trials, impossible = _typed_trials(raw, numeric, table)
+    unusable = _setting_problems(trials)
+    if study["kind"] in ("ablation", "compare"):
+        unusable += _check_ablation_columns(path, trials, raw, study)
+    bad += [
+        _BadRow(table.lines[index], problem, str(trials.at[index, "trial_id"]))
+        for index, problem in unusable
+    ]
+    trials = trials.drop(index=[index for index, _ in unusable])
+    if bad and trials.empty:
+        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
+    if bad:
+        _note_bad_rows(notes, path, bad)
+    kept = {table.lines[index] for index in trials.index}  # a row left out is named once
+    _note_bad_values(notes, path, [row for row in impossible if row.line in kept])
+    return trials.sort_values("number", kind="stable").reset_index(drop=True)
 
+
+def _typed_trials(
+    raw: pd.DataFrame, numeric: Sequence[str], table: _Table
+) -> tuple[pd.DataFrame, list[_BadRow]]:
+    """The well-formed rows of trials.csv with their columns typed: text as written, numbers as
+    floats (each value its column cannot hold made NaN, and named), config values as numbers
+    where every one is; and the columns an older study did not write, filled in."""
     trials = pd.DataFrame(index=raw.index)
     impossible: list[_BadRow] = []
     for column in raw.columns:
@@ -535,7 +601,7 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
         else:
             trials[column] = raw[column].astype(object)
     trials["status"] = trials["status"].str.strip().str.lower()
-    for column in ("setting", "error"):
+    for column in (SETTING, SETTING_VALUE, "error"):
         if column not in trials.columns:
             trials[column] = ""
     if "number" not in trials.columns:
@@ -545,40 +611,42 @@ def read_trials(path: Path, study: Mapping[str, Any], notes: list[str]) -> pd.Da
             trials[column] = np.nan
     if "gpu_time_s" not in trials.columns:
         trials["gpu_time_s"] = trials["gpus"].fillna(0.0) * trials["time_total_s"]
-    if study["kind"] in ("ablation", "compare"):
-        unpaired = _check_ablation_columns(path, trials, study)
-        bad += [
-            _BadRow(table.lines[index], problem, str(trials.at[index, "trial_id"]))
-            for index, problem in unpaired
-        ]
-        trials = trials.drop(index=[index for index, _ in unpaired])
-    if bad and trials.empty:
-        raise ResultsError(f"{path} holds no well-formed row: {_listing(bad)}.")
-    if bad:
-        _note_bad_rows(notes, path, bad)
-    kept = {table.lines[index] for index in trials.index}  # a row left out is named once
-    _note_bad_values(notes, path, [row for row in impossible if row.line in kept])
-    return trials.sort_values("number", kind="stable").reset_index(drop=True)
+    return trials, impossible
+
+
+def _setting_problems(trials: pd.DataFrame) -> list[tuple[Any, str]]:
+    """The rows whose `setting_value` does not read back as their setting's value
+    (`gapan.results.read_setting`), each with the problem."""
+    problems = []
+    for index, text, value in zip(
+        trials.index, trials[SETTING], trials[SETTING_VALUE], strict=True
+    ):
+        try:
+            read_setting(text, value)
+        except ValueError as error:
+            problems.append((index, str(error)))
+    return problems
 
 
 def _check_ablation_columns(
-    path: Path, trials: pd.DataFrame, study: Mapping[str, Any]
+    path: Path, trials: pd.DataFrame, raw: pd.DataFrame, study: Mapping[str, Any]
 ) -> list[tuple[Any, str]]:
-    """Derive empty settings from the knob's config column; return the rows still lacking a
-    setting or a seed, each with the problem.
+    """Give a row without a setting its knob's config value (as written, in `raw`) as its
+    setting; return the rows still lacking a setting or a seed, each with the problem.
 
     Raises:
         ResultsError: No row has a setting, or none has a seed: a column is missing, not a row.
     """
     knob = study.get("knob") or ("method" if study["kind"] == "compare" else None)
     knob_column = f"config/{knob}"
-    missing_setting = trials["setting"].astype(str).str.strip() == ""
-    if missing_setting.any() and knob and knob_column in trials.columns:
-        # The setting is the knob's value as text; derive it where the study left it empty.
-        trials.loc[missing_setting, "setting"] = trials.loc[missing_setting, knob_column].map(
-            _setting_text
-        )
-        missing_setting = trials["setting"].astype(str).str.strip() == ""
+    missing_setting = trials[SETTING].astype(str).str.strip() == ""
+    if missing_setting.any() and knob and knob_column in raw.columns:
+        # The knob's value read back, and written as the study writes a setting.
+        trials.loc[missing_setting, SETTING] = [
+            setting_text(read_setting(written)) if written.strip() else ""
+            for written in raw.loc[missing_setting, knob_column]
+        ]
+        missing_setting = trials[SETTING].astype(str).str.strip() == ""
     missing_seed = trials["seed"].isna()
     if len(trials) and missing_setting.all():
         raise ResultsError(
@@ -596,14 +664,6 @@ def _check_ablation_columns(
         elif missing_seed[index]:
             unpaired.append((index, "no seed"))
     return unpaired
-
-
-def _setting_text(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""  # an empty config cell (pd.NA in an integer column)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _parse_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -914,8 +974,9 @@ def setting_order(results: Results) -> list[str]:
     Numeric settings ascend; otherwise the order of the search space's `values` (or of `methods`
     for a compare study), then any other setting in the order trials started.
     """
-    present = list(dict.fromkeys(results.trials["setting"].astype(str)))
-    numbers = setting_numbers(present)
+    values = setting_values(results.trials)
+    present = list(values)
+    numbers = setting_numbers(list(values.values()))
     if numbers is not None:
         return [setting for _, setting in sorted(zip(numbers, present, strict=True))]
     declared: Sequence[Any] = ()
@@ -924,37 +985,40 @@ def setting_order(results: Results) -> list[str]:
         declared = dimension["values"]
     elif results.kind == "compare":
         declared = list(results.study["methods"])
-    ordered = [setting for value in declared for setting in present if same_setting(setting, value)]
+    ordered = [
+        setting for value in declared for setting in present if same_setting(values[setting], value)
+    ]
     ordered = list(dict.fromkeys(ordered))
     return ordered + [setting for setting in present if setting not in ordered]
 
 
-def setting_numbers(settings: Sequence[str]) -> list[float] | None:
-    """The settings as numbers when every one is a finite number (not a bool), else None."""
-    numbers = []
-    for setting in settings:
-        if setting.strip().lower() in ("true", "false"):
-            return None
-        try:
-            number = float(setting)
-        except ValueError:
-            return None
-        if not math.isfinite(number):
-            return None
-        numbers.append(number)
-    return numbers if numbers else None
+def setting_numbers(values: Sequence[Any]) -> list[float] | None:
+    """Settings' values as numbers when every one is a finite number (not a bool), else None."""
+    if not values or not all(_is_number(value) and math.isfinite(value) for value in values):
+        return None
+    return [float(value) for value in values]
 
 
-def same_setting(setting: str, value: Any) -> bool:
-    """Whether a setting's text names a value from study.json (``"0.001"`` names ``1e-3``)."""
-    if setting == str(value):
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def same_setting(setting: Any, value: Any) -> bool:
+    """Whether two settings are one: the same text, the same bool, or numbers equal to rounding
+    (``"0.001"`` names ``1e-3``). A setting given as text (study.json names its contrasts so) is
+    read as `gapan.results.read_setting` reads a setting of trials.csv."""
+    if setting_text(setting) == setting_text(value):
         return True
-    if isinstance(value, bool):
-        return setting.strip().lower() == str(value).lower()
-    try:
-        return math.isclose(float(setting), float(value), rel_tol=1e-9, abs_tol=0.0)
-    except (TypeError, ValueError):
+    if isinstance(setting, bool) or isinstance(value, bool):
+        return _read(setting) is _read(value)
+    first, second = _read(setting), _read(value)
+    if not (_is_number(first) and _is_number(second)):
         return False
+    return math.isclose(float(first), float(second), rel_tol=1e-9, abs_tol=0.0)
+
+
+def _read(setting: Any) -> Any:
+    return read_setting(setting) if isinstance(setting, str) else setting
 
 
 def baseline_setting(results: Results) -> str | None:
@@ -962,7 +1026,8 @@ def baseline_setting(results: Results) -> str | None:
     baseline = results.study.get("baseline")
     if baseline is None:
         return None
+    values = setting_values(results.trials)
     for setting in setting_order(results):
-        if same_setting(setting, baseline):
+        if same_setting(values[setting], baseline):
             return setting
     return None

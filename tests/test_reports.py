@@ -27,6 +27,7 @@ from fake_results import (
 )
 from plotly.offline import get_plotlyjs
 
+from gapan.results import setting_values
 from reports import ResultsError, build_report, load_results, stats
 from reports.__main__ import main
 from reports.convergence import (
@@ -454,21 +455,25 @@ def test_settings_keep_their_text_and_match_the_baseline(tmp_path: Path) -> None
     results = load_results(folder)
     assert setting_order(results) == ["0.0001", "0.001", "0.01"]
     assert baseline_setting(results) == "0.001"
-    assert axis_kind(setting_order(results)) == "log"
+    values = setting_values(results.trials)
+    assert axis_kind([values[setting] for setting in setting_order(results)]) == "log"
 
 
 @pytest.mark.parametrize(
-    ("settings", "kind"),
+    ("values", "kind"),
     [
-        (["0", "1", "2", "16"], "linear"),
-        (["1", "2", "4"], "linear"),
-        (["1", "100"], "log"),
+        ([0, 1, 2, 16], "linear"),
+        ([1, 2.5, 4], "linear"),
+        ([1, 100], "log"),
+        ([1e-4, 1e-2], "log"),
         (["glow", "realnvp"], "category"),
-        (["True", "False"], "category"),
+        ([True, False], "category"),
+        # Text that reads as numbers is a category when the setting's value is text.
+        (["1", "100"], "category"),
     ],
 )
-def test_axis_kind(settings: list[str], kind: str) -> None:
-    assert axis_kind(settings) == kind
+def test_axis_kind(values: list, kind: str) -> None:
+    assert axis_kind(values) == kind
 
 
 # Figure data on fake tables.

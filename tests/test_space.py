@@ -14,6 +14,7 @@ from gapan.space import (
     DIMENSION_TYPES,
     SpaceError,
     check_space,
+    check_structure,
     load_space,
     optuna_distribution,
     optuna_distributions,
@@ -240,6 +241,37 @@ def test_broken_spaces_name_the_field(change, message):
     old, new = change
     with pytest.raises(SpaceError, match=message):
         parse_space(ABLATION.replace(old, new), "broken")
+
+
+def test_a_checked_space_is_passed_on_not_checked_again():
+    from gapan.tune import StudyOptions, apply_options
+
+    space = load_space("ablate_flow_depth")
+    applied = apply_options(space, StudyOptions(name="x", seeds=2))
+    # The checked dimension itself runs, with no second check of its values.
+    assert applied.search["flow.depth"] is space.search["flow.depth"]
+    # What options build from a checked space has its structure checked, not its values: each
+    # value was checked where it entered, and a trial's config is checked when resolved.
+    deep = dataclasses.replace(space, search={"flow.depth": {"type": "int", "values": [0, 65]}})
+    assert check_structure(deep, "deep") is deep
+    with pytest.raises(SpaceError, match="at most 64"):
+        check_space(deep, "deep")
+    with pytest.raises(SpaceError, match="BASELINE 3 is not one of the settings"):
+        check_structure(dataclasses.replace(space, baseline=3))
+    with pytest.raises(SpaceError, match="both FIXED and searched"):
+        check_structure(dataclasses.replace(space, fixed={"flow.depth": 2}))
+
+
+def test_a_tuned_comparisons_values_are_checked_once_each_naming_their_method():
+    with pytest.raises(SpaceError, match=r"METHODS\['gapan'\]: SEARCH\['flow.depth'\].*at most"):
+        parse_space(TUNED.replace('"low": 1, "high": 4', '"low": 1, "high": 99'), "t")
+    with pytest.raises(SpaceError, match=r"METHODS\['proxy_anchor'\]: fixed: .*loss.metric"):
+        parse_space(TUNED.replace('"loss.metric": "proxy_anchor"', '"loss.metric": "x"'), "t")
+    # A shared range is the space's own, named once.
+    with pytest.raises(SpaceError, match=r"^<space>: SEARCH\['optim.lr'\]"):
+        parse_space(TUNED.replace('"low": 1e-4', '"low": -1.0'), "t")
+    tuned = parse_space(TUNED, "tuned")
+    assert check_structure(tuned) is tuned
 
 
 def test_missing_space_lists_the_known_ones():

@@ -65,6 +65,38 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
     # study.json's seeds: the most any setting may get (each round says what it ran).
     space = dataclasses.replace(apply_options(space, options), seeds=design.max_seeds)
     study_dir = options.study_dir
+    _write_study(study_dir, space, design, options)
+    started = time.monotonic()
+    rounds: list[dict[str, Any]] = []
+    settings = list(space.search[space.knob]["values"])
+    seeds_done, stop = 0, ""
+    while not stop:
+        number, seeds = len(rounds) + 1, design.min_seeds if not rounds else 1
+        part = round_space(space, number, settings, seeds_done, seeds)
+        trials = _run_round(study_dir, space, options, number, part)
+        seeds_done += seeds
+        differences = setting_differences(trials, space)
+        looks = {setting: look(values, design) for setting, values in differences.items()}
+        rounds.append(
+            {
+                "round": number,
+                "seeds": list(range(seeds_done - seeds, seeds_done)),
+                "settings": [results.setting_text(setting) for setting in settings],
+                "looks": {setting: dataclasses.asdict(seen) for setting, seen in looks.items()},
+            }
+        )
+        # Seeds, not pairs, bound the rounds: a setting whose trials fail has fewer pairs.
+        more = undecided(differences, design) if seeds_done < design.max_seeds else []
+        stop = _stop(more, looks, design, options.budget_minutes, time.monotonic() - started)
+        # The next round's settings: the baseline's and the undecided ones' values, read back.
+        values = results.setting_values(trials)
+        settings = [space.baseline, *[values[name] for name in more]]
+        write_sequential(study_dir, design, rounds, stop)
+    return study_dir
+
+
+def _write_study(study_dir: Path, space: StudySpace, design: Design, options: StudyOptions) -> None:
+    """study.json of a new study, or of a resumed one started with the same design."""
     check_whole_study(study_dir, space, options.resume)
     saved = results.read_study(study_dir).get("sequential") if options.resume else None
     if options.resume and saved != dataclasses.asdict(design):
@@ -72,59 +104,42 @@ def run_adaptive(space: StudySpace, options: StudyOptions) -> Path:
             f"{study_dir} was started with another adaptive design ({saved}); resume with its "
             "--min-seeds, --max-seeds and --precision, or give a new --name"
         )
-    results.write_study(
-        study_dir,
-        space,
-        {
-            "folder": str(study_dir),
-            "sequential": dataclasses.asdict(design),
-            **options.reporting,
-        },
-    )
-    started = time.monotonic()
-    rounds: list[dict[str, Any]] = []
-    settings = list(space.search[space.knob]["values"])
-    seeds_done, stop = 0, ""
-    while not stop:
-        seeds = design.min_seeds if not rounds else 1
-        part = round_space(space, len(rounds) + 1, settings, seeds_done, seeds)
-        run_part(part, options, study_dir)
-        seeds_done += seeds
-        trials = merge_rounds(study_dir, space, len(rounds) + 1)
-        # Each round kept the best of its own seeds; the study keeps the best over all rounds.
-        gather_models(
-            study_dir,
-            [study_dir / f"{ROUND_PREFIX}{number}" for number in range(1, len(rounds) + 2)],
-            space.mode,
-            options.keep_checkpoints,
-        )
-        differences = setting_differences(trials, space)
-        looks = {setting: look(values, design) for setting, values in differences.items()}
-        rounds.append(
-            {
-                "round": len(rounds) + 1,
-                "seeds": list(range(seeds_done - seeds, seeds_done)),
-                "settings": [str(setting) for setting in settings],
-                "looks": {setting: dataclasses.asdict(seen) for setting, seen in looks.items()},
-            }
-        )
-        # Seeds, not pairs, bound the rounds: a setting whose trials fail has fewer pairs.
-        more = undecided(differences, design) if seeds_done < design.max_seeds else []
-        if not more:
-            open_ones = [s for s, seen in looks.items() if seen.decision == UNDECIDED]
-            stop = (
+    extra = {"folder": str(study_dir), "sequential": dataclasses.asdict(design)}
+    results.write_study(study_dir, space, {**extra, **options.reporting})
+
+
+def _run_round(
+    study_dir: Path, space: StudySpace, options: StudyOptions, number: int, part: StudySpace
+) -> pd.DataFrame:
+    """Run round `number`, `part` (a resume keeps it if it finished), merge every round so far
+    into the study's tables and keep the best weights over them; return the study's trials."""
+    run_part(part, options, study_dir)
+    trials = merge_rounds(study_dir, space, number)
+    # Each round kept the best of its own seeds; the study keeps the best over all rounds.
+    folders = [study_dir / f"{ROUND_PREFIX}{k}" for k in range(1, number + 1)]
+    gather_models(study_dir, folders, space.mode, options.keep_checkpoints)
+    return trials
+
+
+def _stop(
+    more: list[str],
+    looks: dict[str, Any],
+    design: Design,
+    budget_minutes: float | None,
+    elapsed_s: float,
+) -> str:
+    """Why the study stops after this round, in words; "" while it goes on."""
+    if not more:
+        open_ones = [setting for setting, seen in looks.items() if seen.decision == UNDECIDED]
+        if open_ones:
+            return (
                 f"{design.max_seeds} seeds, the most allowed, with "
                 f"{len(open_ones)} comparison(s) still undecided"
-                if open_ones
-                else "no comparison is open: each interval excludes zero or is precise enough"
             )
-        elif options.budget_minutes is not None and (
-            time.monotonic() - started > options.budget_minutes * 60
-        ):
-            stop = f"the time budget of {options.budget_minutes:g} minutes ran out"
-        settings = [space.baseline, *[_setting_value(space, name) for name in more]]
-        write_sequential(study_dir, design, rounds, stop)
-    return study_dir
+        return "no comparison is open: each interval excludes zero or is precise enough"
+    if budget_minutes is not None and elapsed_s > budget_minutes * 60:
+        return f"the time budget of {budget_minutes:g} minutes ran out"
+    return ""
 
 
 def round_space(
@@ -141,21 +156,18 @@ def round_space(
     )
 
 
-def _setting_value(space: StudySpace, name: str) -> Any:
-    """The knob's value whose text is `name` (trials.csv holds settings as text)."""
-    return next(value for value in space.search[space.knob]["values"] if str(value) == name)
-
-
 def setting_differences(trials: pd.DataFrame, space: StudySpace) -> dict[str, list[float]]:
     """Each setting's differences from the baseline (setting minus baseline) in seed order, over
-    the seeds where both completed with a finite metric (a failed trial leaves its pair out)."""
+    the seeds where both completed with a finite metric (a failed trial leaves its pair out);
+    keyed by the settings' text, as trials.csv and sequential.json name them."""
     usable = trials[(trials["status"] == "completed") & trials[space.metric].notna()]
-    values = usable.rename(columns={space.metric: "value"})[["setting", "seed", "value"]]
-    baseline = str(space.baseline)
+    values = usable.rename(columns={space.metric: "value"})[[results.SETTING, "seed", "value"]]
+    baseline = results.setting_text(space.baseline)
+    names = [results.setting_text(value) for value in space.search[space.knob]["values"]]
     return {
-        str(value): paired_differences(values, str(value), baseline)["difference"].tolist()
-        for value in space.search[space.knob]["values"]
-        if str(value) != baseline
+        name: paired_differences(values, name, baseline)["difference"].tolist()
+        for name in names
+        if name != baseline
     }
 
 
@@ -167,7 +179,7 @@ def merge_rounds(study_dir: Path, space: StudySpace, count: int) -> pd.DataFrame
             # Settings stay text as written: "None" or "NA" is a setting, not a missing value.
             pd.read_csv(
                 folder / results.TRIALS_FILE,
-                dtype={"trial_id": str, "setting": str},
+                dtype={"trial_id": str, results.SETTING: str, results.SETTING_VALUE: str},
                 keep_default_na=False,
                 na_values=[""],
             ).assign(round=number)

@@ -74,10 +74,11 @@ def style(figure: go.Figure, title: str, height: int, legend_below: bool = False
     return figure
 
 
-def axis_kind(settings: Sequence[str]) -> str:
-    """The x axis for these settings: `log` for positive numbers spanning more than a decade,
-    `linear` for other numbers, `category` for anything else."""
-    numbers = setting_numbers(settings)
+def axis_kind(values: Sequence[Any]) -> str:
+    """The x axis for settings of these values (`gapan.results.setting_values`): `log` for
+    positive numbers spanning more than a decade, `linear` for other numbers, `category` for
+    anything else."""
+    numbers = setting_numbers(values)
     if numbers is None:
         return "category"
     if min(numbers) > 0 and max(numbers) / min(numbers) > 10:
@@ -85,10 +86,18 @@ def axis_kind(settings: Sequence[str]) -> str:
     return "linear"
 
 
-def _positions(settings: Sequence[str], axis: str) -> list[Any]:
+def setting_positions(settings: Sequence[str], values: Sequence[Any], axis: str) -> list[Any]:
+    """Where each setting sits on an axis of `axis_kind`: its value on a number axis, its text
+    on a category axis.
+
+    Args:
+        settings: The settings' text, in report order.
+        values: Their values, in the same order.
+        axis: The axis, from `axis_kind`.
+    """
     if axis == "category":
         return [plot_text(setting) for setting in settings]
-    return [float(setting) for setting in settings]
+    return [float(value) for value in values]
 
 
 def add_reference_line(
@@ -127,20 +136,28 @@ def add_reference_line(
     figure.add_hline(y=level, line={"dash": "dash", "color": color, "width": 2})
 
 
-def _setting_axis(figure: go.Figure, settings: Sequence[str], axis: str, title: str, **where):
-    positions = _positions(settings, axis)
+def _setting_axis(
+    figure: go.Figure,
+    settings: Sequence[str],
+    axis: str,
+    title: str,
+    positions: Sequence[Any] = (),
+    **where: Any,
+) -> None:
+    """The x axis of settings, labelled with their text; on a number axis (`axis_kind`) they
+    sit at `positions` (`setting_positions`)."""
     if axis == "category":
         figure.update_xaxes(
             type="category",
             categoryorder="array",
-            categoryarray=positions,
+            categoryarray=setting_positions(settings, positions, axis),
             title_text=title,
             **where,
         )
     else:
         figure.update_xaxes(
             type=axis,
-            tickvals=positions,
+            tickvals=list(positions),
             ticktext=[plot_text(setting) for setting in settings],
             title_text=title,
             **where,

@@ -5,11 +5,13 @@ the Holm families, their data (`comparison_data`), the words that name them, and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gapan.results import setting_values
 from gapan.sequential import Design
 from reports import stats
 from reports.figures._common import go, number, style
@@ -54,12 +56,13 @@ def contrast_pairs(results: Results) -> list[tuple[str, str]]:
     study's settings, in report order; a contrast naming a setting the study did not run is
     left out (`missing_contrasts` names it)."""
     settings = setting_order(results)
+    values = setting_values(results.trials)
     found = []
     for setting in settings:
         for named, against in (results.study.get("contrasts") or {}).items():
-            if not same_setting(setting, named):
+            if not same_setting(values[setting], named):
                 continue
-            match = [other for other in settings if same_setting(other, against)]
+            match = [other for other in settings if same_setting(values[other], against)]
             if match and match[0] != setting:
                 found.append((setting, match[0]))
             break
@@ -69,11 +72,13 @@ def contrast_pairs(results: Results) -> list[tuple[str, str]]:
 def missing_contrasts(results: Results) -> list[str]:
     """The contrasts of study.json that `contrast_pairs` leaves out, as "setting − against"."""
     kept = {(setting, against) for setting, against in contrast_pairs(results)}
+    values = setting_values(results.trials)
     return [
         f"{named} − {against}"
         for named, against in (results.study.get("contrasts") or {}).items()
         if not any(
-            same_setting(setting, named) and same_setting(other, against) for setting, other in kept
+            same_setting(values[setting], named) and same_setting(values[other], against)
+            for setting, other in kept
         )
     ]
 
@@ -116,14 +121,7 @@ def comparison_data(
     if family not in stats.FAMILIES:
         raise ValueError(f"family must be one of {', '.join(stats.FAMILIES)}; got {family!r}")
     column = column or results.metric
-    baseline = baseline_setting(results) if family == stats.BASELINE_FAMILY else None
-    settings = setting_order(results)
-    if is_contrasts(family):
-        compared = contrast_pairs(results)
-    elif baseline is not None:
-        compared = [(setting, baseline) for setting in settings if setting != baseline]
-    else:
-        compared = []
+    planned = _plan(results, column, family)
     usable = usable_trials(results, column)
     values = pd.DataFrame(
         {
@@ -133,60 +131,103 @@ def comparison_data(
         }
     )
     class_values = per_class_values(results, usable, column)
-    margin = equivalence_margin(results)
-    adaptive = "sequential" in results.study and column == results.metric
-    adaptive = adaptive and family == stats.BASELINE_FAMILY
-    design = Design(**results.study["sequential"]) if adaptive else None
-    pair_frames, class_frames = [], []
-    if not compared:
-        comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS + stats.CLASS_COLUMNS)
-    else:
-        comparisons = (
-            stats.sequential_comparisons(values, baseline, settings, design)
-            if design is not None
-            else stats.compare_pairs(values, compared)
-        )
-        seed_pairs = {}
-        for setting, against in compared:
-            pairs = stats.paired_differences(values, setting, against)
-            seed_pairs[setting] = pairs
-            pair_frames.append(pairs.assign(setting=setting)[["setting", "seed", "difference"]])
-            if class_values is not None:
-                class_frames.append(_class_means(class_values, setting, against, pairs["seed"]))
-        comparisons = stats.with_class_intervals(
-            comparisons, seed_pairs, class_values, margin, design=design
-        )
-        if design is not None:
-            # Why each comparison took no more seeds: a precision stop is not a decision.
-            stops = (results.sequential or {}).get("settings", {})
-            comparisons["stopped_for"] = [
-                stops.get(str(setting), {}).get("decision", "")
-                for setting in comparisons["setting"]
-            ]
-    pairs = (
-        pd.concat(pair_frames, ignore_index=True)
-        if pair_frames
-        else pd.DataFrame(columns=["setting", "seed", "difference"])
-    )
-    classes = (
-        pd.concat(class_frames, ignore_index=True)
-        if class_frames
-        else pd.DataFrame(columns=["setting", "class", "queries", "difference"])
-    )
+    stops = (results.sequential or {}).get("settings", {})
+    paired = _paired(planned, values, class_values, stops)
     data = {
         "metric": column,
         "knob": results.knob,
-        "baseline": baseline,
+        "baseline": planned.baseline,
         "family": family,
         "mode": results.mode,
-        "margin": margin,
-        "sequential": design is not None,
-        "comparisons": comparisons,
-        "pairs": pairs,
-        "classes": classes,
+        "margin": planned.margin,
+        "sequential": planned.design is not None,
+        "comparisons": paired.comparisons,
+        "pairs": paired.pairs,
+        "classes": paired.classes,
     }
     data["holm_family"] = holm_family(data)
     return data
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a Holm family compares, before any number: each (setting, the setting it is
+    compared with) in report order, the baseline (None for the contrasts, or where study.json's
+    names no setting), every setting in report order, the sequential design of an adaptive
+    study's own metric and family (None: fixed-sample tests) and the equivalence margin."""
+
+    compared: list[tuple[str, str]]
+    baseline: str | None
+    settings: list[str]
+    design: Design | None
+    margin: float
+
+
+def _plan(results: Results, column: str, family: str) -> _Plan:
+    """What `family` compares in `results` on `column`."""
+    baseline = baseline_setting(results) if family == stats.BASELINE_FAMILY else None
+    settings = setting_order(results)
+    if is_contrasts(family):
+        compared = contrast_pairs(results)
+    elif baseline is not None:
+        compared = [(setting, baseline) for setting in settings if setting != baseline]
+    else:
+        compared = []
+    adaptive = "sequential" in results.study and column == results.metric
+    adaptive = adaptive and family == stats.BASELINE_FAMILY
+    design = Design(**results.study["sequential"]) if adaptive else None
+    return _Plan(compared, baseline, settings, design, equivalence_margin(results))
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """A Holm family's comparisons (`stats.COMPARISON_COLUMNS` and `stats.CLASS_COLUMNS`), the
+    differences of their paired seeds (setting, seed, difference), and each class's mean
+    difference over those seeds (setting, class, queries, difference)."""
+
+    comparisons: pd.DataFrame
+    pairs: pd.DataFrame
+    classes: pd.DataFrame
+
+
+def _paired(
+    plan: _Plan,
+    values: pd.DataFrame,
+    class_values: pd.DataFrame | None,
+    stops: dict[str, Any],
+) -> _Paired:
+    """The comparisons of `plan` on `values` (setting, seed, value), over seeds and, with
+    `class_values`, over classes; `stops`: an adaptive study's decisions (sequential.json)."""
+    pairs = pd.DataFrame(columns=["setting", "seed", "difference"])
+    classes = pd.DataFrame(columns=["setting", "class", "queries", "difference"])
+    if not plan.compared:
+        comparisons = pd.DataFrame(columns=stats.COMPARISON_COLUMNS + stats.CLASS_COLUMNS)
+        return _Paired(comparisons, pairs, classes)
+    comparisons = (
+        stats.sequential_comparisons(values, plan.baseline, plan.settings, plan.design)
+        if plan.design is not None
+        else stats.compare_pairs(values, plan.compared)
+    )
+    seed_pairs, pair_frames, class_frames = {}, [], []
+    for setting, against in plan.compared:
+        own = stats.paired_differences(values, setting, against)
+        seed_pairs[setting] = own
+        pair_frames.append(own.assign(setting=setting)[["setting", "seed", "difference"]])
+        if class_values is not None:
+            class_frames.append(_class_means(class_values, setting, against, own["seed"]))
+    comparisons = stats.with_class_intervals(
+        comparisons, seed_pairs, class_values, plan.margin, design=plan.design
+    )
+    if plan.design is not None:
+        # Why each comparison took no more seeds: a precision stop is not a decision.
+        comparisons["stopped_for"] = [
+            stops.get(str(setting), {}).get("decision", "") for setting in comparisons["setting"]
+        ]
+    if pair_frames:
+        pairs = pd.concat(pair_frames, ignore_index=True)
+    if class_frames:
+        classes = pd.concat(class_frames, ignore_index=True)
+    return _Paired(comparisons, pairs, classes)
 
 
 def holm_family(data: dict[str, Any]) -> str:
@@ -313,83 +354,22 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     figure = go.Figure()
     labels = _plot_labels(data)
     if not pairs.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=pairs["difference"],
-                y=[labels[key] for key in _row_keys(pairs)],
-                mode="markers",
-                name="one seed",
-                marker={"symbol": "circle-open", "size": 8, "color": "#9aa3ad"},
-                hovertext=[
-                    f"seed {number(row.seed)}: {number(row.difference)}"
-                    for row in pairs.itertuples()
-                ],
-                hoverinfo="text",
-            )
-        )
+        figure.add_trace(_seed_differences(pairs, labels))
     for word, color in VERDICT_COLORS.items():
         own = comparisons[
             [stats.verdict(row, data["mode"]) == word for row in comparisons.itertuples()]
         ]
-        if own.empty:
-            continue
-        figure.add_trace(
-            go.Scatter(
-                x=own["mean_difference"],
-                y=[labels[key] for key in _row_keys(own)],
-                mode="markers",
-                name=word,
-                marker={"size": 12, "color": color, "symbol": "diamond"},
-                error_x={
-                    "type": "data",
-                    "array": (own["ci_high"] - own["mean_difference"]).fillna(0),
-                    "arrayminus": (own["mean_difference"] - own["ci_low"]).fillna(0),
-                    "thickness": 2,
-                    "width": 6,
-                    "color": color,
-                },
-                hovertext=[_comparison_hover(row) for row in own.itertuples()],
-                hoverinfo="text",
-            )
-        )
+        if not own.empty:
+            figure.add_trace(_mean_differences(own, labels, word, color))
     over_classes = comparisons[np.isfinite(comparisons["class_ci_low"].astype(float))]
     if not over_classes.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=(over_classes["class_ci_low"] + over_classes["class_ci_high"]) / 2,
-                y=[labels[key] for key in _row_keys(over_classes)],
-                mode="markers",
-                name=f"95% interval {stats.OVER_SEEDS_AND_CLASSES}",
-                marker={"size": 1, "color": "#7b3294"},
-                error_x={
-                    "type": "data",
-                    "array": (over_classes["class_ci_high"] - over_classes["class_ci_low"]) / 2,
-                    "thickness": 1,
-                    "width": 14,
-                    "color": "#7b3294",
-                },
-                hoverinfo="skip",
-            )
-        )
+        figure.add_trace(_class_intervals(over_classes, labels))
     margin = data.get("margin", 0.0)
     if margin > 0:
         for edge in (-margin, margin):
             figure.add_vline(x=edge, line={"color": "#4575b4", "width": 1, "dash": "dot"})
     figure.add_vline(x=0, line={"color": "#444444", "width": 1, "dash": "dash"})
-    for index, row in enumerate(comparisons.itertuples()):
-        # On a category axis an annotation's position is the category's index; a label such
-        # as "16" would otherwise be read as index 16.
-        figure.add_annotation(
-            x=1.01,
-            xref="paper",
-            y=index,
-            yref="y",
-            xanchor="left",
-            showarrow=False,
-            align="left",
-            font={"size": 12, "color": VERDICT_COLORS[stats.verdict(row, data["mode"])]},
-            text=_comparison_label(row),
-        )
+    _annotate_tests(figure, comparisons, data["mode"])
     figure.update_yaxes(
         type="category",
         categoryorder="array",
@@ -407,6 +387,81 @@ def draw_comparison(data: dict[str, Any]) -> go.Figure:
     figure = style(figure, title, 230 + 48 * max(len(comparisons), 1), legend_below=True)
     figure.update_layout(margin={"r": 330})
     return figure
+
+
+def _seed_differences(pairs: pd.DataFrame, labels: dict[tuple[Any, Any], str]) -> go.Scatter:
+    """Each paired seed's difference, a faint point on its comparison's row."""
+    return go.Scatter(
+        x=pairs["difference"],
+        y=[labels[key] for key in _row_keys(pairs)],
+        mode="markers",
+        name="one seed",
+        marker={"symbol": "circle-open", "size": 8, "color": "#9aa3ad"},
+        hovertext=[
+            f"seed {number(row.seed)}: {number(row.difference)}" for row in pairs.itertuples()
+        ],
+        hoverinfo="text",
+    )
+
+
+def _mean_differences(
+    own: pd.DataFrame, labels: dict[tuple[Any, Any], str], word: str, color: str
+) -> go.Scatter:
+    """The comparisons of one verdict (`word`): each mean difference with its interval."""
+    return go.Scatter(
+        x=own["mean_difference"],
+        y=[labels[key] for key in _row_keys(own)],
+        mode="markers",
+        name=word,
+        marker={"size": 12, "color": color, "symbol": "diamond"},
+        error_x={
+            "type": "data",
+            "array": (own["ci_high"] - own["mean_difference"]).fillna(0),
+            "arrayminus": (own["mean_difference"] - own["ci_low"]).fillna(0),
+            "thickness": 2,
+            "width": 6,
+            "color": color,
+        },
+        hovertext=[_comparison_hover(row) for row in own.itertuples()],
+        hoverinfo="text",
+    )
+
+
+def _class_intervals(over_classes: pd.DataFrame, labels: dict[tuple[Any, Any], str]) -> go.Scatter:
+    """Each comparison's interval over seeds and classes, drawn as an error bar alone."""
+    return go.Scatter(
+        x=(over_classes["class_ci_low"] + over_classes["class_ci_high"]) / 2,
+        y=[labels[key] for key in _row_keys(over_classes)],
+        mode="markers",
+        name=f"95% interval {stats.OVER_SEEDS_AND_CLASSES}",
+        marker={"size": 1, "color": "#7b3294"},
+        error_x={
+            "type": "data",
+            "array": (over_classes["class_ci_high"] - over_classes["class_ci_low"]) / 2,
+            "thickness": 1,
+            "width": 14,
+            "color": "#7b3294",
+        },
+        hoverinfo="skip",
+    )
+
+
+def _annotate_tests(figure: go.Figure, comparisons: pd.DataFrame, mode: str) -> None:
+    """Each row's test and Holm-adjusted p-value at the right, in its verdict's colour."""
+    for index, row in enumerate(comparisons.itertuples()):
+        # On a category axis an annotation's position is the category's index; a label such
+        # as "16" would otherwise be read as index 16.
+        figure.add_annotation(
+            x=1.01,
+            xref="paper",
+            y=index,
+            yref="y",
+            xanchor="left",
+            showarrow=False,
+            align="left",
+            font={"size": 12, "color": VERDICT_COLORS[stats.verdict(row, mode)]},
+            text=_comparison_label(row),
+        )
 
 
 def _comparison_label(row: Any) -> str:

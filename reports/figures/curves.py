@@ -96,61 +96,65 @@ def draw_learning_curves(data: dict[str, Any], still_improving: Sequence[str] = 
             label = f"{plot_text(data['knob'])} = {plot_text(setting)}"
             if setting in still_improving:
                 label += STILL_IMPROVING_MARK
-            figure.add_trace(
-                go.Scatter(
-                    x=list(own["epoch"]) + list(own["epoch"])[::-1],
-                    y=list(own["high"]) + list(own["low"])[::-1],
-                    fill="toself",
-                    fillcolor=rgba(color, 0.12),
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    showlegend=False,
-                    legendgroup=label,
-                ),
-                row=1,
-                col=panel,
-            )
-            figure.add_trace(
-                go.Scatter(
-                    x=own["epoch"],
-                    y=own["mean"],
-                    mode="lines+markers",
-                    name=label,
-                    legendgroup=label,
-                    showlegend=panel == 1,
-                    line={"color": color, "width": 2},
-                    marker={"size": 5},
-                    hovertext=[
-                        f"{label}, epoch {int(row.epoch)}<br>mean {number(row.mean)} "
-                        f"(range {number(row.low)} to {number(row.high)}, n = {row.n})"
-                        for row in own.itertuples()
-                    ],
-                    hoverinfo="text",
-                ),
-                row=1,
-                col=panel,
-            )
+            where = {"row": 1, "col": panel}
+            figure.add_trace(_range_band(own, color, label), **where)
+            figure.add_trace(_mean_curve(own, color, label, first_panel=panel == 1), **where)
             stopped = stops[(stops["column"] == column) & (stops["setting"] == setting)]
             if not stopped.empty:
-                figure.add_trace(
-                    go.Scatter(
-                        x=stopped["epoch"],
-                        y=stopped["value"],
-                        mode="markers",
-                        name="stopped early",
-                        legendgroup=label,
-                        showlegend=False,
-                        marker={"symbol": "x", "size": 11, "color": color},
-                        hovertext=[
-                            f"trial {plot_text(row.trial_id)} ({label}, seed {number(row.seed)})"
-                            f"<br>stopped early after epoch {int(row.epoch)}"
-                            for row in stopped.itertuples()
-                        ],
-                        hoverinfo="text",
-                    ),
-                    row=1,
-                    col=panel,
-                )
+                figure.add_trace(_stopped_early(stopped, color, label), **where)
         figure.update_xaxes(title_text="epoch", row=1, col=panel)
     title = "Learning curves (line: mean over seeds; band: range; ×: stopped early)"
     return style(figure, title, 480, legend_below=True)
+
+
+def _range_band(own: pd.DataFrame, color: str, label: str) -> go.Scatter:
+    """A setting's band from its lowest to its highest seed at each epoch."""
+    return go.Scatter(
+        x=list(own["epoch"]) + list(own["epoch"])[::-1],
+        y=list(own["high"]) + list(own["low"])[::-1],
+        fill="toself",
+        fillcolor=rgba(color, 0.12),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=label,
+    )
+
+
+def _mean_curve(own: pd.DataFrame, color: str, label: str, first_panel: bool) -> go.Scatter:
+    """A setting's mean over seeds at each epoch; in the legend once, from the first panel."""
+    return go.Scatter(
+        x=own["epoch"],
+        y=own["mean"],
+        mode="lines+markers",
+        name=label,
+        legendgroup=label,
+        showlegend=first_panel,
+        line={"color": color, "width": 2},
+        marker={"size": 5},
+        hovertext=[
+            f"{label}, epoch {int(row.epoch)}<br>mean {number(row.mean)} "
+            f"(range {number(row.low)} to {number(row.high)}, n = {row.n})"
+            for row in own.itertuples()
+        ],
+        hoverinfo="text",
+    )
+
+
+def _stopped_early(stopped: pd.DataFrame, color: str, label: str) -> go.Scatter:
+    """A cross at the last epoch of each of a setting's trials stopped early."""
+    return go.Scatter(
+        x=stopped["epoch"],
+        y=stopped["value"],
+        mode="markers",
+        name="stopped early",
+        legendgroup=label,
+        showlegend=False,
+        marker={"symbol": "x", "size": 11, "color": color},
+        hovertext=[
+            f"trial {plot_text(row.trial_id)} ({label}, seed {number(row.seed)})"
+            f"<br>stopped early after epoch {int(row.epoch)}"
+            for row in stopped.itertuples()
+        ],
+        hoverinfo="text",
+    )

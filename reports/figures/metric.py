@@ -6,16 +6,17 @@ from typing import Any
 
 import pandas as pd
 
+from gapan.results import setting_values
 from reports import stats
 from reports.figures._common import (
     STATUS_SYMBOLS,
     STATUS_WORDS,
-    _positions,
     _setting_axis,
     add_reference_line,
     axis_kind,
     go,
     number,
+    setting_positions,
     style,
 )
 from reports.load import Results, baseline_setting, setting_order, usable_trials
@@ -29,11 +30,15 @@ def metric_by_setting_data(results: Results) -> dict[str, Any]:
     Returns:
         ``points``: trial_id, setting, seed, status, value, one row per usable trial;
         ``summary``: `stats.SUMMARY_COLUMNS` per setting in report order; ``axis``: "log",
-        "linear" or "category"; ``metric``, ``knob``, ``baseline`` (None when study.json's
+        "linear" or "category"; ``positions``: where each setting sits on it
+        (`setting_positions`); ``metric``, ``knob``, ``baseline`` (None when study.json's
         baseline names no setting), ``settings`` (the order) and ``reference`` (the pretrained
         backbone's validation value, None without reference.json).
     """
     settings = setting_order(results)
+    values = setting_values(results.trials)
+    ordered = [values[setting] for setting in settings]
+    axis = axis_kind(ordered)
     reference = reference_data(results)
     usable = usable_trials(results)
     points = pd.DataFrame(
@@ -50,7 +55,8 @@ def metric_by_setting_data(results: Results) -> dict[str, Any]:
         "knob": results.knob,
         "baseline": baseline_setting(results),
         "settings": settings,
-        "axis": axis_kind(settings),
+        "axis": axis,
+        "positions": setting_positions(settings, ordered, axis),
         "points": points,
         "summary": stats.summarize_settings(points, settings),
         "reference": None if reference is None else reference["validation"],
@@ -61,51 +67,14 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
     """Seeds as faint points, the mean as a line with 95% CI error bars, the baseline and the
     pretrained reference dashed."""
     figure = go.Figure()
-    axis, points, summary = data["axis"], data["points"], data["summary"]
-    positions = dict(zip(data["settings"], _positions(data["settings"], axis), strict=True))
+    positions = dict(zip(data["settings"], data["positions"], strict=True))
     for status in ("completed", "stopped_early"):
-        own = points[points["status"] == status]
-        if own.empty:
-            continue
-        figure.add_trace(
-            go.Scatter(
-                x=[positions[setting] for setting in own["setting"]],
-                y=own["value"],
-                mode="markers",
-                name=f"one seed ({STATUS_WORDS[status]})",
-                marker={"symbol": STATUS_SYMBOLS[status], "size": 9, "color": "#7a8591"},
-                hovertext=[
-                    f"trial {plot_text(row.trial_id)}<br>seed {number(row.seed)}"
-                    f"<br>{STATUS_WORDS[status]}<br>{number(row.value)}"
-                    for row in own.itertuples()
-                ],
-                hoverinfo="text",
-            )
-        )
+        own = data["points"][data["points"]["status"] == status]
+        if not own.empty:
+            figure.add_trace(_seeds(own, status, positions))
+    summary = data["summary"]
     shown = summary[summary["n"] > 0]
-    figure.add_trace(
-        go.Scatter(
-            x=[positions[setting] for setting in shown["setting"]],
-            y=shown["mean"],
-            mode="lines+markers",
-            name="mean ± 95% CI",
-            line={"color": "#1f4e79", "width": 2},
-            marker={"size": 9, "color": "#1f4e79"},
-            error_y={
-                "type": "data",
-                "array": (shown["ci_high"] - shown["mean"]).fillna(0),
-                "arrayminus": (shown["mean"] - shown["ci_low"]).fillna(0),
-                "thickness": 1.5,
-                "width": 6,
-            },
-            hovertext=[
-                f"{plot_text(data['knob'])} = {plot_text(row.setting)}<br>mean {number(row.mean)}"
-                f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
-                for row in shown.itertuples()
-            ],
-            hoverinfo="text",
-        )
-    )
+    figure.add_trace(_means(shown, positions, data["knob"]))
     baseline = data["baseline"]
     if baseline is not None and baseline in set(shown["setting"]):
         level = float(shown.loc[shown["setting"] == baseline, "mean"].iloc[0])
@@ -121,7 +90,50 @@ def draw_metric_by_setting(data: dict[str, Any]) -> go.Figure:
             )
         )
     add_reference_line(figure, data.get("reference"))
-    _setting_axis(figure, data["settings"], axis, plot_text(data["knob"]))
+    knob = plot_text(data["knob"])
+    _setting_axis(figure, data["settings"], data["axis"], knob, data["positions"])
     figure.update_yaxes(title_text=plot_text(data["metric"]))
-    title = f"{plot_text(data['metric'])} against {plot_text(data['knob'])}"
+    title = f"{plot_text(data['metric'])} against {knob}"
     return style(figure, title, 440, legend_below=True)
+
+
+def _seeds(own: pd.DataFrame, status: str, positions: dict[str, Any]) -> go.Scatter:
+    """The seeds of one status, each a faint point."""
+    return go.Scatter(
+        x=[positions[setting] for setting in own["setting"]],
+        y=own["value"],
+        mode="markers",
+        name=f"one seed ({STATUS_WORDS[status]})",
+        marker={"symbol": STATUS_SYMBOLS[status], "size": 9, "color": "#7a8591"},
+        hovertext=[
+            f"trial {plot_text(row.trial_id)}<br>seed {number(row.seed)}"
+            f"<br>{STATUS_WORDS[status]}<br>{number(row.value)}"
+            for row in own.itertuples()
+        ],
+        hoverinfo="text",
+    )
+
+
+def _means(shown: pd.DataFrame, positions: dict[str, Any], knob: str) -> go.Scatter:
+    """Each setting's mean, joined by a line, with its 95% CI as error bars."""
+    return go.Scatter(
+        x=[positions[setting] for setting in shown["setting"]],
+        y=shown["mean"],
+        mode="lines+markers",
+        name="mean ± 95% CI",
+        line={"color": "#1f4e79", "width": 2},
+        marker={"size": 9, "color": "#1f4e79"},
+        error_y={
+            "type": "data",
+            "array": (shown["ci_high"] - shown["mean"]).fillna(0),
+            "arrayminus": (shown["mean"] - shown["ci_low"]).fillna(0),
+            "thickness": 1.5,
+            "width": 6,
+        },
+        hovertext=[
+            f"{plot_text(knob)} = {plot_text(row.setting)}<br>mean {number(row.mean)}"
+            f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"
+            for row in shown.itertuples()
+        ],
+        hoverinfo="text",
+    )
