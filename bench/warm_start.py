@@ -1,13 +1,14 @@
 """Does a warm start from a cheap search help an expensive one?
 
-Runs a frozen-feature GAPan search, then pairs of partial fine-tuning searches with the same
-space and budget, one cold and one started from the frozen search (`--warm-start`), each pair
-with its own sampler seed; then confirms every search's best configuration (by validation
-MAP@R) over fresh seeds on the test classes. Prints the best validation MAP@R after each trial
-(median and range over sampler seeds), the trials each search needed to reach the cold searches'
-median best, and the confirmed test MAP@R.
+Runs partial fine-tuning GAPan searches with the same space and budget in three arms, each
+repeated with sampler seeds 0, 1, ...: cold; warm-started (`--warm-start`) from one shared
+frozen-feature search; and warm-started from a frozen search of its own, run with the same
+sampler seed (so the repeats also vary the search they start from). Then it confirms every
+search's best configuration (by validation MAP@R) over fresh seeds on the test classes. Prints
+the best validation MAP@R after each trial (median and range over sampler seeds), the trials
+each search needed to reach the cold searches' median best, and the confirmed test MAP@R.
 
-    python -m bench.warm_start --out bench/results/warm_start   # about an hour on 2 CPU cores
+    python -m bench.warm_start --out bench/results/warm_start   # over an hour on 2 CPU cores
 
 Every search is the study script a user runs, so its commands are in the JSON record.
 """
@@ -95,14 +96,21 @@ def main() -> None:
     add_output_argument(parser)
     args = parser.parse_args()
     out = args.out.resolve()
-    runs = {"frozen": run_search(out, "frozen", "--num-samples", str(args.frozen_trials))}
+    frozen = ["--num-samples", str(args.frozen_trials)]
+    runs = {"frozen": run_search(out, "frozen", *frozen)}
     partial = ["--backbone-mode", "partial", "--num-samples", str(args.trials)]
     for seed in range(args.repeats):
         sampler = ["--sampler-seed", str(seed)]
         runs[f"cold_{seed}"] = run_search(out, f"cold_{seed}", *partial, *sampler)
         warm = ["--warm-start", str(out / "frozen")]
         runs[f"warm_{seed}"] = run_search(out, f"warm_{seed}", *partial, *sampler, *warm)
-    arms = {arm: [f"{arm}_{seed}" for seed in range(args.repeats)] for arm in ("cold", "warm")}
+        runs[f"frozen_{seed}"] = run_search(out, f"frozen_{seed}", *frozen, *sampler)
+        own = ["--warm-start", str(out / f"frozen_{seed}")]
+        runs[f"warmown_{seed}"] = run_search(out, f"warmown_{seed}", *partial, *sampler, *own)
+    arms = {
+        arm: [f"{arm}_{seed}" for seed in range(args.repeats)]
+        for arm in ("cold", "warm", "warmown")
+    }
     curves = {name: best_after_each(out / name) for names in arms.values() for name in names}
     cold_median = statistics.median(curves[name][-1] for name in arms["cold"])
     # Fresh seeds: every search trained its trials with seed 0.
@@ -126,7 +134,10 @@ def main() -> None:
         },
         "confirmed_test_map_at_r": confirmed,
     }
-    print("best validation MAP@R after each trial, median [range] over sampler seeds")
+    print(
+        "best validation MAP@R after each trial, median [range] over sampler seeds (warm: from "
+        "one shared frozen search; warmown: each from its own)"
+    )
     table = pd.DataFrame({arm: summary([curves[n] for n in names]) for arm, names in arms.items()})
     table.index = range(1, len(table) + 1)
     print(table.to_string())
