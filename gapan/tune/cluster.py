@@ -8,6 +8,7 @@ import importlib.util
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -62,6 +63,11 @@ def start_ray(options: StudyOptions) -> None:
             "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), or run "
             "without --address to start Ray on this machine."
         ) from None
+    _say_dashboard(context)
+
+
+def _say_dashboard(context: Any) -> None:
+    """Where the dashboard of the Ray instance `context` (`ray.init`'s) listens, or why not."""
     url = context.dashboard_url
     if not url:
         if importlib.util.find_spec("aiohttp") is None:

@@ -284,6 +284,17 @@ def _recorded_seeding(study_dir: Path) -> dict[str, Any]:
     return {key: study[key] for key in ("sampler_seed", "warm_start") if key in study}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A study checked and ready for Tune: its config, the configurations a warm start begins
+    with, the trials an extended search ran before, and what a resume found ended."""
+
+    base: ExperimentConfig
+    seeds: list[warm_start.Seed]
+    extend_from: int | None
+    ended_before: dict[str, int]
+
+
 def run_single(space: StudySpace, options: StudyOptions) -> Path:
     """Run (or resume) one plain study (an ablation, comparison or search, or a part of a
     study made of studies) to the end and write its results folder; return the folder.
@@ -299,6 +310,55 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         StudyError: It cannot start or resume; the message says why and what to do.
     """
     space = apply_options(space, options)
+    study_dir = options.study_dir
+    plan = _plan(space, options)
+    environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
+    if space.scheduler is not None and not options.resume:
+        record_stops(study_dir, set())
+    cluster.start_ray(options)
+
+    tuner = _tuner(space, options, plan.base, plan.seeds, plan.extend_from)
+    started = time.perf_counter()
+    try:
+        with cluster.pending_trials_limit(cluster.trial_slots(options)):
+            grid = tuner.fit()
+    except (OSError, EOFError) as error:
+        raise StudyError(
+            f"the study stopped: {type(error).__name__}: {error}. Writing to {study_dir} failed "
+            "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
+            "run the same command with --resume."
+        ) from None
+    records = _records(space, options, grid)
+    # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or
+    # trials that neither ended by themselves nor were stopped by the scheduler.
+    ended = sum(results.trial_status(record) in results.ENDED for record in records)
+    finished = len(records) == ended == space.trial_count()
+    resume.check_nothing_lost(plan.ended_before, records)
+    if finished:
+        folder.close_abandoned_optuna_trials(study_dir, space)
+    _write_results(space, options, records, finished)
+    environment.update(
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        study_wall_s=time.perf_counter() - started,
+        trials=len(records),
+    )
+    try:
+        results.write_environment(study_dir, environment)
+    except OSError as error:
+        print(f"warning: {study_dir / results.ENVIRONMENT_FILE} not written ({error})")
+    if not finished:
+        raise StudyUnfinished(
+            f"the study in {study_dir} stopped before all its trials ended ({ended} of "
+            f"{space.trial_count()} ended); what ended is written there. Run the same command "
+            "with --resume to continue it: finished trials are kept, interrupted ones go on "
+            "from their last checkpoint."
+        )
+    return study_dir
+
+
+def _plan(space: StudySpace, options: StudyOptions) -> _Plan:
+    """Every check before Ray starts, the data prepared and the study folder made ready: a new
+    study's room on the disk, an extended search's finished experiment set aside, study.json."""
     cluster.check_before_ray(options)
     study_dir = options.study_dir
     extend_from = resume.extension(study_dir, space) if options.resume else None
@@ -342,22 +402,15 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         )
     except OSError as error:
         raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
-    environment = results.environment("cuda" if options.gpus_per_trial > 0 else "cpu")
-    if space.scheduler is not None and not options.resume:
-        record_stops(study_dir, set())
-    cluster.start_ray(options)
+    return _Plan(base, seeds, extend_from, ended_before)
 
-    tuner = _tuner(space, options, base, seeds, extend_from)
-    started = time.perf_counter()
-    try:
-        with cluster.pending_trials_limit(cluster.trial_slots(options)):
-            grid = tuner.fit()
-    except (OSError, EOFError) as error:
-        raise StudyError(
-            f"the study stopped: {type(error).__name__}: {error}. Writing to {study_dir} failed "
-            "(a full disk?). Finished trials are kept in its tune/ folder: free some space, then "
-            "run the same command with --resume."
-        ) from None
+
+def _records(
+    space: StudySpace, options: StudyOptions, grid: tune.ResultGrid
+) -> list[results.TrialRecord]:
+    """Every trial of the study as a record with its resolved config, an extended search's
+    earlier experiments' first."""
+    study_dir = options.study_dir
     stopped = _stopped_trials(space, grid, study_dir)
     records = [
         *_earlier_records(study_dir, options, stopped),
@@ -365,15 +418,15 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
     ]
     for record in records:
         record.resolved = to_flat(trial_config(record.config, space))
-    # An interrupted study has fewer trials than it planned (Tune creates them as it goes), or
-    # trials that neither ended by themselves nor were stopped by the scheduler.
-    statuses = [results.trial_status(record) for record in records]
-    finished = len(records) == space.trial_count() and all(
-        status in results.ENDED for status in statuses
-    )
-    resume.check_nothing_lost(ended_before, records)
-    if finished:
-        folder.close_abandoned_optuna_trials(study_dir, space)
+    return records
+
+
+def _write_results(
+    space: StudySpace, options: StudyOptions, records: list[results.TrialRecord], finished: bool
+) -> None:
+    """The study's tables, then what stays of its trials: interrupted trials keep their
+    checkpoints for --resume; ended ones keep what the policy keeps."""
+    study_dir = options.study_dir
     try:
         trials = results.write_tables(study_dir, records, space)
     except OSError as error:
@@ -382,32 +435,13 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
             "are kept in its tune/ folder: free some space, then run the same command with "
             "--resume, which writes the tables without running finished trials again."
         ) from None
-    if not trials.empty:
-        # Interrupted trials keep their checkpoints for --resume; ended ones keep what the
-        # policy keeps.
-        settle_study(
-            study_dir,
-            list(zip(trials["trial_id"], trials["status"], trials["setting"], strict=True)),
-            space.metric,
-            space.mode,
-            options.keep_checkpoints,
-            finished,
-        )
-    environment.update(
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        study_wall_s=time.perf_counter() - started,
-        trials=len(records),
+    if trials.empty:
+        return
+    settle_study(
+        study_dir,
+        list(zip(trials["trial_id"], trials["status"], trials["setting"], strict=True)),
+        space.metric,
+        space.mode,
+        options.keep_checkpoints,
+        finished,
     )
-    try:
-        results.write_environment(study_dir, environment)
-    except OSError as error:
-        print(f"warning: {study_dir / results.ENVIRONMENT_FILE} not written ({error})")
-    if not finished:
-        ended = sum(status in results.ENDED for status in statuses)
-        raise StudyUnfinished(
-            f"the study in {study_dir} stopped before all its trials ended ({ended} of "
-            f"{space.trial_count()} ended); what ended is written there. Run the same command "
-            "with --resume to continue it: finished trials are kept, interrupted ones go on "
-            "from their last checkpoint."
-        )
-    return study_dir
