@@ -109,6 +109,6 @@ def reference_mismatches(results: Results) -> list[str]:
     for section, values in (("data", reference.data), ("model", reference.model)):
         for key, value in values.items():
             name = f"{section}.{key}"
-            if name in fixed and not same_setting(str(value), fixed[name]):
+            if name in fixed and not same_setting(value, fixed[name]):
                 problems.append(f"{name} is {value!r} in reference.json but {fixed[name]!r} here")
     return problems

@@ -74,7 +74,7 @@ def _param_value(value: Any, space: BaseDistribution) -> Any:
         return None
     if isinstance(space, CategoricalDistribution):
         for choice in space.choices:
-            if same_setting(str(value), choice):
+            if same_setting(value, choice):
                 return choice
         return None
     try:

@@ -243,7 +243,11 @@ class PruneEndedTrials(tune.Callback):
         return digest
 
     def _ended(self, trial: tune.experiment.Trial) -> None:
-        setting = "" if self.knob is None else str((trial.config or {}).get(self.knob, ""))
+        setting = (
+            ""
+            if self.knob is None
+            else results.setting_text((trial.config or {}).get(self.knob, ""))
+        )
         if trial.path:
             self._pending[trial.path] = [setting, 0, self._stamp()]
 
