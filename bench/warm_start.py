@@ -34,12 +34,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "search_gapan.py"
 
 
 def run_search(out: Path, name: str, *flags: str) -> dict[str, Any]:
-    """One search study through its script; its command and wall time."""
+    """One search study through its script; its command and wall time (None for a search a
+    previous run of this bench finished, which is read again, not rerun)."""
     words = [sys.executable, str(SCRIPT), "--results-dir", str(out), "--name", name, "--no-report"]
     words += list(flags)
+    if (out / name / "trials.csv").exists():
+        return {"command": relative_command(words), "wall_s": None}
     started = time.perf_counter()
-    if not (out / name / "trials.csv").exists():
-        subprocess.run(words, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(words, check=True, stdout=subprocess.DEVNULL)
     return {"command": relative_command(words), "wall_s": time.perf_counter() - started}
 
 
