@@ -154,7 +154,11 @@ def test_ctrl_c_in_a_round_of_adaptive_seeds_leaves_the_round_to_resume(tmp_path
     _, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 2, stderr
     assert "round_2 stopped before all its trials ended" in stderr
-    assert "Traceback" not in stderr
+    # The driver ends through the study's own message, whatever Ray logs on the way (a busy
+    # machine can make its last copy of the experiment state race the Ctrl-C, which it logs
+    # with a traceback of its own): no exception passes through the project's code.
+    assert "--resume" in stderr.splitlines()[-1]
+    assert not re.search(r'File "[^"]*/(gapan|reports|studies)/', stderr), stderr
     statuses = pd.read_csv(second / "trials.csv")["status"]
     assert set(statuses) == {"interrupted"}
     sequential = json.loads((study_dir / "sequential.json").read_text())

@@ -13,8 +13,11 @@ from conftest import kill_study, resume_study, start_study, trial_results
 from gapan import results
 from gapan.space import load_space, optuna_distributions, parse_space
 from gapan.tune import StudyError, StudyOptions, run_study
+from gapan.tune.folder import set_aside
 from gapan.tune.options import apply_options
+from gapan.tune.resume import extension
 from gapan.tune.warm_start import SEEDED_ATTR, seed_study, seeds, startup_trials
+from reports import build_report
 
 SEARCH = '''"""Which prior variance, learning rate and anchor count retrieve best?"""
 KIND = "search"
@@ -49,11 +52,12 @@ def search_space(samples: int = 6):
     return parse_space(SEARCH.format(samples=samples), "tiny_search")
 
 
-def earlier_study(folder: Path, rows: list[tuple]) -> Path:
+def earlier_study(folder: Path, rows: list[tuple], fixed: str = "") -> Path:
     """A finished earlier search, as its study.json and trials.csv (trial, status, variance,
-    anchor count, validation MAP@R)."""
+    anchor count, validation MAP@R); `fixed`: more of its FIXED, as Python text."""
     folder.mkdir(parents=True)
-    results.write_study(folder, parse_space(EARLIER, "earlier"), {})
+    space = EARLIER.replace("FIXED = {", "FIXED = {" + fixed)
+    results.write_study(folder, parse_space(space, "earlier"), {})
     table = pd.DataFrame(
         rows,
         columns=[
@@ -112,7 +116,9 @@ def test_a_study_is_seeded_once_whatever_happens_to_its_driver(tmp_path):
     chosen, _ = seeds(space, [earlier])
     study = optuna.create_study(direction="maximize")
     assert seed_study(study, chosen) == 2
-    assert seed_study(study, chosen) == 0  # a restarted driver finds the seeding in the journal
+    # A restarted driver finds the seeding in the journal, whatever it would seed now.
+    other, _ = seeds(space, [earlier_study(tmp_path / "other", [("z", "completed", 3.0, 4, 0.1)])])
+    assert seed_study(study, other) == 0 and len(study.trials) == 2
     asked = [study.ask(optuna_distributions(space)) for _ in range(3)]
     assert [trial.params for trial in asked[:2]] == [seed.params for seed in chosen]
     assert study.trials[0].user_attrs[SEEDED_ATTR]["trial_id"] == "b"
@@ -125,8 +131,36 @@ def test_warm_start_needs_a_search_to_seed(tmp_path):
         apply_options(
             load_space("ablate_flow_depth"), StudyOptions(name="x", warm_start=(earlier,))
         )
-    with pytest.raises(StudyError, match="is the folder of a finished search"):
+    with pytest.raises(StudyError, match="is the folder of a search study"):
         seeds(search_space(), [tmp_path / "nowhere"])
+    with pytest.raises(StudyError, match="this study's own folder"):
+        seeds(search_space(), [earlier], study_dir=earlier)
+    other_split = earlier_study(tmp_path / "other_split", ROWS, fixed='"data.split_seed": 1, ')
+    with pytest.raises(StudyError, match="ran on class split 1, this study on split 0"):
+        seeds(search_space(), [other_split])
+
+
+def test_a_source_without_a_usable_trial_seeds_nothing_and_says_so(tmp_path):
+    failed = [("f", "failed", 1.0, 4, float("nan")), ("g", "completed", 1.0, 8, float("nan"))]
+    earlier = earlier_study(tmp_path / "earlier", failed)
+    chosen, notes = seeds(search_space(), [earlier])
+    assert chosen == []
+    assert any("no completed trial fits this space; it seeds nothing" in note for note in notes)
+
+
+def test_seeds_are_distinct_and_no_more_than_the_search_has_trials(tmp_path):
+    # Two trials clipped to the same point are one configuration; the same folder twice is one.
+    twins = [("a", "completed", 50.0, 8, 0.5), ("b", "completed", 90.0, 8, 0.4)]
+    twins += [("c", "completed", 1.0, 4, 0.3), ("d", "completed", 2.0, 4, 0.2)]
+    first = earlier_study(tmp_path / "first", twins)
+    chosen, _ = seeds(search_space(), [first, first])
+    assert [seed.trial_id for seed in chosen] == ["a", "c"]
+    # Two sources give k each (the second's best, b, is the first's a once clipped: its next
+    # best, e, instead), but never more than the search's trials.
+    second = earlier_study(tmp_path / "second", ROWS)
+    chosen, notes = seeds(search_space(3), [first, second])
+    assert [seed.trial_id for seed in chosen] == ["a", "c", "e"]
+    assert any("the first 3 are taken" in note for note in notes)
 
 
 @pytest.mark.slow
@@ -155,6 +189,8 @@ def test_a_warm_started_search_runs_the_seeds_first_and_records_only_its_own_tri
     recorded = json.loads((study_dir / "study.json").read_text())["warm_start"]
     assert recorded["studies"] == [str(earlier)]
     assert [seed["trial_id"] for seed in recorded["seeds"]] == ["b", "e"]
+    page = build_report(study_dir).read_text()
+    assert "This search began with 2 configurations of 1 earlier study" in page
 
 
 @pytest.mark.slow
@@ -202,11 +238,44 @@ def test_a_seeded_search_killed_and_resumed_is_not_seeded_twice(tmp_path):
     finally:
         kill_study(driver)
 
-    resumed = resume_study(space_file, results_dir, "tiny_search", options=options)
+    # Resumed with another source: the journal's seeding stands, nothing is seeded again.
+    other = earlier_study(tmp_path / "other", [("z", "completed", 3.0, 4, 0.1)])
+    again = f", warm_start=(Path({str(other)!r}),)"
+    resumed = resume_study(space_file, results_dir, "tiny_search", options=again)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "keeps the seeding it began with" in resumed.stdout
     every = optuna_trials(study_dir, "tiny_search")
     seeded = [trial for trial in every if SEEDED_ATTR in trial.user_attrs]
     assert [trial.user_attrs[SEEDED_ATTR]["trial_id"] for trial in seeded] == ["b", "e"]
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert sum(trials["config/prior.variance"] == 5.0) == 1  # the best seed ran once
+    assert 3.0 not in set(trials["config/prior.variance"])
+
+
+def test_an_extension_never_deletes_trials_tune_cannot_restore(tmp_path):
+    # A finished search of 4 trials whose Tune experiment lost its state: extending it must
+    # refuse, keeping the trials' folders, not start afresh without them.
+    space = search_space(4)
+    study_dir = tmp_path / "search"
+    study_dir.mkdir()
+    results.write_study(study_dir, space, {"folder": str(study_dir)})
+    rows = [(f"t{n}", "completed", 1.0, 4, 0.3) for n in range(4)]
+    pd.DataFrame(
+        rows, columns=["trial_id", "status", "prior.variance", "anchors.count", "m"]
+    ).to_csv(study_dir / results.TRIALS_FILE, index=False)
+    trial = study_dir / "tune" / "trial_1_t0"
+    trial.mkdir(parents=True)
+    assert extension(study_dir, search_space(6)) == 4
+    with pytest.raises(StudyError, match="incomplete.*Restore tune/ from a backup"):
+        set_aside(study_dir)
+    assert trial.is_dir()
+    with pytest.raises(StudyError, match="search of 4 trials \\(4 ended\\)"):
+        extension(study_dir, search_space(3))
+    # An extension stopped before its experiment recorded a trial starts it again.
+    (study_dir / "tune").rename(study_dir / "tune_1")
+    (study_dir / "tune").mkdir()
+    results.write_study(study_dir, search_space(6), {"folder": str(study_dir)})
+    assert extension(study_dir, search_space(6)) == 4
+    set_aside(study_dir)
+    assert not (study_dir / "tune").exists() and (study_dir / "tune_1" / "trial_1_t0").is_dir()

@@ -40,16 +40,28 @@ def earlier_experiments(study_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def recorded(study_dir: Path) -> bool:
+    """Whether the study's current Tune experiment wrote its state (Tune writes it before any
+    trial ends; `started` only says that its tuner was saved)."""
+    return any((study_dir / TUNE_DIR).glob("experiment_state-*.json"))
+
+
 def set_aside(study_dir: Path) -> None:
     """Make room for an extended search's new Tune experiment: its finished one becomes the
-    next `tune_<k>/`. One that never recorded a snapshot holds nothing Tune could restore (the
-    extension was stopped before its first trial), and goes."""
+    next `tune_<k>/`. An extension's experiment stopped before it recorded anything (no state,
+    no trial) holds nothing to keep, and goes; any other that Tune cannot restore is refused."""
     current = study_dir / TUNE_DIR
     if not current.exists():
         return
-    if not started(study_dir):
+    if earlier_experiments(study_dir) and not any(current.glob("trial_*")):
         shutil.rmtree(current)
         return
+    if not (started(study_dir) and recorded(study_dir)):
+        raise StudyError(
+            f"{current}, the search's Tune experiment, is incomplete (its tuner or its state is "
+            "missing), so its trials cannot be kept when the search is extended. Restore "
+            f"{TUNE_DIR}/ from a backup and pass --resume again, or give a new --name."
+        )
     number = len(earlier_experiments(study_dir)) + 1
     current.rename(study_dir / f"{EARLIER_PREFIX}{number}")
 
@@ -88,7 +100,8 @@ def check_free_space(study_dir: Path, need: int) -> None:
 def study_artefacts(study_dir: Path) -> list[str]:
     """What a study left in its folder that a new study would overwrite or mix with."""
     names = (results.TRIALS_FILE, results.EPOCHS_FILE, OPTUNA_FILE, TUNE_DIR, results.TRIALS_DIR)
-    return [name for name in names if (study_dir / name).exists()]
+    found = [name for name in names if (study_dir / name).exists()]
+    return found + [path.name for path in earlier_experiments(study_dir)]
 
 
 def check_new(study_dir: Path) -> None:
@@ -100,7 +113,11 @@ def check_new(study_dir: Path) -> None:
     study.json: a new study there would overwrite them.
     """
     has_study_file = (study_dir / results.STUDY_FILE).exists()
-    if has_study_file and (started(study_dir) or (study_dir / results.TRIALS_FILE).exists()):
+    if has_study_file and (
+        started(study_dir)
+        or (study_dir / results.TRIALS_FILE).exists()
+        or earlier_experiments(study_dir)
+    ):
         raise StudyError(
             f"{study_dir} already holds a study; pass --resume to continue it, or --name to "
             "start a new one beside it"

@@ -438,7 +438,7 @@ def apply_options(space: StudySpace, options: StudyOptions) -> StudySpace:
     if options.warm_start and space.kind not in ("search", "tuned"):
         raise StudyError(
             f"--warm-start seeds a search's sampler; {space.name} runs a fixed grid of settings "
-            f"(a {space.kind} study), which no sampler picks"
+            f"(a {space.kind} study), which no sampler picks: run it without --warm-start"
         )
     space = dataclasses.replace(space, fixed={**space.fixed, **options.overrides})
     space = without_idle_dimensions(space)

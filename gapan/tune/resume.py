@@ -108,7 +108,10 @@ def extension(study_dir: Path, space: StudySpace) -> int | None:
     counts = ended_trials(study_dir, space)
     ended = counts.get(results.TRIALS_FILE, 0)
     if planned == space.num_samples:
-        if earlier_experiments(study_dir) and not started(study_dir):
+        # An extension stopped before its experiment recorded a trial starts that experiment
+        # again; one that recorded trials is resumed by Tune.
+        tune_dir = study_dir / TUNE_DIR
+        if earlier_experiments(study_dir) and not any(tune_dir.glob("trial_*")):
             return ended
         return None
     if not isinstance(planned, int) or space.num_samples < planned:
@@ -150,8 +153,10 @@ def check_resumable(study_dir: Path, space: StudySpace, extending: bool = False)
             )
         )
     check_trusted(study_dir)
-    if not extending or started(study_dir):
+    if not extending or any((study_dir / TUNE_DIR).glob("trial_*")):
         check_experiment_state(study_dir)
+    for earlier in earlier_experiments(study_dir):
+        check_experiment_state(study_dir, earlier)
     saved = read_study_file(study_dir)
     if saved.get("folder") not in (None, str(study_dir)):
         raise StudyError(
@@ -194,17 +199,18 @@ def check_trusted(study_dir: Path) -> None:
             )
 
 
-def check_experiment_state(study_dir: Path) -> None:
+def check_experiment_state(study_dir: Path, tune_dir: Path | None = None) -> None:
     """Refuse a resume whose Tune experiment state (or the searcher's, beside it) is unreadable.
 
     Tune would print the error, start the experiment afresh and replace every finished trial's
     record; the study folder's tables must never shrink that way.
     """
-    experiment = sorted((study_dir / TUNE_DIR).glob("experiment_state-*.json"))
-    searcher = sorted((study_dir / TUNE_DIR).glob("searcher-state-*.json"))
+    tune_dir = tune_dir or study_dir / TUNE_DIR
+    experiment = sorted(tune_dir.glob("experiment_state-*.json"))
+    searcher = sorted(tune_dir.glob("searcher-state-*.json"))
     problem = ""
     if not experiment and (study_dir / results.TRIALS_FILE).exists():
-        where = study_dir / TUNE_DIR
+        where = tune_dir
         problem = f"Tune's experiment state (experiment_state-*.json in {where}) is missing"
     for state in experiment[-1:] + searcher[-1:]:
         try:
@@ -215,8 +221,8 @@ def check_experiment_state(study_dir: Path) -> None:
         raise StudyError(
             f"{problem}, after a full disk or a crash while it was written; resuming would start "
             f"the study afresh and drop its finished trials. They are safe in "
-            f"{results.TRIALS_FILE} and {OPTUNA_FILE}. Restore {TUNE_DIR}/ from a backup and pass "
-            "--resume again, or give a new --name to start a new study (this folder's report "
+            f"{results.TRIALS_FILE} and {OPTUNA_FILE}. Restore {tune_dir.name}/ from a backup and "
+            "pass --resume again, or give a new --name to start a new study (this folder's report "
             "still rebuilds with `python -m reports`)."
         )
 

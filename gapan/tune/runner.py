@@ -154,15 +154,10 @@ def _trial_dirname(trial: tune.experiment.Trial, before: int = 0) -> str:
     return f"trial_{number}_{trial.trial_id}"
 
 
-def _tuner(
-    space: StudySpace,
-    options: StudyOptions,
-    base: ExperimentConfig,
-    seeds: list[warm_start.Seed],
-    extend_from: int | None,
-) -> tune.Tuner:
+def _tuner(space: StudySpace, options: StudyOptions, plan: _Plan) -> tune.Tuner:
     """Tune's tuner: the study's experiment restored on a resume, else a new one (for an
-    extended search, one for the trials after its first `extend_from`)."""
+    extended search, one for the trials after its first `plan.extend_from`)."""
+    extend_from = plan.extend_from
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     study_dir = options.study_dir
     trainable = tune.with_resources(
@@ -177,9 +172,9 @@ def _tuner(
         )
     return tune.Tuner(
         trainable,
-        param_space={k: v for k, v in to_flat(base).items() if k not in space.search},
+        param_space={k: v for k, v in to_flat(plan.base).items() if k not in space.search},
         tune_config=tune.TuneConfig(
-            search_alg=StudySearcher(space, study_dir, options.sampler_seed, seeds),
+            search_alg=StudySearcher(space, study_dir, plan.sampler_seed, plan.seeds),
             scheduler=scheduler(space, study_dir),
             num_samples=space.trial_count() - (extend_from or 0),
             max_concurrent_trials=options.max_concurrent or None,
@@ -260,7 +255,7 @@ def _warm_start(
         return [], _recorded_seeding(options.study_dir)
     if not options.warm_start:
         return [], record
-    seeds, notes = warm_start.seeds(space, list(options.warm_start))
+    seeds, notes = warm_start.seeds(space, list(options.warm_start), options.study_dir)
     for note in notes:
         print(f"--warm-start: {note}", flush=True)
     print(
@@ -291,6 +286,7 @@ class _Plan:
 
     base: ExperimentConfig
     seeds: list[warm_start.Seed]
+    sampler_seed: int
     extend_from: int | None
     ended_before: dict[str, int]
 
@@ -317,7 +313,7 @@ def run_single(space: StudySpace, options: StudyOptions) -> Path:
         record_stops(study_dir, set())
     cluster.start_ray(options)
 
-    tuner = _tuner(space, options, plan.base, plan.seeds, plan.extend_from)
+    tuner = _tuner(space, options, plan)
     started = time.perf_counter()
     try:
         with cluster.pending_trials_limit(cluster.trial_slots(options)):
@@ -402,7 +398,8 @@ def _plan(space: StudySpace, options: StudyOptions) -> _Plan:
         )
     except OSError as error:
         raise StudyError(f"cannot write {study_dir / results.STUDY_FILE}: {error}") from None
-    return _Plan(base, seeds, extend_from, ended_before)
+    sampler_seed = seeding.get("sampler_seed", options.sampler_seed)
+    return _Plan(base, seeds, sampler_seed, extend_from, ended_before)
 
 
 def _records(
@@ -412,8 +409,11 @@ def _records(
     earlier experiments' first."""
     study_dir = options.study_dir
     stopped = _stopped_trials(space, grid, study_dir)
+    # Only a resume reads earlier experiments: it checked that no one else can write them
+    # (`resume.check_trusted`), and Tune unpickles their state.
+    earlier = _earlier_records(study_dir, options, stopped) if options.resume else []
     records = [
-        *_earlier_records(study_dir, options, stopped),
+        *earlier,
         *folder.trial_records(grid, options.gpus_per_trial, stopped),
     ]
     for record in records:

@@ -31,7 +31,7 @@ from optuna.distributions import (
 
 from gapan import results
 from gapan.config import ConfigError, from_flat, to_flat
-from gapan.space import StudySpace, optuna_distributions
+from gapan.space import SPLIT_PREFIX, StudySpace, optuna_distributions
 from gapan.tune.options import StudyError
 
 # The Optuna user attribute that marks an enqueued configuration, with where it came from.
@@ -39,6 +39,7 @@ SEEDED_ATTR = "warm_start"
 # The keys that say at which fidelity an earlier study measured its trials.
 FIDELITY_KEYS = (
     "data.name",
+    "data.split_seed",
     "data.image_size",
     "data.max_classes",
     "model.backbone",
@@ -56,12 +57,14 @@ class Seed:
     study: str  # the earlier study's folder
     trial_id: str
     value: float  # its metric there, at its fidelity
+    metric: str  # which metric that is (the earlier study's own)
     fidelity: dict[str, Any]
 
     def attribute(self) -> dict[str, Any]:
         return {
             "study": self.study,
             "trial_id": self.trial_id,
+            "metric": self.metric,
             "value": self.value,
             "fidelity": self.fidelity,
         }
@@ -74,31 +77,54 @@ def startup_trials(space: StudySpace) -> int:
 
 def source_folder(folder: Path, part: StudySpace) -> Path:
     """The earlier study that seeds `part`: the folder itself when it is a search, or its part
-    of the same name when it is a study made of studies (a tuned comparison's method search)."""
-    for candidate in (folder / part.name, folder):
+    of the same name when it is a study made of studies (a tuned comparison's method search),
+    in the split of the same class split when it ran on several (`--splits`)."""
+    split = f"{SPLIT_PREFIX}{part.fixed.get('data.split_seed', 0)}"
+    candidates = (folder / part.name, folder, folder / split / part.name, folder / split)
+    for candidate in candidates:
         study = _study_json(candidate)
         if study is not None and study.get("kind") == "search":
             return candidate
     raise StudyError(
-        f"--warm-start {folder}: neither it nor {folder / part.name} is the folder of a finished "
-        "search study (with study.json and trials.csv); name a search's results folder, or a "
-        "tuned comparison's folder"
+        f"--warm-start {folder}: neither it nor {folder / part.name} (nor either in {split}/) "
+        "is the folder of a search study with study.json and trials.csv; name a search's "
+        "results folder, or a tuned comparison's folder"
     )
 
 
-def seeds(space: StudySpace, folders: list[Path]) -> tuple[list[Seed], list[str]]:
-    """The configurations to enqueue, best first within each earlier study, and one note per
-    change made to fit this space (a value clipped, a trial left out, a fixed value taken)."""
+def seeds(
+    space: StudySpace, folders: list[Path], study_dir: Path | None = None
+) -> tuple[list[Seed], list[str]]:
+    """The configurations to enqueue, best first within each earlier study (k of each, at most
+    the search's trials in all, no two the same), and one note per change made to fit this
+    space (a value clipped, a trial left out, a fixed value taken).
+
+    Raises:
+        StudyError: A folder is not a search, is this study's own, or ran on another class
+            split (its validation classes would include this study's test classes).
+    """
     distributions = optuna_distributions(space)
     count = startup_trials(space)
     chosen: list[Seed] = []
     notes: list[str] = []
-    for folder in folders:
-        source = source_folder(folder, space)
+    sources = list(dict.fromkeys(source_folder(folder, space).resolve() for folder in folders))
+    for source in sources:
+        if study_dir is not None and source == study_dir.resolve():
+            raise StudyError(f"--warm-start {source} is this study's own folder; name another")
         ranked, source_notes = _ranked(source, distributions)
+        _check_split(source, ranked, space)
         notes.extend(source_notes)
-        taken = [seed for seed in ranked if seed.params not in [c.params for c in chosen]]
-        chosen.extend(taken[:count])
+        taken: list[Seed] = []
+        for seed in ranked:
+            if len(taken) < count and not any(_same_params(seed, c) for c in chosen + taken):
+                taken.append(seed)
+        chosen.extend(taken)
+    if len(chosen) > space.num_samples:
+        notes.append(
+            f"{len(chosen)} configurations for a search of {space.num_samples} trials: the "
+            f"first {space.num_samples} are taken"
+        )
+        chosen = chosen[: space.num_samples]
     return chosen, notes
 
 
@@ -123,6 +149,35 @@ def seeded_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
     }
 
 
+def _same_params(first: Seed, second: Seed) -> bool:
+    """Whether two configurations are one, as Optuna's `enqueue_trial(skip_if_exists=True)`
+    compares them (numbers equal to a relative 1e-5)."""
+    if first.params.keys() != second.params.keys():
+        return False
+    for key, value in first.params.items():
+        other = second.params[key]
+        numbers = _number(value), _number(other)
+        if None in numbers or isinstance(value, bool) or isinstance(other, bool):
+            if value != other:
+                return False
+        elif not math.isclose(numbers[0], numbers[1], rel_tol=1e-5):
+            return False
+    return True
+
+
+def _check_split(source: Path, ranked: list[Seed], space: StudySpace) -> None:
+    here = to_flat(from_flat(dict(space.fixed))).get("data.split_seed")
+    for seed in ranked[:1]:
+        there = seed.fidelity.get("data.split_seed")
+        if there != here:
+            raise StudyError(
+                f"--warm-start {source} ran on class split {there}, this study on split {here}: "
+                "its configurations were chosen on validation classes that are test classes "
+                "here. Warm-start from a study on the same split (with --splits, each split "
+                "from the same split of a study run with --splits)"
+            )
+
+
 def _study_json(folder: Path) -> dict[str, Any] | None:
     try:
         study = json.loads((folder / results.STUDY_FILE).read_text(encoding="utf-8"))
@@ -134,7 +189,8 @@ def _study_json(folder: Path) -> dict[str, Any] | None:
 def _ranked(
     source: Path, distributions: dict[str, BaseDistribution]
 ) -> tuple[list[Seed], list[str]]:
-    """The earlier study's completed trials, best first, projected onto `distributions`."""
+    """The earlier study's completed trials, best first, projected onto `distributions`. A
+    multi-objective study ranks them by its first objective, its metric."""
     study = _study_json(source) or {}
     metric, mode = study.get("metric"), study.get("mode")
     try:
@@ -145,14 +201,16 @@ def _ranked(
             f"--warm-start {source}: its trials cannot be read ({error}); name a finished "
             "search's results folder"
         ) from None
-    if metric not in trials.columns or mode not in ("max", "min"):
+    if not {"trial_id", "status", metric} <= set(trials.columns) or mode not in ("max", "min"):
         raise StudyError(
-            f"--warm-start {source}: its study.json names no metric that trials.csv holds; "
-            "name a finished search's results folder"
+            f"--warm-start {source}: its trials.csv lacks the trial ids, statuses or the metric "
+            "its study.json names; name a search's results folder"
         )
     values = pd.to_numeric(trials[metric], errors="coerce")
-    usable = trials[(trials["status"] == "completed") & values.map(math.isfinite)]
-    usable = usable.assign(_value=values).sort_values("_value", ascending=mode == "min")
+    kept = (trials["status"] == "completed") & values.map(math.isfinite)
+    usable = trials[kept].assign(_value=values[kept])
+    # Stable, so that equal values keep the order the trials ran in.
+    usable = usable.sort_values("_value", ascending=mode == "min", kind="stable")
     fidelity = {key: defaults.get(key) for key in FIDELITY_KEYS}
     notes = _fixed_notes(source, distributions, trials.columns, defaults)
     ranked = []
@@ -162,7 +220,8 @@ def _ranked(
             notes.append(f"{source}: trial {row['trial_id']} left out ({'; '.join(problems)})")
             continue
         notes.extend(f"{source}: trial {row['trial_id']}: {problem}" for problem in problems)
-        ranked.append(Seed(params, str(source), str(row["trial_id"]), row["_value"], fidelity))
+        trial = str(row["trial_id"])
+        ranked.append(Seed(params, str(source), trial, float(row["_value"]), metric, fidelity))
     if not ranked:
         notes.append(f"{source}: no completed trial fits this space; it seeds nothing")
     return ranked, notes
