@@ -40,6 +40,12 @@ def earlier_experiments(study_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def holds_trials(tune_dir: Path) -> bool:
+    """Whether a Tune experiment's folder holds a trial's folder (Tune makes it as the trial
+    starts)."""
+    return any(tune_dir.glob("trial_*"))
+
+
 def recorded(study_dir: Path) -> bool:
     """Whether the study's current Tune experiment wrote its state (Tune writes it before any
     trial ends; `started` only says that its tuner was saved)."""
@@ -53,7 +59,7 @@ def set_aside(study_dir: Path) -> None:
     current = study_dir / TUNE_DIR
     if not current.exists():
         return
-    if earlier_experiments(study_dir) and not any(current.glob("trial_*")):
+    if earlier_experiments(study_dir) and not holds_trials(current):
         shutil.rmtree(current)
         return
     if not (started(study_dir) and recorded(study_dir)):

@@ -15,7 +15,13 @@ from optuna.trial import TrialState
 
 from gapan import results
 from gapan.space import SPLIT_PREFIX, StudySpace
-from gapan.tune.folder import TUNE_DIR, earlier_experiments, started, study_artefacts
+from gapan.tune.folder import (
+    TUNE_DIR,
+    earlier_experiments,
+    holds_trials,
+    started,
+    study_artefacts,
+)
 from gapan.tune.options import StudyError
 from gapan.tune.search import OPTUNA_FILE, journal
 
@@ -105,13 +111,11 @@ def extension(study_dir: Path, space: StudySpace) -> int | None:
     if space.kind != "search" or not (study_dir / results.STUDY_FILE).exists():
         return None
     planned = read_study_file(study_dir).get("num_samples")
-    counts = ended_trials(study_dir, space)
-    ended = counts.get(results.TRIALS_FILE, 0)
+    ended = _ended_in_table(study_dir, space) or 0
     if planned == space.num_samples:
         # An extension stopped before its experiment recorded a trial starts that experiment
         # again; one that recorded trials is resumed by Tune.
-        tune_dir = study_dir / TUNE_DIR
-        if earlier_experiments(study_dir) and not any(tune_dir.glob("trial_*")):
+        if earlier_experiments(study_dir) and not holds_trials(study_dir / TUNE_DIR):
             return ended
         return None
     if not isinstance(planned, int) or space.num_samples < planned:
@@ -153,7 +157,7 @@ def check_resumable(study_dir: Path, space: StudySpace, extending: bool = False)
             )
         )
     check_trusted(study_dir)
-    if not extending or any((study_dir / TUNE_DIR).glob("trial_*")):
+    if not extending or holds_trials(study_dir / TUNE_DIR):
         check_experiment_state(study_dir)
     for earlier in earlier_experiments(study_dir):
         check_experiment_state(study_dir, earlier)
@@ -234,13 +238,9 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
     records a trial's end before Tune's next snapshot), so its count is only the journal's
     check that it can be read, and the record only when trials.csv is missing."""
     counts: dict[str, int] = {}
-    ended = results.ended_statuses(space.scheduler is not None)
-    table = study_dir / results.TRIALS_FILE
-    if table.exists():
-        with table.open(newline="", encoding="utf-8") as file:
-            counts[results.TRIALS_FILE] = sum(
-                row.get("status") in ended for row in csv.DictReader(file)
-            )
+    in_table = _ended_in_table(study_dir, space)
+    if in_table is not None:
+        counts[results.TRIALS_FILE] = in_table
     if (study_dir / OPTUNA_FILE).exists():
         try:
             study = optuna.load_study(study_name=space.name, storage=journal(study_dir))
@@ -256,6 +256,16 @@ def ended_trials(study_dir: Path, space: StudySpace) -> dict[str, int]:
         if results.TRIALS_FILE not in counts:
             counts[OPTUNA_FILE] = journal_count
     return counts
+
+
+def _ended_in_table(study_dir: Path, space: StudySpace) -> int | None:
+    """The trials trials.csv records as ended; None when there is no trials.csv."""
+    table = study_dir / results.TRIALS_FILE
+    if not table.exists():
+        return None
+    ended = results.ended_statuses(space.scheduler is not None)
+    with table.open(newline="", encoding="utf-8") as file:
+        return sum(row.get("status") in ended for row in csv.DictReader(file))
 
 
 def check_nothing_lost(before: dict[str, int], records: list[results.TrialRecord]) -> None:

@@ -272,10 +272,7 @@ def _warm_start(
 
 
 def _recorded_seeding(study_dir: Path) -> dict[str, Any]:
-    try:
-        study = results.read_study(study_dir)
-    except (OSError, ValueError):
-        return {}
+    study = resume.read_study_file(study_dir)
     return {key: study[key] for key in ("sampler_seed", "warm_start") if key in study}
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots as make_subplots  # for the figure modules
@@ -162,3 +163,23 @@ def _setting_axis(
             title_text=title,
             **where,
         )
+
+
+def interval_bars(
+    center: pd.Series,
+    low: pd.Series,
+    high: pd.Series,
+    thickness: float,
+    width: float,
+    color: str | None = None,
+) -> dict[str, Any]:
+    """Plotly error bars from `center` down to `low` and up to `high`; none where a bound is
+    missing."""
+    bars = {
+        "type": "data",
+        "array": (high - center).fillna(0),
+        "arrayminus": (center - low).fillna(0),
+        "thickness": thickness,
+        "width": width,
+    }
+    return bars if color is None else {**bars, "color": color}

@@ -14,7 +14,7 @@ import pandas as pd
 from gapan.results import setting_values
 from gapan.sequential import Design
 from reports import stats
-from reports.figures._common import go, number, style
+from reports.figures._common import go, interval_bars, number, style
 from reports.load import Results, baseline_setting, same_setting, setting_order, usable_trials
 from reports.page import plot_text
 
@@ -414,14 +414,9 @@ def _mean_differences(
         mode="markers",
         name=word,
         marker={"size": 12, "color": color, "symbol": "diamond"},
-        error_x={
-            "type": "data",
-            "array": (own["ci_high"] - own["mean_difference"]).fillna(0),
-            "arrayminus": (own["mean_difference"] - own["ci_low"]).fillna(0),
-            "thickness": 2,
-            "width": 6,
-            "color": color,
-        },
+        error_x=interval_bars(
+            own["mean_difference"], own["ci_low"], own["ci_high"], thickness=2, width=6, color=color
+        ),
         hovertext=[_comparison_hover(row) for row in own.itertuples()],
         hoverinfo="text",
     )

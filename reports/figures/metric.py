@@ -15,6 +15,7 @@ from reports.figures._common import (
     add_reference_line,
     axis_kind,
     go,
+    interval_bars,
     number,
     setting_positions,
     style,
@@ -123,13 +124,9 @@ def _means(shown: pd.DataFrame, positions: dict[str, Any], knob: str) -> go.Scat
         name="mean ± 95% CI",
         line={"color": "#1f4e79", "width": 2},
         marker={"size": 9, "color": "#1f4e79"},
-        error_y={
-            "type": "data",
-            "array": (shown["ci_high"] - shown["mean"]).fillna(0),
-            "arrayminus": (shown["mean"] - shown["ci_low"]).fillna(0),
-            "thickness": 1.5,
-            "width": 6,
-        },
+        error_y=interval_bars(
+            shown["mean"], shown["ci_low"], shown["ci_high"], thickness=1.5, width=6
+        ),
         hovertext=[
             f"{plot_text(knob)} = {plot_text(row.setting)}<br>mean {number(row.mean)}"
             f"<br>95% CI {number(row.ci_low)} to {number(row.ci_high)}<br>n = {row.n}"

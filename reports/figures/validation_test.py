@@ -12,6 +12,7 @@ from reports.figures._common import (
     _setting_axis,
     add_reference_line,
     go,
+    interval_bars,
     number,
     style,
 )
@@ -60,14 +61,14 @@ def draw_validation_test(
                 mode="markers",
                 name=f"{split} (mean ± 95% CI)",
                 marker={"size": 11, "color": colors[split]},
-                error_y={
-                    "type": "data",
-                    "array": (own["ci_high"] - own["mean"]).fillna(0),
-                    "arrayminus": (own["mean"] - own["ci_low"]).fillna(0),
-                    "thickness": 1.5,
-                    "width": 5,
-                    "color": colors[split],
-                },
+                error_y=interval_bars(
+                    own["mean"],
+                    own["ci_low"],
+                    own["ci_high"],
+                    thickness=1.5,
+                    width=5,
+                    color=colors[split],
+                ),
                 hovertext=[
                     f"{split}, {plot_text(knob)} = {plot_text(row.setting)}"
                     f"<br>mean {number(row.mean)}"
